@@ -1,0 +1,54 @@
+# SmartStart: `make up` runs the platform, `make test` checks it.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+TEST_STAMP := $(VENV)/.installed-test
+PG_BIN_DIRS := $(wildcard /usr/lib/postgresql/*/bin/initdb)
+
+.PHONY: up down test lint install install-test postgres-server browser bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e .
+	touch $@
+
+$(TEST_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@ $(STAMP)
+
+install: $(STAMP) postgres-server
+install-test: $(TEST_STAMP) postgres-server
+
+# The embedded cluster needs PostgreSQL's server binaries; install them when absent
+# and we are allowed to (root on Debian/Ubuntu), otherwise `smartstart` says how.
+postgres-server:
+	@if [ -z "$(PG_BIN_DIRS)" ] && [ -z "$$SMARTSTART_PG_BIN" ] && ! command -v pg_ctl >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing the PostgreSQL server (apt-get)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql postgresql-contrib >/dev/null; \
+	  else echo "PostgreSQL server binaries not found: install postgresql, or set SMARTSTART_PG_BIN"; exit 1; fi; \
+	fi
+
+up: install
+	$(BIN)/smartstart up
+
+down:
+	@if [ -x $(BIN)/smartstart ]; then $(BIN)/smartstart down; fi
+
+lint: install-test
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+	$(BIN)/mypy
+
+test: install-test lint
+	$(BIN)/pytest -q
+
+bench: install-test
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

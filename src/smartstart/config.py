@@ -1,0 +1,86 @@
+"""Settings, read from `SMARTSTART_*` environment variables and `.env`."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+from urllib.parse import quote
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+UNSAFE_DEFAULT_PASSWORD = "smartstart_password"  # noqa: S105 - the guide's documented default
+
+
+class Settings(BaseSettings):
+    """Everything configurable; defaults are the guide's development setup."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="SMARTSTART_", env_file=".env", extra="ignore", populate_by_name=True
+    )
+
+    env: Literal["development", "test", "production"] = "development"
+    database_url: SecretStr | None = None
+    home: Path = Path(".smartstart")
+    pg_port: int = Field(default=5432, ge=1, le=65535)
+    pg_host: str = "127.0.0.1"
+    pg_bin: Path | None = None
+    pg_user: str = "postgres"  # OS user that runs the embedded server when we are root
+    db_name: str = "smartstart_db"
+    db_user: str = "smartstart_user"
+    db_password: SecretStr = SecretStr(UNSAFE_DEFAULT_PASSWORD)
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(default=5002, ge=1, le=65535)
+    admin_password: SecretStr | None = None
+
+    @model_validator(mode="after")
+    def _refuse_unsafe_defaults(self) -> Settings:
+        if self.env == "production" and self.database_url is None and (
+            self.db_password.get_secret_value() == UNSAFE_DEFAULT_PASSWORD
+        ):
+            raise ValueError(
+                "SMARTSTART_DB_PASSWORD is the guide's default password; "
+                "set a real one (or SMARTSTART_DATABASE_URL) when SMARTSTART_ENV=production"
+            )
+        return self
+
+    @property
+    def home_dir(self) -> Path:
+        return self.home.expanduser().resolve()
+
+    @property
+    def embedded(self) -> bool:
+        """True when SmartStart runs its own PostgreSQL."""
+        return self.database_url is None
+
+    def url_for(self, dbname: str | None = None) -> str:
+        """libpq URL for the platform database (or another database on the same server)."""
+        if self.database_url is not None:
+            url = self.database_url.get_secret_value()
+            if dbname is None:
+                return url
+            return _replace_dbname(url, dbname)
+        password = quote(self.db_password.get_secret_value(), safe="")
+        return (
+            f"postgresql://{quote(self.db_user, safe='')}:{password}"
+            f"@{self.pg_host}:{self.pg_port}/{dbname or self.db_name}"
+        )
+
+    def sqlalchemy_url(self, dbname: str | None = None) -> str:
+        url = self.url_for(dbname)
+        for prefix in ("postgresql+psycopg://", "postgresql://", "postgres://"):
+            if url.startswith(prefix):
+                return "postgresql+psycopg://" + url[len(prefix) :]
+        return url
+
+
+def _replace_dbname(url: str, dbname: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).set(database=dbname).render_as_string(hide_password=False)
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,66 @@
+"""Engines and sessions for the platform database."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import lru_cache
+
+import psycopg
+from sqlalchemy import Engine, create_engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from smartstart.config import Settings, get_settings
+from smartstart.errors import DatabaseUnavailable
+
+
+def make_engine(url: str, **kwargs: object) -> Engine:
+    return create_engine(url, pool_pre_ping=True, **kwargs)  # type: ignore[arg-type]
+
+
+@lru_cache
+def default_engine() -> Engine:
+    return make_engine(get_settings().sqlalchemy_url())
+
+
+@contextmanager
+def session_scope(engine: Engine | None = None) -> Iterator[Session]:
+    """A session in one transaction: committed on success, rolled back on error."""
+    factory = sessionmaker(engine or default_engine(), expire_on_commit=False)
+    with factory() as session, session.begin():
+        yield session
+
+
+def explain_connect_error(err: Exception, settings: Settings) -> DatabaseUnavailable:
+    """Turn a driver error into a cause and a fix a person can act on."""
+    text = str(err).strip().splitlines()[0] if str(err).strip() else repr(err)
+    target = "SMARTSTART_DATABASE_URL" if not settings.embedded else "the embedded server"
+    if "password authentication failed" in text:
+        return DatabaseUnavailable(
+            f"{target} refused the password for user {settings.db_user!r}" if settings.embedded
+            else f"the server refused the credentials in SMARTSTART_DATABASE_URL: {text}",
+            "run `smartstart doctor --fix`" if settings.embedded
+            else "correct the user/password in SMARTSTART_DATABASE_URL",
+        )
+    if "does not exist" in text and "database" in text:
+        return DatabaseUnavailable(
+            text, "run `smartstart db start` (it creates the database)" if settings.embedded
+            else "create the database on that server",
+        )
+    if "Connection refused" in text or "could not connect" in text or "timeout" in text.lower():
+        return DatabaseUnavailable(
+            f"cannot reach {target}: {text}",
+            "run `smartstart db start`" if settings.embedded
+            else "check that the server in SMARTSTART_DATABASE_URL is running and reachable",
+        )
+    return DatabaseUnavailable(f"cannot connect to {target}: {text}")
+
+
+def connect(settings: Settings | None = None, dbname: str | None = None,
+            **kwargs: object) -> psycopg.Connection[tuple[object, ...]]:
+    """A plain psycopg connection to the platform database, with readable errors."""
+    settings = settings or get_settings()
+    try:
+        return psycopg.connect(settings.url_for(dbname), connect_timeout=5, **kwargs)  # type: ignore[arg-type]
+    except psycopg.OperationalError as e:
+        raise explain_connect_error(e, settings) from e

@@ -1,0 +1,260 @@
+"""The platform's tables, with the guide's exact (Prisma-style, quoted) names.
+
+Invariants that raw SQL must not be able to break (levels, "updatedAt", the
+primary role, XP awards, session revocation) are database triggers, created by
+the migrations; these models describe the columns and constraints only.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Identity,
+    Index,
+    Integer,
+    MetaData,
+    PrimaryKeyConstraint,
+    Text,
+    UniqueConstraint,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+USER_STATUSES = ("ACTIVE", "INACTIVE", "SUSPENDED", "PENDING")
+JOURNEY_STATUSES = ("NOT_STARTED", "IN_PROGRESS", "COMPLETED", "SKIPPED")
+# (name, lowest xp) in ascending order: the guide's XP bands.
+LEVELS: tuple[tuple[str, int], ...] = (
+    ("OWLET", 0),
+    ("FLEDGLING", 100),
+    ("NIGHT_OWL", 500),
+    ("WISE_OWL", 1000),
+)
+
+GEN_ID = text("gen_random_uuid()::text")
+NOW = func.now()
+
+
+def level_for(xp: int) -> str:
+    """The level name for an XP total (the database trigger applies the same bands)."""
+    name = LEVELS[0][0]
+    for level, floor in LEVELS:
+        if xp >= floor:
+            name = level
+    return name
+
+
+def _in(column: str, values: tuple[str, ...]) -> str:
+    return f'"{column}" IN (' + ", ".join(f"'{v}'" for v in values) + ")"
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(
+        naming_convention={
+            "pk": "%(table_name)s_pkey",
+            "uq": "%(table_name)s_%(column_0_N_name)s_key",
+            "fk": "%(table_name)s_%(column_0_name)s_fkey",
+            "ix": "%(table_name)s_%(column_0_N_name)s_idx",
+            "ck": "%(table_name)s_%(constraint_name)s_check",
+        }
+    )
+
+
+def _created() -> Mapped[datetime]:
+    return mapped_column(DateTime(timezone=True), nullable=False, server_default=NOW)
+
+
+def _updated() -> Mapped[datetime]:
+    return mapped_column(DateTime(timezone=True), nullable=False, server_default=NOW)
+
+
+class Role(Base):
+    __tablename__ = "Role"
+
+    id: Mapped[str] = mapped_column(Text, primary_key=True, server_default=GEN_ID)
+    name: Mapped[str] = mapped_column(Text, nullable=False, unique=True)
+    description: Mapped[str | None] = mapped_column(Text)
+    createdAt: Mapped[datetime] = _created()
+    updatedAt: Mapped[datetime] = _updated()
+
+
+class Permission(Base):
+    __tablename__ = "Permission"
+    __table_args__ = (
+        UniqueConstraint("resource", "action"),
+        CheckConstraint("name = resource || ':' || action", name="name_format"),
+    )
+
+    id: Mapped[str] = mapped_column(Text, primary_key=True, server_default=GEN_ID)
+    name: Mapped[str] = mapped_column(Text, nullable=False, unique=True)
+    resource: Mapped[str] = mapped_column(Text, nullable=False)
+    action: Mapped[str] = mapped_column(Text, nullable=False)
+    description: Mapped[str | None] = mapped_column(Text)
+    createdAt: Mapped[datetime] = _created()
+    updatedAt: Mapped[datetime] = _updated()
+
+
+class User(Base):
+    __tablename__ = "User"
+    __table_args__ = (
+        CheckConstraint(_in("status", USER_STATUSES), name="status"),
+        CheckConstraint(_in("level", tuple(n for n, _ in LEVELS)), name="level"),
+        CheckConstraint("xp >= 0", name="xp"),
+        # Plain-text passwords written by hand must never land in the table.
+        CheckConstraint("password ~ '^\\$2[aby]\\$'", name="password_bcrypt"),
+        CheckConstraint("email ~ '^[^@\\s]+@[^@\\s]+$'", name="email"),
+        Index("User_email_lower_key", func.lower(text("email")), unique=True),
+        Index("User_createdAt_idx", "createdAt"),
+        Index("User_status_lastActive_idx", "status", "lastActive"),
+        Index("User_role_idx", "role"),
+        Index("User_xp_idx", "xp"),
+    )
+
+    id: Mapped[str] = mapped_column(Text, primary_key=True, server_default=GEN_ID)
+    email: Mapped[str] = mapped_column(Text, nullable=False)
+    username: Mapped[str] = mapped_column(Text, nullable=False, unique=True)
+    name: Mapped[str | None] = mapped_column(Text)
+    firstName: Mapped[str | None] = mapped_column(Text)
+    lastName: Mapped[str | None] = mapped_column(Text)
+    password: Mapped[str] = mapped_column(Text, nullable=False)
+    role: Mapped[str] = mapped_column(
+        Text,
+        ForeignKey("Role.name", onupdate="CASCADE", ondelete="RESTRICT"),
+        nullable=False,
+        server_default="MEMBER",
+    )
+    level: Mapped[str] = mapped_column(Text, nullable=False, server_default="OWLET")
+    status: Mapped[str] = mapped_column(Text, nullable=False, server_default="ACTIVE")
+    xp: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    reputation: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    lastActive: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=NOW
+    )
+    createdAt: Mapped[datetime] = _created()
+    updatedAt: Mapped[datetime] = _updated()
+
+
+class UserRole(Base):
+    __tablename__ = "UserRole"
+    __table_args__ = (
+        PrimaryKeyConstraint("userId", "roleId"),
+        Index("UserRole_roleId_idx", "roleId"),
+    )
+
+    userId: Mapped[str] = mapped_column(Text, ForeignKey("User.id", ondelete="CASCADE"))
+    roleId: Mapped[str] = mapped_column(Text, ForeignKey("Role.id", ondelete="CASCADE"))
+    assignedAt: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=NOW
+    )
+    assignedBy: Mapped[str | None] = mapped_column(
+        Text, ForeignKey("User.id", ondelete="SET NULL")
+    )
+
+
+class RolePermission(Base):
+    __tablename__ = "RolePermission"
+    __table_args__ = (
+        PrimaryKeyConstraint("roleId", "permissionId"),
+        Index("RolePermission_permissionId_idx", "permissionId"),
+    )
+
+    roleId: Mapped[str] = mapped_column(Text, ForeignKey("Role.id", ondelete="CASCADE"))
+    permissionId: Mapped[str] = mapped_column(
+        Text, ForeignKey("Permission.id", ondelete="CASCADE")
+    )
+    grantedAt: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=NOW
+    )
+
+
+class JourneyStage(Base):
+    __tablename__ = "JourneyStage"
+    __table_args__ = (
+        # Deferred so that stages can swap places within one transaction.
+        UniqueConstraint("order", deferrable=True, initially="DEFERRED"),
+        CheckConstraint('"xpReward" >= 0', name="xpReward"),
+    )
+
+    id: Mapped[str] = mapped_column(Text, primary_key=True, server_default=GEN_ID)
+    name: Mapped[str] = mapped_column(Text, nullable=False, unique=True)
+    description: Mapped[str | None] = mapped_column(Text)
+    order: Mapped[int] = mapped_column(Integer, nullable=False)
+    xpReward: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    active: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default="true")
+    createdAt: Mapped[datetime] = _created()
+    updatedAt: Mapped[datetime] = _updated()
+
+
+class UserJourneyState(Base):
+    __tablename__ = "UserJourneyState"
+    __table_args__ = (
+        UniqueConstraint("userId", "stageId"),
+        CheckConstraint(_in("status", JOURNEY_STATUSES), name="status"),
+        Index("UserJourneyState_stageId_status_idx", "stageId", "status"),
+    )
+
+    id: Mapped[str] = mapped_column(Text, primary_key=True, server_default=GEN_ID)
+    userId: Mapped[str] = mapped_column(
+        Text, ForeignKey("User.id", ondelete="CASCADE"), nullable=False
+    )
+    # RESTRICT: a stage with history is deactivated, not deleted.
+    stageId: Mapped[str] = mapped_column(
+        Text, ForeignKey("JourneyStage.id", ondelete="RESTRICT"), nullable=False
+    )
+    status: Mapped[str] = mapped_column(Text, nullable=False, server_default="NOT_STARTED")
+    startedAt: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    completedAt: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Set once by the trigger that awards the stage's XP; never cleared.
+    xpAwardedAt: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    createdAt: Mapped[datetime] = _created()
+    updatedAt: Mapped[datetime] = _updated()
+
+
+class Session(Base):
+    __tablename__ = "Session"
+    __table_args__ = (
+        Index("Session_userId_idx", "userId"),
+        Index("Session_expiresAt_idx", "expiresAt"),
+    )
+
+    id: Mapped[str] = mapped_column(Text, primary_key=True, server_default=GEN_ID)
+    tokenHash: Mapped[str] = mapped_column(Text, nullable=False, unique=True)
+    userId: Mapped[str] = mapped_column(
+        Text, ForeignKey("User.id", ondelete="CASCADE"), nullable=False
+    )
+    expiresAt: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    createdAt: Mapped[datetime] = _created()
+    lastSeenAt: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=NOW
+    )
+    ip: Mapped[str | None] = mapped_column(Text)
+    userAgent: Mapped[str | None] = mapped_column(Text)
+    revokedAt: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class AuditLog(Base):
+    __tablename__ = "audit_log"
+    __table_args__ = (
+        Index("audit_log_createdAt_idx", "createdAt"),
+        Index("audit_log_actor_createdAt_idx", "actor", "createdAt"),
+        Index("audit_log_resource_resourceId_idx", "resource", "resourceId"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=False), primary_key=True)
+    actor: Mapped[str | None] = mapped_column(Text)
+    action: Mapped[str] = mapped_column(Text, nullable=False)
+    resource: Mapped[str | None] = mapped_column(Text)
+    resourceId: Mapped[str | None] = mapped_column(Text)
+    details: Mapped[dict[str, Any]] = mapped_column(
+        JSONB, nullable=False, server_default=text("'{}'::jsonb")
+    )
+    ip: Mapped[str | None] = mapped_column(Text)
+    createdAt: Mapped[datetime] = _created()

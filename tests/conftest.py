@@ -1,0 +1,162 @@
+"""Fixtures: one real throwaway PostgreSQL cluster per test session, and a fresh
+database per test cloned from a template the migrations built."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shutil
+import socket
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from smartstart.config import Settings, get_settings
+from smartstart.db import migrate
+from smartstart.pg.cluster import Cluster
+
+DB_USER = "smartstart_user"
+DB_PASSWORD = "smartstart_password"  # noqa: S105 - the guide's development default
+TEMPLATE = "smartstart_template"
+SEEDED_TEMPLATE = "smartstart_seeded_template"
+TEST_ADMIN_PASSWORD = "correct horse battery staple"  # noqa: S105
+FAST_CONF = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
+_counter = itertools.count()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def make_home(prefix: str = "smartstart-test-") -> Path:
+    """A temp dir the unprivileged server user can enter (pytest's tmp_path is 0700)."""
+    home = Path(tempfile.mkdtemp(prefix=prefix))
+    home.chmod(0o711)
+    return home
+
+
+def settings_for(cluster: Cluster, db_name: str = "smartstart_db", **extra: Any) -> Settings:
+    return Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        home=cluster.home,
+        pg_port=cluster.port,
+        db_name=db_name,
+        db_user=DB_USER,
+        env="test",
+        **extra,
+    )
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[Cluster]:
+    """A running embedded cluster on a free port, bootstrapped like `smartstart up` does."""
+    home = make_home()
+    cluster = Cluster(home, port=free_port(), server_conf=FAST_CONF)
+    cluster.init()
+    cluster.start()
+    cluster.bootstrap(db_name="smartstart_db", db_user=DB_USER, db_password=DB_PASSWORD)
+    yield cluster
+    cluster.destroy()
+    shutil.rmtree(home, ignore_errors=True)
+
+
+def _create_db(cluster: Cluster, name: str, template: str | None = None) -> None:
+    with cluster.connect() as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        stmt = sql.SQL("CREATE DATABASE {} OWNER {}").format(
+            sql.Identifier(name), sql.Identifier(DB_USER)
+        )
+        if template:
+            stmt += sql.SQL(" TEMPLATE {} STRATEGY FILE_COPY").format(sql.Identifier(template))
+        conn.execute(stmt)
+
+
+def drop_db(cluster: Cluster, name: str) -> None:
+    with cluster.connect() as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@pytest.fixture(scope="session")
+def migrated_template(pg_cluster: Cluster) -> str:
+    """Name of a database migrated to head: the template every test database is cloned from."""
+    _create_db(pg_cluster, TEMPLATE)
+    migrate.upgrade(settings_for(pg_cluster, TEMPLATE).sqlalchemy_url())
+    return TEMPLATE
+
+
+@pytest.fixture(scope="session")
+def seeded_template(pg_cluster: Cluster, migrated_template: str) -> str:
+    """A migrated template with the platform's seed data (admin password known)."""
+    from smartstart.db import seed
+
+    _create_db(pg_cluster, SEEDED_TEMPLATE, migrated_template)
+    settings = settings_for(pg_cluster, SEEDED_TEMPLATE, admin_password=TEST_ADMIN_PASSWORD)
+    with psycopg.connect(settings.url_for()) as conn:
+        seed.seed(conn, settings)
+    return SEEDED_TEMPLATE
+
+
+def _fresh(cluster: Cluster, template: str) -> Iterator[Settings]:
+    name = f"t_{os.getpid()}_{next(_counter)}"
+    _create_db(cluster, name, template)
+    yield settings_for(cluster, name)
+    drop_db(cluster, name)
+
+
+@pytest.fixture
+def db_settings(pg_cluster: Cluster, migrated_template: str) -> Iterator[Settings]:
+    """Settings pointing at a fresh, migrated, empty database of this test's own."""
+    yield from _fresh(pg_cluster, migrated_template)
+
+
+@pytest.fixture
+def seeded_settings(pg_cluster: Cluster, seeded_template: str) -> Iterator[Settings]:
+    """Settings pointing at a fresh database of this test's own, migrated and seeded."""
+    yield from _fresh(pg_cluster, seeded_template)
+
+
+@pytest.fixture
+def conn(db_settings: Settings) -> Iterator[psycopg.Connection[Any]]:
+    """Autocommit connection to a fresh migrated database."""
+    with psycopg.connect(db_settings.url_for(), autocommit=True) as c:
+        yield c
+
+
+@pytest.fixture
+def seeded_conn(seeded_settings: Settings) -> Iterator[psycopg.Connection[Any]]:
+    """Autocommit connection to a fresh migrated and seeded database."""
+    with psycopg.connect(seeded_settings.url_for(), autocommit=True) as c:
+        yield c
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """No SMARTSTART_* variable of the developer's shell leaks into a test."""
+    for key in list(os.environ):
+        if key.startswith("SMARTSTART_"):
+            monkeypatch.delenv(key)
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
+
+
+@pytest.fixture
+def cli_env(monkeypatch: pytest.MonkeyPatch, pg_cluster: Cluster) -> Any:
+    """Point the CLI (through environment variables) at a database of the test cluster."""
+
+    def point(settings: Settings) -> Settings:
+        monkeypatch.setenv("SMARTSTART_HOME", str(pg_cluster.home))
+        monkeypatch.setenv("SMARTSTART_PG_PORT", str(pg_cluster.port))
+        monkeypatch.setenv("SMARTSTART_DB_NAME", settings.db_name)
+        monkeypatch.setenv("SMARTSTART_ENV", "test")
+        get_settings.cache_clear()
+        return settings
+
+    return point
