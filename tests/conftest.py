@@ -69,7 +69,9 @@ def pg_cluster() -> Iterator[Cluster]:
 
 def _create_db(cluster: Cluster, name: str, template: str | None = None) -> None:
     with cluster.connect() as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
         stmt = sql.SQL("CREATE DATABASE {} OWNER {}").format(
             sql.Identifier(name), sql.Identifier(DB_USER)
         )
@@ -80,7 +82,9 @@ def _create_db(cluster: Cluster, name: str, template: str | None = None) -> None
 
 def drop_db(cluster: Cluster, name: str) -> None:
     with cluster.connect() as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
 
 
 @pytest.fixture(scope="session")

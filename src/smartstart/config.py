@@ -36,8 +36,10 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _refuse_unsafe_defaults(self) -> Settings:
-        if self.env == "production" and self.database_url is None and (
-            self.db_password.get_secret_value() == UNSAFE_DEFAULT_PASSWORD
+        if (
+            self.env == "production"
+            and self.database_url is None
+            and (self.db_password.get_secret_value() == UNSAFE_DEFAULT_PASSWORD)
         ):
             raise ValueError(
                 "SMARTSTART_DB_PASSWORD is the guide's default password; "

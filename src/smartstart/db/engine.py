@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
+from typing import Any
 
 import psycopg
 from sqlalchemy import Engine, create_engine
@@ -15,7 +16,7 @@ from smartstart.errors import DatabaseUnavailable
 
 
 def make_engine(url: str, **kwargs: object) -> Engine:
-    return create_engine(url, pool_pre_ping=True, **kwargs)  # type: ignore[arg-type]
+    return create_engine(url, pool_pre_ping=True, **kwargs)
 
 
 @lru_cache
@@ -37,30 +38,36 @@ def explain_connect_error(err: Exception, settings: Settings) -> DatabaseUnavail
     target = "SMARTSTART_DATABASE_URL" if not settings.embedded else "the embedded server"
     if "password authentication failed" in text:
         return DatabaseUnavailable(
-            f"{target} refused the password for user {settings.db_user!r}" if settings.embedded
+            f"{target} refused the password for user {settings.db_user!r}"
+            if settings.embedded
             else f"the server refused the credentials in SMARTSTART_DATABASE_URL: {text}",
-            "run `smartstart doctor --fix`" if settings.embedded
+            "run `smartstart doctor --fix`"
+            if settings.embedded
             else "correct the user/password in SMARTSTART_DATABASE_URL",
         )
     if "does not exist" in text and "database" in text:
         return DatabaseUnavailable(
-            text, "run `smartstart db start` (it creates the database)" if settings.embedded
+            text,
+            "run `smartstart db start` (it creates the database)"
+            if settings.embedded
             else "create the database on that server",
         )
     if "Connection refused" in text or "could not connect" in text or "timeout" in text.lower():
         return DatabaseUnavailable(
             f"cannot reach {target}: {text}",
-            "run `smartstart db start`" if settings.embedded
+            "run `smartstart db start`"
+            if settings.embedded
             else "check that the server in SMARTSTART_DATABASE_URL is running and reachable",
         )
     return DatabaseUnavailable(f"cannot connect to {target}: {text}")
 
 
-def connect(settings: Settings | None = None, dbname: str | None = None,
-            **kwargs: object) -> psycopg.Connection[tuple[object, ...]]:
+def connect(
+    settings: Settings | None = None, dbname: str | None = None, **kwargs: Any
+) -> psycopg.Connection[tuple[Any, ...]]:
     """A plain psycopg connection to the platform database, with readable errors."""
     settings = settings or get_settings()
     try:
-        return psycopg.connect(settings.url_for(dbname), connect_timeout=5, **kwargs)  # type: ignore[arg-type]
+        return psycopg.connect(settings.url_for(dbname), connect_timeout=5, **kwargs)
     except psycopg.OperationalError as e:
         raise explain_connect_error(e, settings) from e

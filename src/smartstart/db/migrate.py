@@ -77,3 +77,61 @@ def diff(url: str) -> list[Any]:
             return list(compare_metadata(ctx, Base.metadata))
     finally:
         engine.dispose()
+
+
+def _script() -> ScriptDirectory:
+    return ScriptDirectory.from_config(alembic_config(""))
+
+
+def pending(url: str, target: str = "head") -> list[str]:
+    """Revisions an upgrade to target would apply, oldest first."""
+    current = current_revision(url)
+    revs = _script().iterate_revisions(target, current or "base")
+    return [r.revision for r in revs][::-1]
+
+
+def reverted(url: str, target: str = "-1") -> list[str]:
+    """Revisions a downgrade to target would revert, newest first."""
+    current = current_revision(url)
+    if current is None:
+        return []
+    script = _script()
+    if target.startswith("-") and target[1:].isdigit():
+        steps = int(target[1:])
+        revs = list(script.iterate_revisions(current, "base"))
+        return [r.revision for r in revs[:steps]]
+    dest = None if target == "base" else target
+    return [
+        r.revision for r in script.iterate_revisions(current, dest or "base") if r.revision != dest
+    ]
+
+
+def check(url: str) -> dict[str, Any]:
+    """At head and no drift between models and database? With the differences spelt out."""
+    current, head = current_revision(url), head_revision()
+    differences = [_describe(d) for d in diff(url)] if current is not None else []
+    return {
+        "ok": current == head and not differences,
+        "current": current,
+        "head": head,
+        "differences": differences,
+    }
+
+
+def _describe(d: Any) -> str:
+    """One readable line for an autogenerate difference tuple."""
+    if isinstance(d, list):  # column modifications come grouped
+        return "; ".join(_describe(x) for x in d)
+    kind, *rest = d
+    if kind.startswith("modify_"):
+        _, schema, table, column, info, old, new = d
+        return f"{kind}: {table}.{column}: {old!r} in the database, {new!r} in the models"
+    obj = rest[-1] if rest else None
+    name = getattr(obj, "name", None) or obj
+    table = getattr(getattr(obj, "table", None), "name", None)
+    if kind in ("add_column", "remove_column"):
+        table, column = rest[-2], rest[-1]
+        where = "models only" if kind == "add_column" else "database only"
+        return f"{kind}: {table}.{column.name} ({where})"
+    where = "models only" if kind.startswith("add") else "database only"
+    return f"{kind}: {name}" + (f" on {table}" if table else "") + f" ({where})"

@@ -87,7 +87,9 @@ def find_bin_dir(override: Path | None = None) -> Path:
     for d in candidates:
         if complete(d):
             return d
-    raise ClusterError("PostgreSQL server binaries (initdb, pg_ctl, postgres) not found", INSTALL_HINT)
+    raise ClusterError(
+        "PostgreSQL server binaries (initdb, pg_ctl, postgres) not found", INSTALL_HINT
+    )
 
 
 def server_version(bin_dir: Path) -> str:
@@ -432,7 +434,7 @@ class Cluster:
 
     def _orphans(self) -> list[int]:
         """Server processes still attached to this data directory."""
-        found = []
+        found: list[int] = []
         proc = Path("/proc")
         if not proc.is_dir():
             return found
@@ -518,8 +520,17 @@ class Cluster:
         if pidfile is None or not _is_postgres_process(pidfile.pid):
             return False
         self._run(
-            [str(self.bin_dir / "pg_ctl"), "stop", "-D", str(self.data_dir), "-m", mode, "-w",
-             "-t", str(int(timeout))],
+            [
+                str(self.bin_dir / "pg_ctl"),
+                "stop",
+                "-D",
+                str(self.data_dir),
+                "-m",
+                mode,
+                "-w",
+                "-t",
+                str(int(timeout)),
+            ],
             timeout=timeout + 10,
         )
         return True
@@ -572,7 +583,9 @@ class Cluster:
             # New databases (tests, reset) inherit the extension from template1.
             with self.connect("template1") as t1:
                 t1.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
-            if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [db_name]).fetchone():
+            if not conn.execute(
+                "SELECT 1 FROM pg_database WHERE datname = %s", [db_name]
+            ).fetchone():
                 conn.execute(
                     sql.SQL("CREATE DATABASE {} OWNER {}").format(
                         sql.Identifier(db_name), sql.Identifier(db_user)
@@ -580,4 +593,3 @@ class Cluster:
                 )
         with self.connect(db_name) as conn:
             conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
-

@@ -1,0 +1,329 @@
+"""`smartstart db …`: the PostgreSQL server, connections, migrations, seed and reset."""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+from smartstart import stack
+from smartstart.cli.common import (
+    DryRunOpt,
+    JsonOpt,
+    YesOpt,
+    confirm,
+    console,
+    fail,
+    handle_errors,
+    print_json,
+    print_table,
+    settings,
+)
+from smartstart.db import lifecycle, migrate
+from smartstart.db.engine import connect
+from smartstart.errors import SmartStartError
+from smartstart.pg.cluster import find_bin_dir
+
+app = typer.Typer(
+    help="The database: server, connections, migrations, seed data, reset.", no_args_is_help=True
+)
+
+
+def _say(message: str) -> None:
+    console.print(f"[green]•[/] {message}", highlight=False)
+
+
+# -- server ---------------------------------------------------------------------
+
+
+@app.command()
+@handle_errors
+def start() -> None:
+    """Start the embedded PostgreSQL (initialising it on first run)."""
+    s = settings()
+    initialized, started = stack.start_database(s)
+    cluster = stack.cluster_for(s)
+    if initialized:
+        _say(f"initialised a cluster in {cluster.data_dir}")
+    _say(
+        f"started PostgreSQL on {s.pg_host}:{s.pg_port}"
+        if started
+        else f"PostgreSQL was already running on port {cluster.status().port}"
+    )
+
+
+@app.command()
+@handle_errors
+def stop() -> None:
+    """Stop the embedded PostgreSQL."""
+    _say("stopped PostgreSQL" if stack.stop_database(settings()) else "PostgreSQL was not running")
+
+
+@app.command()
+@handle_errors
+def restart() -> None:
+    """Restart the embedded PostgreSQL."""
+    s = settings()
+    stack.stop_database(s)
+    stack.start_database(s)
+    _say(f"restarted PostgreSQL on {s.pg_host}:{s.pg_port}")
+
+
+@app.command("status")
+@handle_errors
+def status_(as_json: JsonOpt = False) -> None:
+    """Server state: pid, port, data directory, version, uptime."""
+    s = settings()
+    row = stack.services_status(s)[0]
+    if as_json:
+        print_json(row)
+    else:
+        for key, value in row.items():
+            if key == "uptime_seconds" and value is not None:
+                value = f"{int(value)}s"
+            console.print(f"{key:>15}: {'' if value is None else value}", highlight=False)
+    if not str(row["state"]).startswith("running"):
+        raise typer.Exit(3)
+
+
+# -- connections ------------------------------------------------------------------
+
+
+def _psql() -> str:
+    s = settings()
+    candidates = []
+    if s.embedded:
+        with contextlib.suppress(SmartStartError):  # fall back to PATH
+            candidates.append(str(find_bin_dir(s.pg_bin) / "psql"))
+    found = shutil.which("psql")
+    if found:
+        candidates.append(found)
+    for c in candidates:
+        if Path(c).exists():
+            return c
+    raise fail("psql not found: install the PostgreSQL client (apt-get install postgresql-client)")
+
+
+@app.command()
+@handle_errors
+def shell(
+    command: Annotated[
+        str | None, typer.Option("--command", "-c", help="Run this SQL (or psql meta-command).")
+    ] = None,
+) -> None:
+    """Open psql on the platform database (or run one command with -c)."""
+    s = settings()
+    args = [_psql(), "-X", s.url_for()]
+    if command is not None:
+        args += ["-v", "ON_ERROR_STOP=1", "-c", command]
+    raise typer.Exit(subprocess.call(args))
+
+
+@app.command()
+@handle_errors
+def url(
+    sqlalchemy: Annotated[
+        bool, typer.Option("--sqlalchemy", help="SQLAlchemy form (postgresql+psycopg://).")
+    ] = False,
+    masked: Annotated[bool, typer.Option("--masked", help="Hide the password.")] = False,
+) -> None:
+    """Print the connection URL of the platform database."""
+    s = settings()
+    value = s.sqlalchemy_url() if sqlalchemy else s.url_for()
+    typer.echo(stack.redact(value) if masked else value)
+
+
+# -- migrations -------------------------------------------------------------------
+
+
+@app.command("migrate")
+@handle_errors
+def migrate_(
+    revision: Annotated[str, typer.Argument(help="Target revision.")] = "head",
+    dry_run: DryRunOpt = False,
+) -> None:
+    """Apply migrations (upgrade to head, or to REVISION)."""
+    s = settings()
+    url = s.sqlalchemy_url()
+    with connect(s):
+        pass
+    current = migrate.current_revision(url)
+    if dry_run:
+        pending = migrate.pending(url, revision)
+        _say(f"at {current or 'base'}; would apply: {', '.join(pending) or 'nothing'}")
+        return
+    migrate.upgrade(url, revision)
+    now = migrate.current_revision(url)
+    _say(f"schema at {now}" + ("" if now == current else f" (was {current or 'base'})"))
+
+
+@app.command()
+@handle_errors
+def revision(
+    message: Annotated[str, typer.Option("--message", "-m", help="What the revision does.")],
+    autogenerate: Annotated[
+        bool, typer.Option("--autogenerate", help="Fill it from the difference models → database.")
+    ] = False,
+) -> None:
+    """Create a new migration file under src/smartstart/db/migrations/versions."""
+    s = settings()
+    for path in migrate.revision(s.sqlalchemy_url(), message, autogenerate=autogenerate):
+        _say(f"wrote {path}")
+
+
+@app.command()
+@handle_errors
+def downgrade(
+    revision: Annotated[str, typer.Argument(help="Target revision, -N, or base.")] = "-1",
+    yes: YesOpt = False,
+    dry_run: DryRunOpt = False,
+) -> None:
+    """Revert migrations (one step by default). Dropped columns lose their data."""
+    s = settings()
+    url = s.sqlalchemy_url()
+    current = migrate.current_revision(url)
+    if current is None:
+        raise fail("the database has no migrations applied; nothing to downgrade")
+    steps = migrate.reverted(url, revision)
+    if dry_run:
+        _say(f"at {current}; would revert: {', '.join(steps) or 'nothing'}")
+        return
+    confirm(
+        f"Revert {', '.join(steps)} on {s.db_name}? Data in dropped tables/columns is lost.", yes
+    )
+    migrate.downgrade(url, revision)
+    _say(f"schema at {migrate.current_revision(url) or 'base'} (was {current})")
+
+
+@app.command()
+@handle_errors
+def history(as_json: JsonOpt = False) -> None:
+    """List every migration, newest first."""
+    rows = migrate.history()
+    if as_json:
+        print_json(rows)
+    else:
+        print_table(rows, ["revision", "down_revision", "message", "is_head"])
+
+
+@app.command()
+@handle_errors
+def current(as_json: JsonOpt = False) -> None:
+    """Show the database's revision and the latest one."""
+    s = settings()
+    with connect(s):
+        pass
+    row = {"current": migrate.current_revision(s.sqlalchemy_url()), "head": migrate.head_revision()}
+    if as_json:
+        print_json(row)
+    else:
+        at_head = " (head)" if row["current"] == row["head"] else f" (head is {row['head']})"
+        typer.echo(f"{row['current'] or 'base'}{at_head}")
+
+
+@app.command()
+@handle_errors
+def check(as_json: JsonOpt = False) -> None:
+    """Exit non-zero when the database is not at head or differs from the models (drift)."""
+    s = settings()
+    with connect(s):
+        pass
+    result = migrate.check(s.sqlalchemy_url())
+    if as_json:
+        print_json(result)
+    else:
+        if result["current"] != result["head"]:
+            typer.echo(f"schema at {result['current'] or 'base'}, head is {result['head']}")
+        for line in result["differences"]:
+            typer.echo(f"drift: {line}")
+        if result["ok"]:
+            typer.echo(f"ok: at {result['head']}, no drift")
+    if not result["ok"]:
+        raise typer.Exit(1)
+
+
+# -- data -------------------------------------------------------------------------
+
+
+@app.command()
+@handle_errors
+def seed(
+    demo_users: Annotated[
+        int, typer.Option("--demo-users", min=0, help="Also add N generated demo users.")
+    ] = 0,
+) -> None:
+    """Seed roles, permissions, journey stages and the guide's users (idempotent)."""
+    from smartstart.db import seed as seed_mod
+
+    s = settings()
+    with connect(s) as conn:
+        report = seed_mod.seed(conn, s)
+        created = {k: v for k, v in report.created.items() if v}
+        _say("seeded " + (", ".join(f"{v} {k}" for k, v in created.items()) or "nothing new"))
+        for email, password in report.credentials.items():
+            console.print(f"  password for {email}: {password}", highlight=False)
+        if report.credentials_file:
+            console.print(f"  saved to {report.credentials_file} (mode 600)", highlight=False)
+        if demo_users:
+            with Progress(
+                "[progress.description]{task.description}",
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=console,
+                transient=True,
+            ) as progress:
+                task = progress.add_task("demo users", total=demo_users)
+                n = seed_mod.demo_users(
+                    conn, demo_users, progress=lambda done: progress.update(task, completed=done)
+                )
+            _say(f"added {n} demo users (they share one precomputed password hash)")
+
+
+@app.command()
+@handle_errors
+def reset(
+    no_seed: Annotated[
+        bool, typer.Option("--no-seed", help="Leave the new database empty.")
+    ] = False,
+    yes: YesOpt = False,
+    dry_run: DryRunOpt = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Allow resetting an external (non-embedded) database.")
+    ] = False,
+) -> None:
+    """Drop and recreate the platform database, migrate it and seed it. Deletes all data."""
+    s = settings()
+    if not s.embedded and not force:
+        raise fail(
+            "refusing to reset a database SmartStart does not manage (SMARTSTART_DATABASE_URL) — "
+            "add --force if you really mean to drop every table in it"
+        )
+    try:
+        counts = lifecycle.table_counts(s)
+    except Exception:  # noqa: BLE001 - an unreachable/missing database has nothing to show
+        counts = {}
+    where = stack.redact(s.url_for())
+    if counts:
+        print_table(
+            [{"table": k, "rows": v} for k, v in counts.items()], title=f"{s.db_name} ({where})"
+        )
+    else:
+        console.print(f"{s.db_name} ({where}): no tables", highlight=False)
+    plan = "drop and recreate it, migrate to head" + ("" if no_seed else ", seed")
+    if dry_run:
+        _say(f"would {plan}; nothing changed (dry run)")
+        return
+    confirm(f"Delete all {sum(counts.values())} rows of {s.db_name} and {plan}?", yes)
+    result = lifecycle.reset(s, seed=not no_seed, force=force)
+    _say(
+        f"reset {s.db_name}: schema at {result['revision']}"
+        + (", seeded" if result["seeded"] else ", empty")
+    )
+    for email, password in result["credentials"].items():
+        console.print(f"  password for {email}: {password}", highlight=False)

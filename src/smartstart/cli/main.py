@@ -1,0 +1,25 @@
+"""`smartstart`: the platform and its database operations, one command line."""
+
+from __future__ import annotations
+
+import typer
+
+from smartstart.cli import db, services
+
+app = typer.Typer(
+    name="smartstart",
+    help="SmartStart: run the platform and operate its PostgreSQL database.",
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    pretty_exceptions_enable=False,
+)
+services.register(app)
+app.add_typer(db.app, name="db")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

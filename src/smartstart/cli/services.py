@@ -1,0 +1,177 @@
+"""Whole-platform commands: up, down, restart, status, logs, serve."""
+
+from __future__ import annotations
+
+import os
+import time
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from smartstart import stack
+from smartstart.cli.common import (
+    JsonOpt,
+    console,
+    fail,
+    handle_errors,
+    print_json,
+    print_table,
+    settings,
+)
+from smartstart.config import Settings
+from smartstart.pg.cluster import Cluster
+
+
+def _say(message: str) -> None:
+    console.print(f"[green]•[/] {message}", highlight=False)
+
+
+def _announce_credentials(ready: stack.DatabaseReady) -> None:
+    if not ready.credentials:
+        return
+    console.print("[bold yellow]Initial passwords (shown once):[/]")
+    for email, password in ready.credentials.items():
+        console.print(f"  {email}  {password}", highlight=False)
+    if ready.credentials_file:
+        console.print(f"  also saved to {ready.credentials_file} (mode 600)", highlight=False)
+
+
+@handle_errors
+def up(
+    detach: Annotated[
+        bool, typer.Option("--detach", "-d", help="Run the Brain in the background and return.")
+    ] = False,
+) -> None:
+    """Start everything: PostgreSQL (initialised on first run), migrations, seed data, the Brain."""
+    s = settings()
+    stack.check_api_port(s)
+    ready = stack.ensure_database(s, say=_say)
+    _announce_credentials(ready)
+    if detach:
+        pid = stack.start_brain_detached(s)
+        _say(f"the Brain is serving {stack.brain_url(s)} (pid {pid}); `smartstart down` stops it")
+        return
+    _say(f"the Brain is serving {stack.brain_url(s)} — Ctrl-C stops it")
+    _serve(s)
+
+
+def _serve(s: Settings) -> None:
+    import uvicorn
+
+    from smartstart.api.app import create_app
+
+    running = stack.brain_pid(s)
+    if running is not None and running != os.getpid():
+        raise fail(f"a Brain is already running (pid {running}); `smartstart down` stops it")
+    stack.check_api_port(s)
+    stack.write_brain_pid(s, os.getpid())
+    try:
+        uvicorn.run(create_app(s), host=s.api_host, port=s.api_port, log_level="info")
+    finally:
+        stack.clear_brain_pid(s, os.getpid())
+
+
+@handle_errors
+def serve() -> None:
+    """Serve the Brain in the foreground (database must already be up and migrated)."""
+    _serve(settings())
+
+
+@handle_errors
+def down() -> None:
+    """Stop the Brain and the embedded PostgreSQL."""
+    s = settings()
+    _say("stopped the Brain" if stack.stop_brain(s) else "the Brain was not running")
+    if s.embedded:
+        stopped = stack.stop_database(s)
+        _say("stopped PostgreSQL" if stopped else "PostgreSQL was not running")
+    else:
+        _say("PostgreSQL is external (SMARTSTART_DATABASE_URL): left running")
+
+
+@handle_errors
+def restart() -> None:
+    """Stop and start everything again (the Brain comes back detached)."""
+    s = settings()
+    stack.stop_brain(s)
+    if s.embedded:
+        stack.stop_database(s)
+    ready = stack.ensure_database(s, say=_say)
+    _announce_credentials(ready)
+    pid = stack.start_brain_detached(s)
+    _say(f"the Brain is serving {stack.brain_url(s)} (pid {pid})")
+
+
+@handle_errors
+def status(as_json: JsonOpt = False) -> None:
+    """State, pid, port and URL of each service."""
+    rows = stack.services_status(settings())
+    if as_json:
+        print_json(rows)
+        return
+    for row in rows:
+        up_s = row.get("uptime_seconds")
+        row["uptime"] = f"{int(up_s)}s" if up_s is not None else None
+    print_table(rows, ["service", "state", "pid", "port", "url", "version", "uptime"])
+
+
+class LogSource(StrEnum):
+    postgres = "postgres"
+    brain = "brain"
+
+
+def _log_path(s: Settings, source: LogSource) -> Path:
+    if source is LogSource.postgres:
+        return Cluster.from_settings(s).log_file
+    return stack.brain_log_file(s)
+
+
+@handle_errors
+def logs(
+    source: Annotated[
+        LogSource | None, typer.Argument(help="Which log; both when omitted.")
+    ] = None,
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Keep printing new lines.")
+    ] = False,
+    lines: Annotated[int, typer.Option("--lines", "-n", min=0, help="Lines of history.")] = 50,
+) -> None:
+    """Show the PostgreSQL and Brain logs (under $SMARTSTART_HOME/logs)."""
+    s = settings()
+    sources = [source] if source else list(LogSource)
+    if not s.embedded and LogSource.postgres in sources:
+        if source is LogSource.postgres:
+            raise fail(
+                "PostgreSQL is external (SMARTSTART_DATABASE_URL): its logs are on that server"
+            )
+        sources.remove(LogSource.postgres)
+    paths = {src: _log_path(s, src) for src in sources}
+    prefix = len(paths) > 1
+    positions: dict[LogSource, int] = {}
+    for src, path in paths.items():
+        if not path.exists():
+            console.print(f"[dim]{src.value}: no log yet ({path})[/]", highlight=False)
+            positions[src] = 0
+            continue
+        data = path.read_bytes()
+        for line in data.decode(errors="replace").splitlines()[-lines:] if lines else []:
+            typer.echo(f"{src.value:8} | {line}" if prefix else line)
+        positions[src] = len(data)
+    while follow:
+        time.sleep(0.25)
+        for src, path in paths.items():
+            if not path.exists():
+                continue
+            with path.open("rb") as f:
+                f.seek(positions[src])
+                chunk = f.read()
+            positions[src] += len(chunk)
+            for line in chunk.decode(errors="replace").splitlines():
+                typer.echo(f"{src.value:8} | {line}" if prefix else line)
+
+
+def register(app: typer.Typer) -> None:
+    for command in (up, down, restart, status, logs, serve):
+        app.command()(command)

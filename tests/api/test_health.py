@@ -1,0 +1,44 @@
+"""/healthz and /readyz of the Brain."""
+
+from __future__ import annotations
+
+from fastapi.testclient import TestClient
+
+from smartstart.api.app import create_app
+from smartstart.config import Settings
+from smartstart.db import migrate
+from smartstart.pg.cluster import Cluster
+from tests.conftest import drop_db, settings_for
+
+
+def test_healthz_answers_without_a_database(db_settings: Settings) -> None:
+    broken = db_settings.model_copy(update={"pg_port": 1})
+    with TestClient(create_app(broken)) as client:
+        assert client.get("/healthz").json() == {"status": "ok"}
+
+
+def test_readyz_is_200_at_head(db_settings: Settings) -> None:
+    with TestClient(create_app(db_settings)) as client:
+        resp = client.get("/readyz")
+    assert resp.status_code == 200
+    assert resp.json() == {"status": "ready", "revision": migrate.head_revision()}
+
+
+def test_readyz_is_503_when_the_schema_is_behind(db_settings: Settings) -> None:
+    migrate.downgrade(db_settings.sqlalchemy_url(), "base")
+    with TestClient(create_app(db_settings)) as client:
+        resp = client.get("/readyz")
+    assert resp.status_code == 503
+    body = resp.json()
+    assert body["status"] == "unavailable"
+    assert "smartstart db migrate" in body["reason"] and body["head"] == migrate.head_revision()
+
+
+def test_readyz_is_503_when_the_database_is_unreachable(pg_cluster: Cluster) -> None:
+    gone = settings_for(pg_cluster, "no_such_database")
+    drop_db(pg_cluster, "no_such_database")
+    with TestClient(create_app(gone)) as client:
+        resp = client.get("/readyz")
+    assert resp.status_code == 503
+    assert "database unreachable" in resp.json()["reason"]
+    assert "no_such_database" in resp.json()["reason"]

@@ -1,0 +1,203 @@
+"""`smartstart db …` through Typer's CliRunner against the test cluster."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import psycopg
+import pytest
+from typer.testing import CliRunner
+
+from smartstart.cli.main import app
+from smartstart.config import Settings
+from smartstart.db import migrate
+
+runner = CliRunner()
+
+
+def run(*args: str, input: str | None = None) -> Any:
+    return runner.invoke(app, list(args), input=input)
+
+
+def count(settings: Settings, table: str) -> int:
+    with psycopg.connect(settings.url_for()) as conn:
+        return int(conn.execute(f'SELECT count(*) FROM "{table}"').fetchone()[0])  # type: ignore[index]
+
+
+def test_status_json_reports_the_running_server(cli_env: Any, db_settings: Settings) -> None:
+    cli_env(db_settings)
+    result = run("db", "status", "--json")
+    assert result.exit_code == 0, result.output
+    row = json.loads(result.output)
+    assert row["state"] == "running" and row["port"] == db_settings.pg_port
+    assert row["pid"] > 0 and "***" in row["url"]
+
+
+def test_url_and_shell_reach_the_platform_database(cli_env: Any, db_settings: Settings) -> None:
+    cli_env(db_settings)
+    url = run("db", "url").output.strip()
+    assert url == db_settings.url_for()
+    assert "***" in run("db", "url", "--masked").output
+    result = run("db", "shell", "-c", "SELECT 1")
+    assert result.exit_code == 0
+
+
+def test_shell_exit_code_follows_psql(cli_env: Any, db_settings: Settings) -> None:
+    cli_env(db_settings)
+    assert run("db", "shell", "-c", "SELECT * FROM no_such_table").exit_code != 0
+
+
+def test_current_and_history(cli_env: Any, db_settings: Settings) -> None:
+    cli_env(db_settings)
+    head = migrate.head_revision()
+    current = json.loads(run("db", "current", "--json").output)
+    assert current == {"current": head, "head": head}
+    history = json.loads(run("db", "history", "--json").output)
+    assert history[0]["revision"] == head and history[0]["is_head"]
+
+
+def test_check_passes_at_head_and_fails_on_drift(cli_env: Any, db_settings: Settings) -> None:
+    cli_env(db_settings)
+    ok = run("db", "check")
+    assert ok.exit_code == 0 and "no drift" in ok.output
+    with psycopg.connect(db_settings.url_for(), autocommit=True) as conn:
+        conn.execute('ALTER TABLE "User" ADD COLUMN "newField" VARCHAR(255)')
+    drift = run("db", "check")
+    assert drift.exit_code == 1
+    assert "User.newField" in drift.output
+
+
+def test_check_fails_when_behind_head(cli_env: Any, db_settings: Settings) -> None:
+    cli_env(db_settings)
+    migrate.downgrade(db_settings.sqlalchemy_url(), "base")
+    result = run("db", "check", "--json")
+    assert result.exit_code == 1
+    assert json.loads(result.output)["current"] is None
+
+
+def test_downgrade_asks_and_a_no_changes_nothing(cli_env: Any, db_settings: Settings) -> None:
+    cli_env(db_settings)
+    result = run("db", "downgrade", input="n\n")
+    assert result.exit_code == 1
+    assert migrate.current_revision(db_settings.sqlalchemy_url()) == migrate.head_revision()
+    dry = run("db", "downgrade", "--dry-run")
+    assert dry.exit_code == 0 and "would revert" in dry.output
+    assert migrate.current_revision(db_settings.sqlalchemy_url()) == migrate.head_revision()
+
+
+def test_downgrade_then_migrate(cli_env: Any, db_settings: Settings) -> None:
+    cli_env(db_settings)
+    assert run("db", "downgrade", "base", "--yes").exit_code == 0
+    assert migrate.current_revision(db_settings.sqlalchemy_url()) is None
+    plan = run("db", "migrate", "--dry-run")
+    assert migrate.head_revision() in plan.output  # type: ignore[operator]
+    assert migrate.current_revision(db_settings.sqlalchemy_url()) is None
+    assert run("db", "migrate").exit_code == 0
+    assert migrate.current_revision(db_settings.sqlalchemy_url()) == migrate.head_revision()
+
+
+def test_seed_is_idempotent(cli_env: Any, db_settings: Settings) -> None:
+    cli_env(db_settings)
+    first = run("db", "seed")
+    assert first.exit_code == 0, first.output
+    users = count(db_settings, "User")
+    assert users >= 2
+    second = run("db", "seed")
+    assert second.exit_code == 0 and "nothing new" in second.output
+    assert count(db_settings, "User") == users
+
+
+def test_seed_demo_users(cli_env: Any, db_settings: Settings) -> None:
+    cli_env(db_settings)
+    result = run("db", "seed", "--demo-users", "250")
+    assert result.exit_code == 0, result.output
+    assert count(db_settings, "User") == 252
+
+
+def test_reset_shows_counts_and_a_no_keeps_the_data(
+    cli_env: Any, seeded_settings: Settings
+) -> None:
+    cli_env(seeded_settings)
+    users = count(seeded_settings, "User")
+    result = run("db", "reset", input="n\n")
+    assert result.exit_code == 1
+    assert "User" in result.output and str(users) in result.output
+    assert count(seeded_settings, "User") == users
+    dry = run("db", "reset", "--dry-run")
+    assert dry.exit_code == 0 and "would drop" in dry.output
+    assert count(seeded_settings, "User") == users
+
+
+def test_reset_yes_recreates_migrates_and_seeds(cli_env: Any, seeded_settings: Settings) -> None:
+    cli_env(seeded_settings)
+    with psycopg.connect(seeded_settings.url_for(), autocommit=True) as conn:
+        conn.execute("CREATE TABLE scratch (x int)")
+    result = run("db", "reset", "--yes")
+    assert result.exit_code == 0, result.output
+    with psycopg.connect(seeded_settings.url_for()) as conn:
+        assert conn.execute("SELECT to_regclass('scratch')").fetchone() == (None,)
+    assert count(seeded_settings, "Role") > 0
+    assert migrate.current_revision(seeded_settings.sqlalchemy_url()) == migrate.head_revision()
+
+
+def test_reset_no_seed_leaves_it_empty(cli_env: Any, seeded_settings: Settings) -> None:
+    cli_env(seeded_settings)
+    assert run("db", "reset", "--yes", "--no-seed").exit_code == 0
+    assert count(seeded_settings, "User") == 0
+
+
+@pytest.mark.parametrize("command", [["db", "start"], ["db", "stop"], ["db", "restart"]])
+def test_external_database_is_never_started_or_stopped(
+    monkeypatch: pytest.MonkeyPatch, db_settings: Settings, command: list[str]
+) -> None:
+    monkeypatch.setenv("SMARTSTART_DATABASE_URL", db_settings.url_for())
+    result = run(*command)
+    assert result.exit_code != 0
+    assert "SMARTSTART_DATABASE_URL" in result.output
+
+
+def test_reset_refuses_an_external_database_without_force(
+    monkeypatch: pytest.MonkeyPatch, seeded_settings: Settings
+) -> None:
+    monkeypatch.setenv("SMARTSTART_DATABASE_URL", seeded_settings.url_for())
+    users = count(seeded_settings, "User")
+    result = run("db", "reset", "--yes")
+    assert result.exit_code != 0 and "--force" in result.output
+    assert count(seeded_settings, "User") == users
+
+
+def test_reset_external_with_force(
+    monkeypatch: pytest.MonkeyPatch, seeded_settings: Settings
+) -> None:
+    monkeypatch.setenv("SMARTSTART_DATABASE_URL", seeded_settings.url_for())
+    with psycopg.connect(seeded_settings.url_for(), autocommit=True) as conn:
+        conn.execute("INSERT INTO audit_log (action) VALUES ('marker')")
+    result = run("db", "reset", "--yes", "--force")
+    assert result.exit_code == 0, result.output
+    assert count(seeded_settings, "audit_log") == 0
+    assert count(seeded_settings, "Role") > 0
+
+
+def test_wrong_password_is_one_readable_line(
+    monkeypatch: pytest.MonkeyPatch, db_settings: Settings
+) -> None:
+    bad = db_settings.url_for().replace("smartstart_password", "nope")
+    monkeypatch.setenv("SMARTSTART_DATABASE_URL", bad)
+    result = run("db", "current")
+    assert result.exit_code == 1
+    assert "Traceback" not in result.output
+    assert "credentials" in result.output and "SMARTSTART_DATABASE_URL" in result.output
+
+
+def test_unreachable_url_is_one_readable_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SMARTSTART_DATABASE_URL", "postgresql://u:p@127.0.0.1:1/x")
+    result = run("db", "check")
+    assert result.exit_code == 1
+    assert "cannot reach" in result.output and "Traceback" not in result.output
+
+
+def test_unknown_option_is_a_usage_error() -> None:
+    result = run("db", "status", "--bogus")
+    assert result.exit_code == 2
+    assert "No such option" in result.output
