@@ -154,9 +154,7 @@ class UserRole(Base):
     assignedAt: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), nullable=False, server_default=NOW
     )
-    assignedBy: Mapped[str | None] = mapped_column(
-        Text, ForeignKey("User.id", ondelete="SET NULL")
-    )
+    assignedBy: Mapped[str | None] = mapped_column(Text, ForeignKey("User.id", ondelete="SET NULL"))
 
 
 class RolePermission(Base):
@@ -167,9 +165,7 @@ class RolePermission(Base):
     )
 
     roleId: Mapped[str] = mapped_column(Text, ForeignKey("Role.id", ondelete="CASCADE"))
-    permissionId: Mapped[str] = mapped_column(
-        Text, ForeignKey("Permission.id", ondelete="CASCADE")
-    )
+    permissionId: Mapped[str] = mapped_column(Text, ForeignKey("Permission.id", ondelete="CASCADE"))
     grantedAt: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), nullable=False, server_default=NOW
     )
