@@ -32,7 +32,12 @@ class Settings(BaseSettings):
     db_password: SecretStr = SecretStr(UNSAFE_DEFAULT_PASSWORD)
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=5002, ge=1, le=65535)
+    api_workers: int = Field(default=1, ge=1, le=64)
     admin_password: SecretStr | None = None
+    session_lifetime_hours: float = Field(default=24.0, gt=0)
+    session_idle_minutes: float = Field(default=120.0, gt=0)
+    cookie_secure: bool = False
+    bcrypt_rounds: int = Field(default=12, ge=4, le=16)
 
     @model_validator(mode="after")
     def _refuse_unsafe_defaults(self) -> Settings:
@@ -45,6 +50,10 @@ class Settings(BaseSettings):
                 "SMARTSTART_DB_PASSWORD is the guide's default password; "
                 "set a real one (or SMARTSTART_DATABASE_URL) when SMARTSTART_ENV=production"
             )
+        if self.env == "production" and not self.cookie_secure:
+            raise ValueError("SMARTSTART_COOKIE_SECURE must be true when SMARTSTART_ENV=production")
+        if self.env == "production" and self.bcrypt_rounds < 12:
+            raise ValueError("SMARTSTART_BCRYPT_ROUNDS below 12 is for tests only")
         return self
 
     @property

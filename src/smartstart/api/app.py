@@ -2,17 +2,37 @@
 
 from __future__ import annotations
 
+import importlib
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from functools import lru_cache
 from typing import Any
 
 import psycopg
-from fastapi import FastAPI
+from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+)
+from psycopg_pool import ConnectionPool
 from starlette.concurrency import run_in_threadpool
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from smartstart import __version__
+from smartstart.api import errors
+from smartstart.api.deps import public
 from smartstart.config import Settings, get_settings
 from smartstart.db import migrate
+from smartstart.domain.permissions import PermissionCache
+
+MAX_BODY_BYTES = 1024 * 1024
+# Routers, by module under smartstart.api.routes; each module exposes `router`.
+ROUTE_MODULES: tuple[str, ...] = ("auth", "users", "rbac", "journey", "audit")
 
 
 @lru_cache
@@ -46,12 +66,127 @@ def readiness(settings: Settings) -> tuple[bool, dict[str, Any]]:
     return True, {"status": "ready", "revision": current}
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    settings = settings or get_settings()
-    app = FastAPI(title="SmartStart Brain", version=__version__)
-    app.state.settings = settings
+class BodyLimit:
+    """Refuse request bodies over a size with 413, whether or not Content-Length is sent."""
 
-    @app.get("/healthz", tags=["health"], summary="The process is alive")
+    def __init__(self, app: ASGIApp, limit: int = MAX_BODY_BYTES) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope.get("headers", []):
+            if name == b"content-length" and value.isdigit() and int(value) > self.limit:
+                await self._reject(send)
+                return
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise _TooLarge
+            return message
+
+        try:
+            await self.app(scope, limited, send)
+        except _TooLarge:
+            await self._reject(send)
+
+    async def _reject(self, send: Send) -> None:
+        response = errors.error_response(
+            413, "payload_too_large", f"request bodies are limited to {self.limit} bytes"
+        )
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [(b"content-type", b"application/json")],
+            }
+        )
+        await send({"type": "http.response.body", "body": response.body})
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def _install_metrics(app: FastAPI) -> None:
+    registry = CollectorRegistry()
+    requests = Counter(
+        "smartstart_http_requests",
+        "HTTP requests by route template, method and status",
+        ["route", "method", "status"],
+        registry=registry,
+    )
+    latency = Histogram(
+        "smartstart_http_request_duration_seconds",
+        "HTTP request latency by route template and method",
+        ["route", "method"],
+        buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+        registry=registry,
+    )
+
+    @app.middleware("http")
+    async def measure(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        start = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        template = getattr(route, "path", None) or "<unmatched>"
+        latency.labels(template, request.method).observe(time.perf_counter() - start)
+        requests.labels(template, request.method, str(response.status_code)).inc()
+        return response
+
+    @app.get(
+        "/metrics",
+        tags=["health"],
+        summary="Prometheus metrics: request counts and latency histograms per route",
+        dependencies=[public],
+    )
+    async def metrics() -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+
+def create_app(settings: Settings | None = None, *, pool_size: int = 10) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        pool = ConnectionPool(
+            settings.url_for(),
+            min_size=1,
+            max_size=pool_size,
+            open=False,
+            kwargs={"connect_timeout": 5},
+            name="brain",
+        )
+        await run_in_threadpool(pool.open)
+        app.state.pool = pool
+        try:
+            yield
+        finally:
+            await run_in_threadpool(pool.close)
+
+    app = FastAPI(
+        title="SmartStart Brain",
+        version=__version__,
+        description="Users, RBAC, journeys, XP and the audit log of the SmartStart Platform.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.permission_cache = PermissionCache()
+    app.state.last_active = {}
+    errors.install(app)
+    _install_metrics(app)
+    app.add_middleware(BodyLimit)
+
+    @app.get("/healthz", tags=["health"], summary="The process is alive", dependencies=[public])
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
@@ -60,9 +195,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         tags=["health"],
         summary="The database is reachable and the schema is at the latest revision",
         responses={503: {"description": "Not ready; `reason` says why"}},
+        dependencies=[public],
     )
     async def readyz() -> JSONResponse:
         ok, body = await run_in_threadpool(readiness, settings)
         return JSONResponse(body, status_code=200 if ok else 503)
 
+    for name in ROUTE_MODULES:
+        try:
+            module = importlib.import_module(f"smartstart.api.routes.{name}")
+        except ModuleNotFoundError as e:
+            if e.name == f"smartstart.api.routes.{name}":
+                continue  # not written yet
+            raise
+        app.include_router(module.router)
     return app

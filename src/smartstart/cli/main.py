@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+
 import typer
 
 from smartstart.cli import db, services
@@ -15,6 +17,17 @@ app = typer.Typer(
 )
 services.register(app)
 app.add_typer(db.app, name="db")
+
+# Command groups, by module under smartstart.cli; each exposes a Typer `app`.
+GROUPS: tuple[str, ...] = ("users", "rbac", "journey", "audit")
+for _name in GROUPS:
+    try:
+        _module = importlib.import_module(f"smartstart.cli.{_name}")
+    except ModuleNotFoundError as e:
+        if e.name != f"smartstart.cli.{_name}":
+            raise
+        continue  # not written yet
+    app.add_typer(_module.app, name=_name)
 
 
 def main() -> None:

@@ -254,3 +254,32 @@ class AuditLog(Base):
     )
     ip: Mapped[str | None] = mapped_column(Text)
     createdAt: Mapped[datetime] = _created()
+
+
+class RbacVersion(Base):
+    """One row whose version every RBAC change bumps (by trigger)."""
+
+    __tablename__ = "rbac_version"
+    __table_args__ = (CheckConstraint("id = 1", name="single_row"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    version: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="1")
+    changedAt: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=NOW
+    )
+
+
+class LoginThrottle(Base):
+    """Failed-login counters per account and per client address."""
+
+    __tablename__ = "LoginThrottle"
+
+    key: Mapped[str] = mapped_column(Text, primary_key=True)
+    failures: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    firstFailureAt: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=NOW
+    )
+    lastFailureAt: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=NOW
+    )
+    lockedUntil: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -1,0 +1,87 @@
+"""Password policy and hashing: bcrypt `$2b$`, cost 12, no silent truncation.
+
+bcrypt reads only the first 72 bytes of its input. Passwords longer than that
+(in UTF-8) are pre-hashed — bcrypt(base64(sha256(password))) — so every byte
+counts; shorter ones are hashed as they are, so hashes written by the guide's
+tooling (plain bcrypt) keep verifying.
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import hashlib
+from functools import lru_cache
+from importlib import resources
+
+import bcrypt
+
+from smartstart.domain.errors import Invalid
+
+MIN_LENGTH = 12
+MAX_LENGTH = 128
+BCRYPT_MAX_BYTES = 72
+DEFAULT_ROUNDS = 12
+# A hash of a password nobody has: verifying against it costs the same as a real
+# check, so an unknown user and a wrong password take the same time.
+_DUMMY_HASH = bcrypt.hashpw(b"smartstart-no-such-user", bcrypt.gensalt(DEFAULT_ROUNDS))
+
+
+@lru_cache(maxsize=1)
+def common_passwords() -> frozenset[str]:
+    """The bundled list of common passwords (lower-cased)."""
+    data = resources.files("smartstart.data").joinpath("common-passwords.txt.gz").read_bytes()
+    return frozenset(
+        line.strip().lower() for line in gzip.decompress(data).decode().splitlines() if line.strip()
+    )
+
+
+def validate(password: str, *, field: str = "password") -> None:
+    """Raise Invalid unless the password meets the policy (length, not common)."""
+    if not isinstance(password, str):
+        raise Invalid("the password must be a string", details={"field": field})
+    n = len(password)
+    if n < MIN_LENGTH or n > MAX_LENGTH:
+        raise Invalid(
+            f"the password must be {MIN_LENGTH} to {MAX_LENGTH} characters long (it has {n})",
+            details={"field": field},
+        )
+    if password.lower() in common_passwords() or password.strip().lower() in common_passwords():
+        raise Invalid(
+            "this password is on the list of commonly used passwords; choose another",
+            details={"field": field},
+        )
+
+
+def _material(password: str) -> bytes:
+    raw = password.encode()
+    if len(raw) <= BCRYPT_MAX_BYTES:
+        return raw
+    return base64.b64encode(hashlib.sha256(raw).digest())
+
+
+def hash_password(password: str, rounds: int = DEFAULT_ROUNDS) -> str:
+    """bcrypt `$2b$` hash (call validate first; this hashes whatever it is given)."""
+    return bcrypt.hashpw(_material(password), bcrypt.gensalt(rounds)).decode()
+
+
+def verify(password: str, hashed: str | None) -> bool:
+    """True when password matches; constant work when there is no hash to check."""
+    if not hashed:
+        bcrypt.checkpw(b"x", _DUMMY_HASH)
+        return False
+    try:
+        return bcrypt.checkpw(_material(password), hashed.encode())
+    except ValueError:
+        # Not a real bcrypt hash (e.g. the guide's placeholder '$2b$12$hashedpassword').
+        bcrypt.checkpw(b"x", _DUMMY_HASH)
+        return False
+
+
+def needs_rehash(hashed: str, rounds: int = DEFAULT_ROUNDS) -> bool:
+    """True for hashes weaker than the current cost or of another variant than $2b$."""
+    try:
+        prefix, cost = hashed.split("$")[1:3]
+        return prefix != "2b" or int(cost) < rounds
+    except (ValueError, IndexError):
+        return True

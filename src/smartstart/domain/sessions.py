@@ -1,0 +1,142 @@
+"""Login sessions: opaque random tokens, stored only as SHA-256 hashes.
+
+A token carries 256 bits of randomness, so a fast hash is safe (no need for
+bcrypt); the database never holds anything that would let a reader log in.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+
+from smartstart.domain.errors import NotFound
+
+# lastSeenAt is refreshed at most this often: the idle timeout is precise to it.
+TOUCH_INTERVAL = timedelta(seconds=60)
+
+
+def new_token() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+@dataclass
+class Principal:
+    """The authenticated user behind a request, and how they authenticated."""
+
+    user_id: str
+    email: str
+    username: str
+    name: str | None
+    role: str
+    status: str
+    session_id: str
+    rbac_version: int
+    via: str = "bearer"  # or "cookie"
+    permissions: frozenset[str] = field(default_factory=frozenset)
+
+    def can(self, permission: str) -> bool:
+        return permission in self.permissions
+
+
+def create(
+    conn: psycopg.Connection[Any],
+    user_id: str,
+    *,
+    lifetime: timedelta,
+    ip: str | None = None,
+    user_agent: str | None = None,
+) -> tuple[str, dict[str, Any]]:
+    """A new session; returns the token (shown once) and the session row."""
+    token = new_token()
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(
+            'INSERT INTO "Session" ("tokenHash", "userId", "expiresAt", ip, "userAgent")'
+            " VALUES (%s, %s, now() + %s, %s, %s)"
+            ' RETURNING id, "userId", "createdAt", "expiresAt", "lastSeenAt", ip, "userAgent"',
+            [hash_token(token), user_id, lifetime, ip, (user_agent or "")[:512] or None],
+        )
+        row = cur.fetchone()
+    assert row is not None
+    return token, row
+
+
+RESOLVE_SQL = """
+SELECT s.id, s."lastSeenAt", u.id, u.email, u.username, u.name, u.role, u.status,
+       (SELECT version FROM rbac_version WHERE id = 1)
+FROM "Session" s JOIN "User" u ON u.id = s."userId"
+WHERE s."tokenHash" = %s
+  AND s."revokedAt" IS NULL
+  AND s."expiresAt" > now()
+  AND s."lastSeenAt" > now() - %s
+  AND u.status = 'ACTIVE'
+"""
+
+
+def resolve(
+    conn: psycopg.Connection[Any], token: str, *, idle_timeout: timedelta, via: str = "bearer"
+) -> Principal | None:
+    """The principal behind a live token, or None (unknown, revoked, expired or idle)."""
+    row = conn.execute(RESOLVE_SQL, [hash_token(token), idle_timeout]).fetchone()
+    if row is None:
+        return None
+    session_id, last_seen, user_id, email, username, name, role, status, version = row
+    if last_seen < datetime.now(last_seen.tzinfo) - TOUCH_INTERVAL:
+        conn.execute('UPDATE "Session" SET "lastSeenAt" = now() WHERE id = %s', [session_id])
+    return Principal(
+        user_id=user_id,
+        email=email,
+        username=username,
+        name=name,
+        role=role,
+        status=status,
+        session_id=session_id,
+        rbac_version=int(version or 0),
+        via=via,
+    )
+
+
+def list_for_user(conn: psycopg.Connection[Any], user_id: str) -> list[dict[str, Any]]:
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(
+            'SELECT id, "createdAt", "expiresAt", "lastSeenAt", ip, "userAgent", "revokedAt"'
+            ' FROM "Session" WHERE "userId" = %s ORDER BY "createdAt" DESC',
+            [user_id],
+        )
+        return cur.fetchall()
+
+
+def revoke(conn: psycopg.Connection[Any], session_id: str, *, user_id: str | None = None) -> bool:
+    """End one session (of user_id, when given); False if it was already ended."""
+    query = 'UPDATE "Session" SET "revokedAt" = now() WHERE id = %s'
+    params: list[Any] = [session_id]
+    if user_id is not None:
+        query += ' AND "userId" = %s'
+        params.append(user_id)
+    exists = conn.execute(
+        'SELECT "revokedAt" IS NULL FROM "Session" WHERE id = %s'
+        + (' AND "userId" = %s' if user_id is not None else ""),
+        params,
+    ).fetchone()
+    if exists is None:
+        raise NotFound("no such session", details={"id": session_id})
+    conn.execute(query + ' AND "revokedAt" IS NULL', params)
+    return bool(exists[0])
+
+
+def revoke_all(conn: psycopg.Connection[Any], user_id: str, *, except_id: str | None = None) -> int:
+    cur = conn.execute(
+        'UPDATE "Session" SET "revokedAt" = now()'
+        ' WHERE "userId" = %s AND "revokedAt" IS NULL AND id IS DISTINCT FROM %s',
+        [user_id, except_id],
+    )
+    return cur.rowcount
