@@ -19,7 +19,7 @@ services.register(app)
 app.add_typer(db.app, name="db")
 
 # Command groups, by module under smartstart.cli; each exposes a Typer `app`.
-GROUPS: tuple[str, ...] = ("users", "rbac", "journey", "audit")
+GROUPS: tuple[str, ...] = ("auth", "users", "rbac", "journey", "audit")
 for _name in GROUPS:
     try:
         _module = importlib.import_module(f"smartstart.cli.{_name}")
