@@ -201,3 +201,10 @@ def test_unknown_option_is_a_usage_error() -> None:
     result = run("db", "status", "--bogus")
     assert result.exit_code == 2
     assert "No such option" in result.output
+
+
+def test_invalid_configuration_is_one_readable_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SMARTSTART_PG_PORT", "not-a-port")
+    result = run("status")
+    assert result.exit_code == 1
+    assert "SMARTSTART_PG_PORT" in result.output and "Traceback" not in result.output

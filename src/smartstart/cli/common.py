@@ -10,6 +10,7 @@ from typing import Annotated, Any, ParamSpec, TypeVar
 import psycopg
 import sqlalchemy.exc
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
@@ -34,8 +35,13 @@ def settings() -> Settings:
     """Settings, with a configuration mistake reported as one readable line."""
     try:
         return get_settings()
-    except ValueError as e:
-        raise SmartStartError(f"invalid configuration: {e}") from e
+    except ValidationError as e:
+        parts = []
+        for err in e.errors():
+            name = "_".join(str(p) for p in err["loc"]).upper()
+            where = f"SMARTSTART_{name}: " if name else ""
+            parts.append(where + err["msg"].removeprefix("Value error, "))
+        raise SmartStartError("invalid configuration: " + "; ".join(parts)) from None
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:

@@ -1,0 +1,49 @@
+"""Every command has help text and an entry in docs/cli.md."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from smartstart.cli.main import app
+
+DOCS = Path(__file__).parents[1] / "docs" / "cli.md"
+
+
+def commands() -> Iterator[tuple[str, Any]]:
+    root = typer.main.get_command(app)
+
+    def walk(cmd: Any, path: str) -> Iterator[tuple[str, Any]]:
+        if hasattr(cmd, "commands"):  # a group (Typer vendors its own click)
+            for name, sub in cmd.commands.items():
+                yield from walk(sub, f"{path} {name}")
+        else:
+            yield path, cmd
+
+    yield from walk(root, "smartstart")
+
+
+def test_every_command_has_help_text() -> None:
+    missing = [path for path, cmd in commands() if not (cmd.help or "").strip()]
+    assert missing == []
+
+
+def test_every_command_is_documented() -> None:
+    headings = set(re.findall(r"^### (smartstart[\w -]*?)\s*$", DOCS.read_text(), re.M))
+    missing = [path for path, _ in commands() if path not in headings]
+    assert missing == [], f"add a '### <command>' section to docs/cli.md for: {missing}"
+
+
+def test_docs_name_no_command_that_does_not_exist() -> None:
+    headings = set(re.findall(r"^### (smartstart[\w -]*?)\s*$", DOCS.read_text(), re.M))
+    assert headings - {path for path, _ in commands()} == set()
+
+
+def test_every_group_has_help() -> None:
+    root = typer.main.get_command(app)
+    for name, cmd in root.commands.items():  # type: ignore[attr-defined]
+        assert (cmd.help or "").strip(), name
