@@ -208,3 +208,18 @@ def test_invalid_configuration_is_one_readable_line(monkeypatch: pytest.MonkeyPa
     result = run("status")
     assert result.exit_code == 1
     assert "SMARTSTART_PG_PORT" in result.output and "Traceback" not in result.output
+
+
+def test_check_catches_disabled_or_dropped_triggers_and_checks(
+    cli_env: Any, db_settings: Settings
+) -> None:
+    cli_env(db_settings)
+    with psycopg.connect(db_settings.url_for(), autocommit=True) as conn:
+        conn.execute('ALTER TABLE "User" DISABLE TRIGGER "User_derive"')
+        conn.execute('DROP TRIGGER "Role_touch" ON "Role"')
+        conn.execute('ALTER TABLE "User" DROP CONSTRAINT "User_password_bcrypt_check"')
+    result = run("db", "check")
+    assert result.exit_code == 1
+    assert "disabled trigger: User_derive" in result.output
+    assert "missing trigger: Role_touch" in result.output
+    assert "missing check constraint: User_password_bcrypt_check" in result.output

@@ -110,6 +110,8 @@ def check(url: str) -> dict[str, Any]:
     """At head and no drift between models and database? With the differences spelt out."""
     current, head = current_revision(url), head_revision()
     differences = [_describe(d) for d in diff(url)] if current is not None else []
+    if current == head:
+        differences += catalog_drift(url)
     return {
         "ok": current == head and not differences,
         "current": current,
@@ -135,3 +137,56 @@ def _describe(d: Any) -> str:
         return f"{kind}: {table}.{column.name} ({where})"
     where = "models only" if kind.startswith("add") else "database only"
     return f"{kind}: {name}" + (f" on {table}" if table else "") + f" ({where})"
+
+
+def catalog_drift(url: str) -> list[str]:
+    """Triggers and CHECK constraints missing, disabled or unexpected (Alembic ignores them)."""
+    from sqlalchemy import CheckConstraint, text
+
+    from smartstart.db.models import TRIGGERS, Base
+
+    expected_checks = {
+        (t.name, str(c.name))
+        for t in Base.metadata.sorted_tables
+        for c in t.constraints
+        if isinstance(c, CheckConstraint)
+    }
+    engine = create_engine(url, poolclass=pool.NullPool)
+    try:
+        with engine.connect() as conn:
+            triggers = conn.execute(
+                text(
+                    "SELECT c.relname, t.tgname, t.tgenabled FROM pg_trigger t"
+                    " JOIN pg_class c ON c.oid = t.tgrelid"
+                    " JOIN pg_namespace n ON n.oid = c.relnamespace"
+                    " WHERE n.nspname = current_schema() AND NOT t.tgisinternal"
+                )
+            ).all()
+            checks = {
+                (r[0], r[1])
+                for r in conn.execute(
+                    text(
+                        "SELECT c.relname, k.conname FROM pg_constraint k"
+                        " JOIN pg_class c ON c.oid = k.conrelid"
+                        " JOIN pg_namespace n ON n.oid = c.relnamespace"
+                        " WHERE n.nspname = current_schema() AND k.contype = 'c'"
+                    )
+                )
+            }
+    finally:
+        engine.dispose()
+    out: list[str] = []
+    present = {(table, name) for table, name, _ in triggers}
+    for table, names in sorted(TRIGGERS.items()):
+        for name in sorted(names - {n for t, n in present if t == table}):
+            out.append(f"missing trigger: {name} on {table} (its invariant is not enforced)")
+    for table, name, enabled in sorted(triggers):
+        if name not in TRIGGERS.get(table, frozenset()):
+            out.append(f"unexpected trigger: {name} on {table} (database only)")
+        elif enabled == "D":
+            out.append(f"disabled trigger: {name} on {table} (its invariant is not enforced)")
+    for table, name in sorted(expected_checks - checks):
+        out.append(f"missing check constraint: {name} on {table}")
+    for table, name in sorted(checks - expected_checks):
+        out.append(f"unexpected check constraint: {name} on {table} (database only)")
+    return out

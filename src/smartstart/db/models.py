@@ -112,6 +112,7 @@ class User(Base):
         CheckConstraint("password ~ '^\\$2[aby]\\$'", name="password_bcrypt"),
         CheckConstraint("email ~ '^[^@\\s]+@[^@\\s]+$'", name="email"),
         Index("User_email_lower_key", func.lower(text("email")), unique=True),
+        Index("User_email_idx", "email"),
         Index("User_createdAt_idx", "createdAt"),
         Index("User_status_lastActive_idx", "status", "lastActive"),
         Index("User_role_idx", "role"),
@@ -147,6 +148,7 @@ class UserRole(Base):
     __table_args__ = (
         PrimaryKeyConstraint("userId", "roleId"),
         Index("UserRole_roleId_idx", "roleId"),
+        Index("UserRole_assignedBy_idx", "assignedBy"),
     )
 
     userId: Mapped[str] = mapped_column(Text, ForeignKey("User.id", ondelete="CASCADE"))
@@ -283,3 +285,32 @@ class LoginThrottle(Base):
         DateTime(timezone=True), nullable=False, server_default=NOW
     )
     lockedUntil: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+# The triggers the migrations at head create (Alembic cannot compare triggers, so
+# `smartstart db check` compares the catalog with this list).
+TRIGGERS: dict[str, frozenset[str]] = {
+    "User": frozenset(
+        {"User_derive", "User_primary_role", "User_end_sessions", "User_rbac_changed"}
+    ),
+    "UserRole": frozenset(
+        {
+            "UserRole_dedupe",
+            "UserRole_keep_primary",
+            "UserRole_keep_primary_update",
+            "UserRole_rbac_changed",
+        }
+    ),
+    "UserJourneyState": frozenset(
+        {
+            "UserJourneyState_derive",
+            "UserJourneyState_award_insert",
+            "UserJourneyState_award_update",
+            "UserJourneyState_keep_awarded",
+        }
+    ),
+    "Role": frozenset({"Role_touch", "Role_rbac_changed"}),
+    "Permission": frozenset({"Permission_touch", "Permission_rbac_changed"}),
+    "JourneyStage": frozenset({"JourneyStage_touch"}),
+    "RolePermission": frozenset({"RolePermission_rbac_changed"}),
+}

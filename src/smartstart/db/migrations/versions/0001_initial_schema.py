@@ -102,16 +102,19 @@ BEGIN
             USING ERRCODE = 'integrity_constraint_violation',
                   HINT = 'change "User".role first; the primary role is always assigned';
     END IF;
-    RETURN OLD;
+    IF TG_OP = 'DELETE' THEN
+        RETURN OLD;
+    END IF;
+    RETURN NEW;
 END
 $$;
 
--- Journey states: timestamps follow the status, and COMPLETED awards the
--- stage's XP exactly once per (user, stage), however often it is set.
+-- Journey states: timestamps follow the status, and COMPLETED marks the state as
+-- awarded exactly once per (user, stage), however often it is set. The XP itself
+-- is paid by AFTER triggers: BEFORE INSERT also runs for rows that ON CONFLICT
+-- then skips or turns into an UPDATE, which would pay twice.
 CREATE FUNCTION smartstart_journey_state() RETURNS trigger
 LANGUAGE plpgsql AS $$
-DECLARE
-    reward integer;
 BEGIN
     IF TG_OP = 'UPDATE' THEN
         NEW."updatedAt" := now();
@@ -124,13 +127,34 @@ BEGIN
     END IF;
     IF NEW.status = 'COMPLETED' THEN
         NEW."completedAt" := COALESCE(NEW."completedAt", now());
-        IF NEW."xpAwardedAt" IS NULL THEN
-            SELECT "xpReward" INTO reward FROM "JourneyStage" WHERE id = NEW."stageId";
-            UPDATE "User" SET xp = xp + COALESCE(reward, 0) WHERE id = NEW."userId";
-            NEW."xpAwardedAt" := now();
-        END IF;
+        NEW."xpAwardedAt" := COALESCE(NEW."xpAwardedAt", now());
     END IF;
     RETURN NEW;
+END
+$$;
+
+CREATE FUNCTION smartstart_journey_award() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE "User" u SET xp = u.xp + s."xpReward"
+    FROM "JourneyStage" s
+    WHERE s.id = NEW."stageId" AND u.id = NEW."userId";
+    RETURN NULL;
+END
+$$;
+
+-- An awarded state is history: deleting it and inserting it again would pay the
+-- XP twice. It goes only with its user (cascade), when the user row is gone.
+CREATE FUNCTION smartstart_journey_keep_awarded() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF OLD."xpAwardedAt" IS NOT NULL
+       AND EXISTS (SELECT 1 FROM "User" WHERE id = OLD."userId") THEN
+        RAISE EXCEPTION 'cannot delete a completed journey state (its XP was awarded)'
+            USING ERRCODE = 'integrity_constraint_violation',
+                  HINT = 'journey history is kept; deleting the user removes it';
+    END IF;
+    RETURN OLD;
 END
 $$;
 
@@ -154,8 +178,20 @@ CREATE TRIGGER "UserRole_dedupe" BEFORE INSERT ON "UserRole"
     FOR EACH ROW EXECUTE FUNCTION smartstart_user_role_dedupe();
 CREATE TRIGGER "UserRole_keep_primary" BEFORE DELETE ON "UserRole"
     FOR EACH ROW EXECUTE FUNCTION smartstart_user_role_keep_primary();
+CREATE TRIGGER "UserRole_keep_primary_update" BEFORE UPDATE OF "userId", "roleId" ON "UserRole"
+    FOR EACH ROW
+    WHEN (OLD."userId" IS DISTINCT FROM NEW."userId" OR OLD."roleId" IS DISTINCT FROM NEW."roleId")
+    EXECUTE FUNCTION smartstart_user_role_keep_primary();
 CREATE TRIGGER "UserJourneyState_derive" BEFORE INSERT OR UPDATE ON "UserJourneyState"
     FOR EACH ROW EXECUTE FUNCTION smartstart_journey_state();
+CREATE TRIGGER "UserJourneyState_award_insert" AFTER INSERT ON "UserJourneyState"
+    FOR EACH ROW WHEN (NEW."xpAwardedAt" IS NOT NULL)
+    EXECUTE FUNCTION smartstart_journey_award();
+CREATE TRIGGER "UserJourneyState_award_update" AFTER UPDATE ON "UserJourneyState"
+    FOR EACH ROW WHEN (OLD."xpAwardedAt" IS NULL AND NEW."xpAwardedAt" IS NOT NULL)
+    EXECUTE FUNCTION smartstart_journey_award();
+CREATE TRIGGER "UserJourneyState_keep_awarded" BEFORE DELETE ON "UserJourneyState"
+    FOR EACH ROW EXECUTE FUNCTION smartstart_journey_keep_awarded();
 CREATE TRIGGER "Role_touch" BEFORE UPDATE ON "Role"
     FOR EACH ROW EXECUTE FUNCTION smartstart_touch_updated_at();
 CREATE TRIGGER "Permission_touch" BEFORE UPDATE ON "Permission"
@@ -176,6 +212,8 @@ CREATE TRIGGER "User_rbac_changed" AFTER UPDATE OF role, status OR DELETE ON "Us
 
 TRIGGERS_DOWN = """
 DROP FUNCTION IF EXISTS smartstart_rbac_changed() CASCADE;
+DROP FUNCTION IF EXISTS smartstart_journey_keep_awarded() CASCADE;
+DROP FUNCTION IF EXISTS smartstart_journey_award() CASCADE;
 DROP FUNCTION IF EXISTS smartstart_journey_state() CASCADE;
 DROP FUNCTION IF EXISTS smartstart_user_role_keep_primary() CASCADE;
 DROP FUNCTION IF EXISTS smartstart_user_role_dedupe() CASCADE;
@@ -350,6 +388,8 @@ def upgrade() -> None:
     op.create_index(
         "User_email_lower_key", "User", [sa.literal_column("lower(email)")], unique=True
     )
+    # The guide looks users up with `WHERE email = '…'`, which the lower() index cannot serve.
+    op.create_index("User_email_idx", "User", ["email"], unique=False)
     op.create_index("User_role_idx", "User", ["role"], unique=False)
     op.create_index("User_status_lastActive_idx", "User", ["status", "lastActive"], unique=False)
     op.create_index("User_xp_idx", "User", ["xp"], unique=False)
@@ -443,6 +483,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("userId", "roleId", name=op.f("UserRole_pkey")),
     )
     op.create_index("UserRole_roleId_idx", "UserRole", ["roleId"], unique=False)
+    op.create_index("UserRole_assignedBy_idx", "UserRole", ["assignedBy"], unique=False)
     op.execute(TRIGGERS_UP)
 
 

@@ -45,7 +45,7 @@ $$;
 def upgrade() -> None:
     op.create_table(
         "rbac_version",
-        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("id", sa.Integer(), autoincrement=False, nullable=False),
         sa.Column("version", sa.BigInteger(), server_default="1", nullable=False),
         sa.Column(
             "changedAt", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False
