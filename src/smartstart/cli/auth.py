@@ -1,0 +1,120 @@
+"""`smartstart auth …`: login throttles and users' sessions, for operators."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from smartstart.cli.common import (
+    DryRunOpt,
+    JsonOpt,
+    YesOpt,
+    confirm,
+    console,
+    fail,
+    handle_errors,
+    print_json,
+    print_table,
+    settings,
+)
+from smartstart.cli.context import transaction
+from smartstart.domain import auth
+
+app = typer.Typer(help="Sign-in throttles and sessions.", no_args_is_help=True)
+
+SESSION_COLUMNS = ("id", "state", "createdAt", "lastSeenAt", "expiresAt", "ip", "userAgent")
+
+
+@app.command()
+@handle_errors
+def unlock(
+    email: Annotated[
+        str | None, typer.Argument(help="The account's email (or username).", show_default=False)
+    ] = None,
+    ip: Annotated[str | None, typer.Option("--ip", help="A client address to unlock.")] = None,
+) -> None:
+    """Lift the login throttle of an account and/or a client address."""
+    if not email and not ip:
+        raise fail("give an EMAIL and/or --ip ADDRESS")
+    with transaction() as (conn, actor):
+        cleared = auth.clear_throttle(conn, actor, email=email, ip=ip)
+    what = " and ".join(x for x in (email, f"address {ip}" if ip else None) if x)
+    console.print(
+        f"[green]•[/] unlocked {what}" + ("" if cleared else " (it was not throttled)"),
+        highlight=False,
+    )
+
+
+@app.command("sessions")
+@handle_errors
+def list_sessions(
+    user: Annotated[str, typer.Argument(help="The user's email (or username).")],
+    include_ended: Annotated[
+        bool, typer.Option("--all", help="Also list revoked, expired and idle sessions.")
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """List a user's sessions, newest first (live ones unless --all)."""
+    with transaction() as (conn, _):
+        found = auth.find_user(conn, user)
+        rows = auth.list_user_sessions(conn, found["id"], settings(), include_ended=include_ended)
+    if as_json:
+        print_json(rows)
+        return
+    if not rows:
+        console.print(f"{found['email']} has no {'' if include_ended else 'live '}sessions")
+        return
+    print_table(rows, SESSION_COLUMNS, title=f"sessions of {found['email']}")
+
+
+@app.command()
+@handle_errors
+def revoke(
+    session_id: Annotated[
+        str | None, typer.Argument(help="The session to end.", show_default=False)
+    ] = None,
+    user: Annotated[
+        str | None, typer.Option("--user", help="With --all: the user whose sessions to end.")
+    ] = None,
+    everything: Annotated[
+        bool, typer.Option("--all", help="End every live session of --user.")
+    ] = False,
+    yes: YesOpt = False,
+    dry_run: DryRunOpt = False,
+) -> None:
+    """End one session, or every session of a user (--user EMAIL --all)."""
+    if session_id and (user or everything):
+        raise fail("give either SESSION_ID or --user EMAIL --all, not both")
+    if not session_id and not (user and everything):
+        raise fail("give a SESSION_ID, or --user EMAIL --all")
+    with transaction() as (conn, actor):
+        if session_id:
+            s = auth.get_session(conn, session_id)
+            state = "already ended" if s["revokedAt"] else "live"
+            created = f"{s['createdAt']:%Y-%m-%d %H:%M}"
+            console.print(
+                f"session {s['id']} of {s['email']} ({state}), created {created}"
+                f" from {s['ip'] or 'unknown address'}",
+                highlight=False,
+            )
+            if dry_run:
+                console.print("dry run: nothing was changed")
+                return
+            confirm("End this session?", yes)
+            ended = auth.revoke_session(conn, actor, session_id)
+            console.print(
+                "[green]•[/] " + ("session ended" if ended else "the session had already ended"),
+                highlight=False,
+            )
+            return
+        assert user is not None
+        found = auth.find_user(conn, user)
+        live = auth.list_user_sessions(conn, found["id"], settings())
+        console.print(f"{found['email']} has {len(live)} live session(s)", highlight=False)
+        if dry_run:
+            console.print("dry run: nothing was changed")
+            return
+        confirm(f"End every session of {found['email']}?", yes)
+        count = auth.revoke_all_sessions(conn, actor, found["id"])
+        console.print(f"[green]•[/] ended {count} session(s) of {found['email']}", highlight=False)
