@@ -1,0 +1,359 @@
+"""/api/users: accounts, their status, passwords, XP and reputation; /me for one's own profile."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Query, Request, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from smartstart.api.deps import ConnDep, SettingsDep, actor_for, authenticated, require
+from smartstart.domain import users
+from smartstart.domain.sessions import Principal
+
+router = APIRouter(prefix="/api/users", tags=["users"])
+
+Status = Literal["ACTIVE", "INACTIVE", "SUSPENDED", "PENDING"]
+Level = Literal["OWLET", "FLEDGLING", "NIGHT_OWL", "WISE_OWL"]
+Sort = Literal["createdAt", "email", "username", "xp", "lastActive"]
+Name = Annotated[str | None, Field(max_length=users.MAX_NAME_LENGTH)]
+Amount = Annotated[int, Field(strict=True, ge=-users.INT4_MAX, le=users.INT4_MAX)]
+Reason = Annotated[str, Field(min_length=1, max_length=users.MAX_REASON_LENGTH)]
+OptReason = Annotated[str | None, Field(max_length=users.MAX_REASON_LENGTH)]
+
+Reader = Annotated[Principal, require("users:read")]
+Writer = Annotated[Principal, require("users:write")]
+Deleter = Annotated[Principal, require("users:delete")]
+Me = Annotated[Principal, authenticated]
+
+_NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "No such user"}}
+_WRITE_ERRORS: dict[int | str, dict[str, Any]] = {
+    **_NOT_FOUND,
+    403: {"description": "Missing permission, or the user holds permissions you lack"},
+    409: {"description": "Taken email/username (details.field), or the last SUPER_ADMIN"},
+}
+
+
+class UserAccount(BaseModel):
+    """A user as the API shows it (never the password hash)."""
+
+    id: str
+    email: str
+    username: str
+    name: str | None
+    firstName: str | None
+    lastName: str | None
+    role: str
+    level: str
+    status: str
+    xp: int
+    reputation: int
+    lastActive: datetime
+    createdAt: datetime
+    updatedAt: datetime
+
+
+class UserAccountPage(BaseModel):
+    items: list[UserAccount]
+    next_cursor: str | None  # pass as `cursor` (with the same sort and order) for the next page
+
+
+class UserCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    email: str = Field(max_length=users.MAX_EMAIL_LENGTH)
+    username: str = Field(max_length=50)
+    # The policy (12 to 128 characters, not a common password) is checked by the domain.
+    password: str = Field(max_length=1024)
+    name: Name = None
+    firstName: Name = None
+    lastName: Name = None
+    role: str = Field("MEMBER", max_length=users.MAX_NAME_LENGTH)
+    status: Status = "ACTIVE"
+
+
+class UserUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    email: str | None = Field(None, max_length=users.MAX_EMAIL_LENGTH)
+    username: str | None = Field(None, max_length=50)
+    name: Name = None
+    firstName: Name = None
+    lastName: Name = None
+    role: str | None = Field(None, max_length=users.MAX_NAME_LENGTH)
+    status: Status | None = None
+
+
+class ProfileUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    username: str | None = Field(None, max_length=50)
+    name: Name = None
+    firstName: Name = None
+    lastName: Name = None
+
+
+class PasswordSet(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    password: str = Field(max_length=1024)
+
+
+class CounterAdd(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    amount: Amount
+    reason: Reason
+
+
+class XpSet(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    xp: Annotated[int, Field(strict=True, ge=0, le=users.INT4_MAX)]
+    reason: OptReason = None
+
+
+class ReputationSet(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reputation: Amount
+    reason: OptReason = None
+
+
+# /me comes before /{user_id}: otherwise "me" would be taken for an id.
+@router.get("/me", summary="Your own profile", response_model=UserAccount)
+def get_me(conn: ConnDep, principal: Me) -> dict[str, Any]:
+    return users.get(conn, principal.user_id)
+
+
+@router.patch(
+    "/me",
+    summary="Change your own profile (names, username)",
+    response_model=UserAccount,
+    responses={409: {"description": "Username taken (details.field)"}},
+)
+def update_me(
+    request: Request, conn: ConnDep, principal: Me, body: ProfileUpdate
+) -> dict[str, Any]:
+    return users.update_profile(
+        conn, actor_for(request, principal), principal.user_id, body.model_dump(exclude_unset=True)
+    )
+
+
+@router.get(
+    "", summary="List users: search, filter, sort, paginate", response_model=UserAccountPage
+)
+def list_users(
+    conn: ConnDep,
+    _: Reader,
+    q: Annotated[
+        str | None,
+        Query(
+            max_length=users.MAX_SEARCH_LENGTH,
+            description="Case-insensitive substring of email, username or name",
+        ),
+    ] = None,
+    role: Annotated[
+        str | None,
+        Query(max_length=users.MAX_NAME_LENGTH, description="Users holding this role"),
+    ] = None,
+    status: Status | None = None,
+    level: Level | None = None,
+    sort: Sort = "createdAt",
+    order: Literal["asc", "desc"] = "desc",
+    limit: Annotated[int, Query(ge=1, le=users.MAX_LIMIT)] = 50,
+    cursor: Annotated[str | None, Query(max_length=1024)] = None,
+) -> UserAccountPage:
+    page = users.list_users(
+        conn,
+        users.UserFilter(q=q, role=role, status=status, level=level),
+        sort=sort,
+        order=order,
+        limit=limit,
+        cursor=cursor,
+    )
+    return UserAccountPage(
+        items=[UserAccount(**u) for u in page.items], next_cursor=page.next_cursor
+    )
+
+
+@router.get("/{user_id}", summary="One user", response_model=UserAccount, responses=_NOT_FOUND)
+def get_user(conn: ConnDep, _: Reader, user_id: str) -> dict[str, Any]:
+    return users.get(conn, user_id)
+
+
+@router.post(
+    "",
+    summary="Create a user",
+    status_code=201,
+    response_model=UserAccount,
+    responses={
+        403: {"description": "Missing permission, or the role grants permissions you lack"},
+        409: {"description": "Email (any case) or username taken: details.field names it"},
+    },
+)
+def create_user(
+    request: Request, conn: ConnDep, settings: SettingsDep, principal: Writer, body: UserCreate
+) -> dict[str, Any]:
+    return users.create(
+        conn,
+        actor_for(request, principal),
+        email=body.email,
+        username=body.username,
+        password=body.password,
+        name=body.name,
+        first_name=body.firstName,
+        last_name=body.lastName,
+        role=body.role,
+        status=body.status,
+        rounds=settings.bcrypt_rounds,
+        actor_permissions=principal.permissions,
+    )
+
+
+@router.patch(
+    "/{user_id}",
+    summary="Change a user's email, username, names, role or status",
+    response_model=UserAccount,
+    responses=_WRITE_ERRORS,
+)
+def update_user(
+    request: Request, conn: ConnDep, principal: Writer, user_id: str, body: UserUpdate
+) -> dict[str, Any]:
+    return users.update(
+        conn,
+        actor_for(request, principal),
+        user_id,
+        body.model_dump(exclude_unset=True),
+        actor_permissions=principal.permissions,
+    )
+
+
+@router.post(
+    "/{user_id}/suspend",
+    summary="Suspend a user (ends their sessions)",
+    response_model=UserAccount,
+    responses=_WRITE_ERRORS,
+)
+def suspend_user(
+    request: Request, conn: ConnDep, principal: Writer, user_id: str
+) -> dict[str, Any]:
+    return users.suspend(
+        conn, actor_for(request, principal), user_id, actor_permissions=principal.permissions
+    )
+
+
+@router.post(
+    "/{user_id}/activate",
+    summary="Activate a user",
+    response_model=UserAccount,
+    responses=_WRITE_ERRORS,
+)
+def activate_user(
+    request: Request, conn: ConnDep, principal: Writer, user_id: str
+) -> dict[str, Any]:
+    return users.activate(
+        conn, actor_for(request, principal), user_id, actor_permissions=principal.permissions
+    )
+
+
+@router.post(
+    "/{user_id}/deactivate",
+    summary="Deactivate a user (ends their sessions; reversible, unlike delete)",
+    response_model=UserAccount,
+    responses=_WRITE_ERRORS,
+)
+def deactivate_user(
+    request: Request, conn: ConnDep, principal: Writer, user_id: str
+) -> dict[str, Any]:
+    return users.deactivate(
+        conn, actor_for(request, principal), user_id, actor_permissions=principal.permissions
+    )
+
+
+@router.put(
+    "/{user_id}/password",
+    summary="Set a user's password (administrator reset; ends their sessions)",
+    status_code=204,
+    response_class=Response,
+    responses={**_WRITE_ERRORS, 422: {"description": "Password too short/long or common"}},
+)
+def set_password(
+    request: Request,
+    conn: ConnDep,
+    settings: SettingsDep,
+    principal: Writer,
+    user_id: str,
+    body: PasswordSet,
+) -> Response:
+    users.set_password(
+        conn,
+        actor_for(request, principal),
+        user_id,
+        body.password,
+        rounds=settings.bcrypt_rounds,
+        actor_permissions=principal.permissions,
+    )
+    return Response(status_code=204)
+
+
+@router.delete(
+    "/{user_id}",
+    summary="Delete a user for good (sessions, journey and role assignments go with it)",
+    status_code=204,
+    response_class=Response,
+    responses=_WRITE_ERRORS,
+)
+def delete_user(request: Request, conn: ConnDep, principal: Deleter, user_id: str) -> Response:
+    users.delete(
+        conn, actor_for(request, principal), user_id, actor_permissions=principal.permissions
+    )
+    return Response(status_code=204)
+
+
+@router.post(
+    "/{user_id}/xp",
+    summary="Add XP (negative to take); the level follows",
+    response_model=UserAccount,
+    responses={**_NOT_FOUND, 422: {"description": "XP would go below 0"}},
+)
+def add_xp(
+    request: Request, conn: ConnDep, principal: Writer, user_id: str, body: CounterAdd
+) -> dict[str, Any]:
+    return users.add_xp(conn, actor_for(request, principal), user_id, body.amount, body.reason)
+
+
+@router.put("/{user_id}/xp", summary="Set XP", response_model=UserAccount, responses=_NOT_FOUND)
+def set_xp(
+    request: Request, conn: ConnDep, principal: Writer, user_id: str, body: XpSet
+) -> dict[str, Any]:
+    return users.set_xp(conn, actor_for(request, principal), user_id, body.xp, body.reason)
+
+
+@router.post(
+    "/{user_id}/reputation",
+    summary="Add reputation (negative to take)",
+    response_model=UserAccount,
+    responses=_NOT_FOUND,
+)
+def add_reputation(
+    request: Request, conn: ConnDep, principal: Writer, user_id: str, body: CounterAdd
+) -> dict[str, Any]:
+    return users.add_reputation(
+        conn, actor_for(request, principal), user_id, body.amount, body.reason
+    )
+
+
+@router.put(
+    "/{user_id}/reputation",
+    summary="Set reputation",
+    response_model=UserAccount,
+    responses=_NOT_FOUND,
+)
+def set_reputation(
+    request: Request, conn: ConnDep, principal: Writer, user_id: str, body: ReputationSet
+) -> dict[str, Any]:
+    return users.set_reputation(
+        conn, actor_for(request, principal), user_id, body.reputation, body.reason
+    )

@@ -1,0 +1,329 @@
+"""`smartstart users …`: list, show, create, update, suspend, passwords, XP, delete."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated, Any
+
+import typer
+
+from smartstart.cli.common import (
+    DryRunOpt,
+    JsonOpt,
+    YesOpt,
+    confirm,
+    console,
+    fail,
+    handle_errors,
+    print_json,
+    print_table,
+    settings,
+)
+from smartstart.cli.context import transaction
+from smartstart.domain import users
+
+app = typer.Typer(
+    help="User accounts: list, show, create, update, status, passwords, XP, delete.",
+    no_args_is_help=True,
+)
+
+UserArg = Annotated[str, typer.Argument(help="The user's id, email or username.")]
+ReasonOpt = Annotated[
+    str | None, typer.Option("--reason", "-r", help="Why (kept in the audit log).")
+]
+PasswordOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--password",
+        help="The password (visible in the process list: prefer the prompt or --password-stdin).",
+    ),
+]
+PasswordStdinOpt = Annotated[
+    bool, typer.Option("--password-stdin", help="Read the password from the first line of stdin.")
+]
+LIST_COLUMNS = ("id", "email", "username", "name", "role", "status", "level", "xp", "lastActive")
+SHOW_COLUMNS = (*users.PUBLIC_COLUMNS,)
+
+
+def _say(message: str) -> None:
+    console.print(f"[green]•[/] {message}", highlight=False)
+
+
+def _label(user: dict[str, Any]) -> str:
+    return f"{user['username']} <{user['email']}> ({user['id']})"
+
+
+def _password(given: str | None, from_stdin: bool) -> str:
+    """The new password: --password, one line of stdin, or asked twice without echo."""
+    if given is not None and from_stdin:
+        raise fail("use either --password or --password-stdin, not both")
+    if given is not None:
+        return given
+    if from_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    return str(typer.prompt("New password", hide_input=True, confirmation_prompt=True))
+
+
+def _show(user: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        print_json(user)
+    else:
+        print_table([{"field": c, "value": user.get(c)} for c in SHOW_COLUMNS], ["field", "value"])
+
+
+@app.command("list")
+@handle_errors
+def list_(
+    search: Annotated[
+        str | None, typer.Option("--search", "-s", help="Substring of email, username or name.")
+    ] = None,
+    role: Annotated[str | None, typer.Option("--role", help="Users holding this role.")] = None,
+    status: Annotated[
+        str | None, typer.Option("--status", help="ACTIVE, INACTIVE, SUSPENDED or PENDING.")
+    ] = None,
+    level: Annotated[
+        str | None, typer.Option("--level", help="OWLET, FLEDGLING, NIGHT_OWL or WISE_OWL.")
+    ] = None,
+    sort: Annotated[
+        str, typer.Option("--sort", help="createdAt, email, username, xp or lastActive.")
+    ] = "createdAt",
+    asc: Annotated[bool, typer.Option("--asc", help="Ascending (default: descending).")] = False,
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1, max=users.MAX_LIMIT)] = 50,
+    cursor: Annotated[
+        str | None, typer.Option("--cursor", help="Continue after a previous page.")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List users: search, filter by role/status/level, sort, one page at a time."""
+    with transaction() as (conn, _):
+        page = users.list_users(
+            conn,
+            users.UserFilter(q=search, role=role, status=status, level=level),
+            sort=sort,
+            order="asc" if asc else "desc",
+            limit=limit,
+            cursor=cursor,
+        )
+    if as_json:
+        print_json({"items": page.items, "next_cursor": page.next_cursor})
+        return
+    print_table(page.items, LIST_COLUMNS)
+    if page.next_cursor:
+        console.print(f"more: --cursor {page.next_cursor}", highlight=False, soft_wrap=True)
+
+
+@app.command()
+@handle_errors
+def show(user: UserArg, as_json: JsonOpt = False) -> None:
+    """Show one user (by id, email or username)."""
+    with transaction() as (conn, _):
+        row = users.find(conn, user)
+    _show(row, as_json)
+
+
+@app.command()
+@handle_errors
+def create(
+    email: Annotated[str, typer.Option("--email", help="Unique, case-insensitively.")],
+    username: Annotated[str, typer.Option("--username", help="Unique.")],
+    name: Annotated[str | None, typer.Option("--name")] = None,
+    first_name: Annotated[str | None, typer.Option("--first-name")] = None,
+    last_name: Annotated[str | None, typer.Option("--last-name")] = None,
+    role: Annotated[str, typer.Option("--role", help="The primary role.")] = "MEMBER",
+    status: Annotated[str, typer.Option("--status")] = "ACTIVE",
+    password: PasswordOpt = None,
+    password_stdin: PasswordStdinOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Create a user (asks for the password twice unless given)."""
+    secret = _password(password, password_stdin)
+    with transaction() as (conn, actor):
+        row = users.create(
+            conn,
+            actor,
+            email=email,
+            username=username,
+            password=secret,
+            name=name,
+            first_name=first_name,
+            last_name=last_name,
+            role=role,
+            status=status,
+            rounds=settings().bcrypt_rounds,
+        )
+    if as_json:
+        print_json(row)
+    else:
+        _say(f"created {_label(row)} with role {row['role']}")
+
+
+@app.command()
+@handle_errors
+def update(
+    user: UserArg,
+    email: Annotated[str | None, typer.Option("--email")] = None,
+    username: Annotated[str | None, typer.Option("--username")] = None,
+    name: Annotated[str | None, typer.Option("--name")] = None,
+    first_name: Annotated[str | None, typer.Option("--first-name")] = None,
+    last_name: Annotated[str | None, typer.Option("--last-name")] = None,
+    role: Annotated[str | None, typer.Option("--role", help="The primary role.")] = None,
+    status: Annotated[str | None, typer.Option("--status")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Change a user's email, username, names, role or status (only the options given)."""
+    given = {
+        "email": email,
+        "username": username,
+        "name": name,
+        "firstName": first_name,
+        "lastName": last_name,
+        "role": role,
+        "status": status,
+    }
+    changes = {k: v for k, v in given.items() if v is not None}
+    if not changes:
+        raise fail("nothing to change: give at least one option (see --help)")
+    with transaction() as (conn, actor):
+        row = users.update(conn, actor, users.find(conn, user)["id"], changes)
+    if as_json:
+        print_json(row)
+    else:
+        _say(f"updated {_label(row)}: {', '.join(sorted(changes))}")
+
+
+def _set_status(user: str, verb: str, as_json: bool) -> None:
+    action = {"suspend": users.suspend, "activate": users.activate, "deactivate": users.deactivate}
+    with transaction() as (conn, actor):
+        row = action[verb](conn, actor, users.find(conn, user)["id"])
+    if as_json:
+        print_json(row)
+    else:
+        _say(f"{_label(row)} is now {row['status']}")
+
+
+@app.command()
+@handle_errors
+def suspend(user: UserArg, as_json: JsonOpt = False) -> None:
+    """Suspend a user: no login, every session ended at once."""
+    _set_status(user, "suspend", as_json)
+
+
+@app.command()
+@handle_errors
+def activate(user: UserArg, as_json: JsonOpt = False) -> None:
+    """Activate a user (after suspension, deactivation or while pending)."""
+    _set_status(user, "activate", as_json)
+
+
+@app.command()
+@handle_errors
+def deactivate(user: UserArg, as_json: JsonOpt = False) -> None:
+    """Deactivate a user: no login, sessions ended; reversible (unlike delete)."""
+    _set_status(user, "deactivate", as_json)
+
+
+@app.command()
+@handle_errors
+def passwd(
+    user: UserArg, password: PasswordOpt = None, password_stdin: PasswordStdinOpt = False
+) -> None:
+    """Set a user's password (asks twice, hidden, unless given); ends their sessions."""
+    secret = _password(password, password_stdin)
+    with transaction() as (conn, actor):
+        row = users.set_password(
+            conn, actor, users.find(conn, user)["id"], secret, rounds=settings().bcrypt_rounds
+        )
+    _say(f"password of {_label(row)} changed; their sessions were ended")
+
+
+@app.command("add-xp")
+@handle_errors
+def add_xp(
+    user: UserArg,
+    amount: Annotated[int, typer.Argument(help="XP to add; to take, write `-- -50`.")],
+    reason: ReasonOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Add XP (atomically; the level follows). A reason is required."""
+    if reason is None:
+        raise fail("give a --reason (it is kept in the audit log)")
+    with transaction() as (conn, actor):
+        row = users.add_xp(conn, actor, users.find(conn, user)["id"], amount, reason)
+    _counter_done(row, "xp", as_json)
+
+
+@app.command("set-xp")
+@handle_errors
+def set_xp(
+    user: UserArg,
+    xp: Annotated[int, typer.Argument(help="The new XP total (≥ 0).")],
+    reason: ReasonOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Set a user's XP; the level follows."""
+    with transaction() as (conn, actor):
+        row = users.set_xp(conn, actor, users.find(conn, user)["id"], xp, reason)
+    _counter_done(row, "xp", as_json)
+
+
+@app.command("add-reputation")
+@handle_errors
+def add_reputation(
+    user: UserArg,
+    amount: Annotated[int, typer.Argument(help="Reputation to add; to take, write `-- -5`.")],
+    reason: ReasonOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Add reputation (atomically). A reason is required."""
+    if reason is None:
+        raise fail("give a --reason (it is kept in the audit log)")
+    with transaction() as (conn, actor):
+        row = users.add_reputation(conn, actor, users.find(conn, user)["id"], amount, reason)
+    _counter_done(row, "reputation", as_json)
+
+
+@app.command("set-reputation")
+@handle_errors
+def set_reputation(
+    user: UserArg,
+    reputation: Annotated[int, typer.Argument(help="The new reputation.")],
+    reason: ReasonOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Set a user's reputation."""
+    with transaction() as (conn, actor):
+        row = users.set_reputation(conn, actor, users.find(conn, user)["id"], reputation, reason)
+    _counter_done(row, "reputation", as_json)
+
+
+def _counter_done(row: dict[str, Any], column: str, as_json: bool) -> None:
+    if as_json:
+        print_json(row)
+    elif column == "xp":
+        _say(f"{_label(row)}: {row['xp']} XP, level {row['level']}")
+    else:
+        _say(f"{_label(row)}: reputation {row['reputation']}")
+
+
+@app.command()
+@handle_errors
+def delete(user: UserArg, yes: YesOpt = False, dry_run: DryRunOpt = False) -> None:
+    """Delete a user for good, with their sessions, journey and role assignments."""
+    with transaction() as (conn, _):
+        impact = users.delete_impact(conn, users.find(conn, user)["id"])
+    target = impact["user"]
+    if dry_run:
+        _say(f"would delete {_label(target)} and {_touched(impact)}; nothing was changed")
+        return
+    confirm(f"Delete {_label(target)} and {_touched(impact)}? This cannot be undone.", yes)
+    # A second transaction: nobody's row stays locked while the operator reads the question.
+    with transaction() as (conn, actor):
+        impact = users.delete(conn, actor, target["id"])
+    _say(f"deleted {_label(target)} and {_touched(impact)}")
+
+
+def _touched(impact: dict[str, Any]) -> str:
+    return (
+        f"{impact['sessions']} sessions ({impact['activeSessions']} active), "
+        f"{impact['journeyStates']} journey states, {impact['roleAssignments']} role assignments"
+    )

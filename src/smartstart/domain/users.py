@@ -1,0 +1,789 @@
+"""User accounts: listing, profile changes, status, passwords, deletion, XP and reputation.
+
+Every function takes the caller's connection and never commits; every write
+records exactly one audit row. No function ever returns or audits the password
+hash: rows are read through `PUBLIC_COLUMNS` only.
+
+Deletion is HARD: the guide's schema has no "deletedAt" column, a soft-deleted
+row would keep the person's personal data and hold their email and username
+forever, and every query would have to remember to skip it. Reversible removal
+already exists as `deactivate` (status INACTIVE: no login, sessions ended).
+`delete` removes the row; the database cascades its sessions, journey states and
+role assignments, and the audit row keeps the before-image (minus secrets).
+
+Writes on another user are refused (403) when that user holds a permission the
+actor lacks: otherwise an ADMIN could, say, reset a SUPER_ADMIN's password and
+sign in with permissions they were never given. The CLI operator (actor
+permissions None) is trusted like the database owner.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from psycopg import errors as pg_errors
+from psycopg import sql
+from psycopg.rows import dict_row
+
+from smartstart.db.models import LEVELS, USER_STATUSES, level_for
+from smartstart.domain import audit, guards, passwords
+from smartstart.domain.audit import Actor
+from smartstart.domain.errors import Conflict, Forbidden, Invalid, NotFound
+from smartstart.domain.permissions import effective_permissions
+
+PUBLIC_COLUMNS = (
+    "id",
+    "email",
+    "username",
+    "name",
+    "firstName",
+    "lastName",
+    "role",
+    "level",
+    "status",
+    "xp",
+    "reputation",
+    "lastActive",
+    "createdAt",
+    "updatedAt",
+)
+_SELECT = sql.SQL(", ").join(sql.Identifier("u", c) for c in PUBLIC_COLUMNS)
+_RETURNING = sql.SQL(", ").join(sql.Identifier(c) for c in PUBLIC_COLUMNS)
+
+LEVEL_NAMES = tuple(name for name, _ in LEVELS)
+INT4_MAX = 2**31 - 1
+MAX_ID_LENGTH = 128
+MAX_NAME_LENGTH = 200
+MAX_EMAIL_LENGTH = 254
+MAX_SEARCH_LENGTH = 200
+MAX_REASON_LENGTH = 500
+MAX_LIMIT = 500
+USERNAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{1,49}$")
+EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+$")  # the same rule as the table's CHECK
+PROFILE_FIELDS = ("name", "firstName", "lastName", "username")
+UPDATE_FIELDS = ("email", "username", "name", "firstName", "lastName", "role", "status")
+_NULLABLE = frozenset({"name", "firstName", "lastName"})
+
+# The unique constraints of "User", by name, and the field each one protects.
+_CONSTRAINT_FIELDS = {"User_email_lower_key": "email", "User_username_key": "username"}
+
+# Sort keys: expression and cursor value type. Only these constants ever reach the SQL.
+SORTS: dict[str, tuple[sql.Composable, str]] = {
+    "createdAt": (sql.SQL('u."createdAt"'), "ts"),
+    "email": (sql.SQL("lower(u.email)"), "str"),
+    "username": (sql.SQL("u.username"), "str"),
+    "xp": (sql.SQL("u.xp"), "int"),
+    "lastActive": (sql.SQL('u."lastActive"'), "ts"),
+}
+ORDERS = ("asc", "desc")
+
+
+@dataclass(frozen=True)
+class UserFilter:
+    """What `list_users` selects: a search text and exact filters (None: any)."""
+
+    q: str | None = None
+    role: str | None = None
+    status: str | None = None
+    level: str | None = None
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of users and the cursor of the next one (None on the last page)."""
+
+    items: list[dict[str, Any]]
+    next_cursor: str | None
+
+
+# -- validation -------------------------------------------------------------------
+
+
+def _text(value: Any, field: str, *, max_length: int, nullable: bool = False) -> str | None:
+    """A string field checked for type, NUL bytes and length (None allowed when nullable)."""
+    if value is None:
+        if nullable:
+            return None
+        raise Invalid(f"{field} cannot be null", details={"field": field})
+    if not isinstance(value, str):
+        raise Invalid(f"{field} must be a string", details={"field": field})
+    if "\x00" in value:
+        raise Invalid(f"{field} cannot contain NUL characters", details={"field": field})
+    if len(value) > max_length:
+        raise Invalid(f"{field} is longer than {max_length} characters", details={"field": field})
+    return value
+
+
+def _email(value: Any) -> str:
+    email = _text(value, "email", max_length=MAX_EMAIL_LENGTH)
+    assert email is not None
+    if not EMAIL_RE.match(email):
+        raise Invalid("email is not a valid address", details={"field": "email"})
+    return email
+
+
+def _username(value: Any) -> str:
+    username = _text(value, "username", max_length=50)
+    assert username is not None
+    if not USERNAME_RE.match(username):
+        raise Invalid(
+            "username must be 2 to 50 letters, digits, '.', '_' or '-', starting with a "
+            "letter or digit",
+            details={"field": "username"},
+        )
+    return username
+
+
+def _status(value: Any) -> str:
+    if value not in USER_STATUSES:
+        raise Invalid(
+            f"status must be one of {', '.join(USER_STATUSES)}",
+            details={"field": "status", "allowed": list(USER_STATUSES)},
+        )
+    return str(value)
+
+
+def _int(value: Any, field: str, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise Invalid(f"{field} must be an integer", details={"field": field})
+    if not low <= value <= high:
+        raise Invalid(f"{field} must be between {low} and {high}", details={"field": field})
+    return value
+
+
+def _reason(value: Any, *, required: bool) -> str | None:
+    reason = _text(value, "reason", max_length=MAX_REASON_LENGTH, nullable=not required)
+    if required and not (reason or "").strip():
+        raise Invalid("a reason is required", details={"field": "reason"})
+    return reason
+
+
+def _valid_id(user_id: Any) -> bool:
+    return isinstance(user_id, str) and 0 < len(user_id) <= MAX_ID_LENGTH and "\x00" not in user_id
+
+
+def _not_found(user_id: Any) -> NotFound:
+    shown = user_id if _valid_id(user_id) else None
+    return NotFound("no such user", details={"id": shown})
+
+
+def _conflict(e: pg_errors.UniqueViolation) -> Conflict:
+    field = _CONSTRAINT_FIELDS.get(e.diag.constraint_name or "")
+    if field is None:
+        return Conflict("the user conflicts with an existing one")
+    return Conflict(f"a user with this {field} already exists", field=field)
+
+
+def _refused(e: pg_errors.IntegrityError) -> Invalid:
+    """A CHECK or foreign key the checks above let through (the database has the last word)."""
+    constraint = e.diag.constraint_name or ""
+    field = next((f for f in UPDATE_FIELDS + ("xp",) if f in constraint.split("_")), None)
+    return Invalid(
+        f"the database refused the value ({constraint or 'constraint'})",
+        details={"field": field, "constraint": constraint},
+    )
+
+
+# -- reads ------------------------------------------------------------------------
+
+
+def get(conn: psycopg.Connection[Any], user_id: str) -> dict[str, Any]:
+    """One user by id (one primary-key lookup: the API's hot path); NotFound otherwise."""
+    if not _valid_id(user_id):
+        raise _not_found(user_id)
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(sql.SQL('SELECT {} FROM "User" u WHERE u.id = %s').format(_SELECT), [user_id])
+        row = cur.fetchone()
+    if row is None:
+        raise _not_found(user_id)
+    return row
+
+
+def find(conn: psycopg.Connection[Any], ident: str) -> dict[str, Any]:
+    """One user by id, email (any case) or username; NotFound otherwise."""
+    if not isinstance(ident, str) or "\x00" in ident or not 0 < len(ident) <= MAX_EMAIL_LENGTH:
+        raise NotFound("no user with this id, email or username", details={"user": None})
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(
+            sql.SQL(
+                'SELECT {} FROM "User" u WHERE u.id = %(i)s OR lower(u.email) = lower(%(i)s)'
+                " OR u.username = %(i)s ORDER BY (u.id = %(i)s) DESC,"
+                " (lower(u.email) = lower(%(i)s)) DESC LIMIT 1"
+            ).format(_SELECT),
+            {"i": ident},
+        )
+        row = cur.fetchone()
+    if row is None:
+        raise NotFound("no user with this id, email or username", details={"user": ident})
+    return row
+
+
+def _lock(conn: psycopg.Connection[Any], user_id: str) -> dict[str, Any]:
+    """The user's row, locked until the end of the transaction (the before-image)."""
+    if not _valid_id(user_id):
+        raise _not_found(user_id)
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(
+            sql.SQL('SELECT {} FROM "User" u WHERE u.id = %s FOR UPDATE').format(_SELECT),
+            [user_id],
+        )
+        row = cur.fetchone()
+    if row is None:
+        raise _not_found(user_id)
+    return row
+
+
+def _encode_cursor(sort: str, order: str, value: Any, user_id: str) -> str:
+    if isinstance(value, datetime):
+        value = value.isoformat()
+    raw = json.dumps({"s": sort, "o": order, "v": value, "id": user_id}, separators=(",", ":"))
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str, sort: str, order: str) -> tuple[Any, str]:
+    bad = Invalid("the cursor is invalid or belongs to another sort", details={"field": "cursor"})
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        data = json.loads(base64.urlsafe_b64decode(padded.encode("ascii")))
+    except (ValueError, UnicodeError, binascii.Error):
+        raise bad from None
+    if not isinstance(data, dict) or data.get("s") != sort or data.get("o") != order:
+        raise bad
+    value, user_id = data.get("v"), data.get("id")
+    if not isinstance(user_id, str) or not _valid_id(user_id):
+        raise bad
+    kind = SORTS[sort][1]
+    try:
+        if kind == "ts" and isinstance(value, str):
+            return datetime.fromisoformat(value), user_id
+        if kind == "int" and isinstance(value, int) and not isinstance(value, bool):
+            return value, user_id
+        if kind == "str" and isinstance(value, str) and "\x00" not in value:
+            return value, user_id
+    except ValueError:
+        pass
+    raise bad
+
+
+def escape_like(text: str) -> str:
+    """text with LIKE's wildcards and escape character taken literally (ESCAPE '\\')."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def list_users(
+    conn: psycopg.Connection[Any],
+    filters: UserFilter | None = None,
+    *,
+    sort: str = "createdAt",
+    order: str = "desc",
+    limit: int = 50,
+    cursor: str | None = None,
+) -> Page:
+    """A page of users (keyset pagination: no duplicates or gaps while rows change)."""
+    f = filters or UserFilter()
+    if sort not in SORTS:
+        raise Invalid(
+            f"sort must be one of {', '.join(SORTS)}",
+            details={"field": "sort", "allowed": list(SORTS)},
+        )
+    if order not in ORDERS:
+        raise Invalid("order must be asc or desc", details={"field": "order"})
+    limit = _int(limit, "limit", 1, MAX_LIMIT)
+    clauses: list[sql.Composable] = []
+    params: list[Any] = []
+    q = _text(f.q, "q", max_length=MAX_SEARCH_LENGTH, nullable=True)
+    if q:
+        clauses.append(
+            sql.SQL(
+                "(u.email ILIKE %s OR u.username ILIKE %s OR u.name ILIKE %s"
+                ' OR u."firstName" ILIKE %s OR u."lastName" ILIKE %s)'
+            )
+        )
+        params.extend([f"%{escape_like(q)}%"] * 5)
+    if f.role is not None:
+        role = _text(f.role, "role", max_length=MAX_NAME_LENGTH)
+        # Primary or additional: the trigger keeps the primary role in "UserRole" too.
+        clauses.append(
+            sql.SQL(
+                'EXISTS (SELECT 1 FROM "UserRole" ur JOIN "Role" r ON r.id = ur."roleId"'
+                ' WHERE ur."userId" = u.id AND r.name = %s)'
+            )
+        )
+        params.append(role)
+    if f.status is not None:
+        clauses.append(sql.SQL("u.status = %s"))
+        params.append(_status(f.status))
+    if f.level is not None:
+        if f.level not in LEVEL_NAMES:
+            raise Invalid(
+                f"level must be one of {', '.join(LEVEL_NAMES)}",
+                details={"field": "level", "allowed": list(LEVEL_NAMES)},
+            )
+        clauses.append(sql.SQL("u.level = %s"))
+        params.append(f.level)
+    key, _ = SORTS[sort]
+    if cursor is not None:
+        value, after_id = _decode_cursor(cursor, sort, order)
+        op = sql.SQL(">") if order == "asc" else sql.SQL("<")
+        clauses.append(sql.SQL("({}, u.id) {} (%s, %s)").format(key, op))
+        params.extend([value, after_id])
+    where = sql.SQL(" WHERE ") + sql.SQL(" AND ").join(clauses) if clauses else sql.SQL("")
+    direction = sql.SQL("ASC") if order == "asc" else sql.SQL("DESC")
+    query = sql.SQL(
+        'SELECT {cols}, {key} AS "_key" FROM "User" u{where}'
+        " ORDER BY {key} {dir}, u.id {dir} LIMIT %s"
+    ).format(cols=_SELECT, key=key, where=where, dir=direction)
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(query, [*params, limit + 1])
+        rows = cur.fetchall()
+    more = len(rows) > limit
+    rows = rows[:limit]
+    next_cursor = (
+        _encode_cursor(sort, order, rows[-1]["_key"], rows[-1]["id"]) if more and rows else None
+    )
+    for row in rows:
+        del row["_key"]
+    return Page(items=rows, next_cursor=next_cursor)
+
+
+def delete_impact(conn: psycopg.Connection[Any], user_id: str) -> dict[str, Any]:
+    """What deleting the user would remove with it (for confirmations and --dry-run)."""
+    user = get(conn, user_id)
+    row = conn.execute(
+        'SELECT (SELECT count(*) FROM "Session" WHERE "userId" = %(id)s),'
+        ' (SELECT count(*) FROM "Session" WHERE "userId" = %(id)s AND "revokedAt" IS NULL'
+        ' AND "expiresAt" > now()),'
+        ' (SELECT count(*) FROM "UserJourneyState" WHERE "userId" = %(id)s),'
+        ' (SELECT count(*) FROM "UserRole" WHERE "userId" = %(id)s)',
+        {"id": user_id},
+    ).fetchone()
+    assert row is not None
+    return {
+        "user": user,
+        "sessions": int(row[0]),
+        "activeSessions": int(row[1]),
+        "journeyStates": int(row[2]),
+        "roleAssignments": int(row[3]),
+    }
+
+
+# -- guards -----------------------------------------------------------------------
+
+
+def role_permissions(conn: psycopg.Connection[Any], role: str) -> set[str]:
+    """The permissions a role grants; Invalid (field role) when no such role exists."""
+    rows = conn.execute(
+        'SELECT p.name FROM "Role" r LEFT JOIN "RolePermission" rp ON rp."roleId" = r.id'
+        ' LEFT JOIN "Permission" p ON p.id = rp."permissionId" WHERE r.name = %s',
+        [role],
+    ).fetchall()
+    if not rows:
+        raise Invalid(f"no such role: {role!r}", details={"field": "role"})
+    return {r[0] for r in rows if r[0] is not None}
+
+
+def _ensure_outranks(
+    conn: psycopg.Connection[Any], actor_permissions: frozenset[str] | None, user_id: str
+) -> None:
+    """Refuse to act on a user who holds permissions the actor lacks (None: CLI operator)."""
+    if actor_permissions is None:
+        return
+    missing = sorted(set(effective_permissions(conn, user_id)) - actor_permissions)
+    if missing:
+        raise Forbidden(
+            "you cannot change a user who holds permissions you do not hold yourself",
+            details={"reason": "outranked", "missing": missing},
+        )
+
+
+# -- writes -----------------------------------------------------------------------
+
+
+def create(
+    conn: psycopg.Connection[Any],
+    actor: Actor,
+    *,
+    email: str,
+    username: str,
+    password: str,
+    name: str | None = None,
+    first_name: str | None = None,
+    last_name: str | None = None,
+    role: str = "MEMBER",
+    status: str = "ACTIVE",
+    rounds: int = passwords.DEFAULT_ROUNDS,
+    actor_permissions: frozenset[str] | None = None,
+) -> dict[str, Any]:
+    """A new user; Conflict(field) on a taken email (any case) or username."""
+    values = {
+        "email": _email(email),
+        "username": _username(username),
+        "name": _text(name, "name", max_length=MAX_NAME_LENGTH, nullable=True),
+        "firstName": _text(first_name, "firstName", max_length=MAX_NAME_LENGTH, nullable=True),
+        "lastName": _text(last_name, "lastName", max_length=MAX_NAME_LENGTH, nullable=True),
+        "role": _text(role, "role", max_length=MAX_NAME_LENGTH),
+        "status": _status(status),
+    }
+    passwords.validate(password)
+    guards.ensure_can_grant(actor_permissions, role_permissions(conn, str(values["role"])))
+    values["password"] = passwords.hash_password(password, rounds)
+    query = sql.SQL('INSERT INTO "User" ({}) VALUES ({}) RETURNING {}').format(
+        sql.SQL(", ").join(sql.Identifier(k) for k in values),
+        sql.SQL(", ").join(sql.Placeholder() * len(values)),
+        _RETURNING,
+    )
+    try:
+        # A savepoint: a conflict leaves the caller's transaction usable.
+        with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
+            cur.execute(query, list(values.values()))
+            user = cur.fetchone()
+    except pg_errors.UniqueViolation as e:
+        raise _conflict(e) from None
+    except (pg_errors.CheckViolation, pg_errors.ForeignKeyViolation) as e:
+        raise _refused(e) from None
+    assert user is not None
+    audit.record(conn, actor, "users.create", resource="user", resource_id=user["id"], after=user)
+    return user
+
+
+def _apply(
+    conn: psycopg.Connection[Any], user_id: str, changes: Mapping[str, Any]
+) -> dict[str, Any]:
+    """UPDATE the given columns (names from a whitelist) and return the new public row."""
+    assignments = sql.SQL(", ").join(sql.SQL("{} = %s").format(sql.Identifier(k)) for k in changes)
+    query = sql.SQL('UPDATE "User" SET {} WHERE id = %s RETURNING {}').format(
+        assignments, _RETURNING
+    )
+    try:
+        with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
+            cur.execute(query, [*changes.values(), user_id])
+            row = cur.fetchone()
+    except pg_errors.UniqueViolation as e:
+        raise _conflict(e) from None
+    except (pg_errors.CheckViolation, pg_errors.ForeignKeyViolation) as e:
+        raise _refused(e) from None
+    if row is None:
+        raise _not_found(user_id)
+    return row
+
+
+def _validate_changes(changes: Mapping[str, Any], allowed: tuple[str, ...]) -> dict[str, Any]:
+    unknown = sorted(set(changes) - set(allowed))
+    if unknown:
+        raise Invalid(
+            f"cannot change {', '.join(unknown)}", details={"fields": unknown, "allowed": allowed}
+        )
+    clean: dict[str, Any] = {}
+    for key, value in changes.items():
+        if key == "email":
+            clean[key] = _email(value)
+        elif key == "username":
+            clean[key] = _username(value)
+        elif key == "status":
+            clean[key] = _status(value)
+        elif key == "role":
+            clean[key] = _text(value, "role", max_length=MAX_NAME_LENGTH)
+        else:
+            clean[key] = _text(value, key, max_length=MAX_NAME_LENGTH, nullable=key in _NULLABLE)
+    return clean
+
+
+def update(
+    conn: psycopg.Connection[Any],
+    actor: Actor,
+    user_id: str,
+    changes: Mapping[str, Any],
+    *,
+    actor_permissions: frozenset[str] | None = None,
+) -> dict[str, Any]:
+    """Change email, username, names, role or status (the keys present in changes)."""
+    clean = _validate_changes(changes, UPDATE_FIELDS)
+    before = _lock(conn, user_id)
+    if not clean:
+        raise Invalid("nothing to change", details={"allowed": list(UPDATE_FIELDS)})
+    _ensure_outranks(conn, actor_permissions, user_id)
+    if "role" in clean and clean["role"] != before["role"]:
+        guards.ensure_can_grant(actor_permissions, role_permissions(conn, clean["role"]))
+        if before["role"] == guards.SUPER_ADMIN:
+            guards.ensure_not_last_super_admin(conn, user_id)
+    if clean.get("status", "ACTIVE") != "ACTIVE" and before["status"] == "ACTIVE":
+        guards.ensure_not_last_super_admin(conn, user_id)
+    after = _apply(conn, user_id, clean)
+    audit.record(
+        conn,
+        actor,
+        "users.update",
+        resource="user",
+        resource_id=user_id,
+        before=before,
+        after=after,
+        fields=sorted(clean),
+    )
+    return after
+
+
+def update_profile(
+    conn: psycopg.Connection[Any], actor: Actor, user_id: str, changes: Mapping[str, Any]
+) -> dict[str, Any]:
+    """A user's change of their own profile: names and username only."""
+    clean = _validate_changes(changes, PROFILE_FIELDS)
+    before = _lock(conn, user_id)
+    if not clean:
+        raise Invalid("nothing to change", details={"allowed": list(PROFILE_FIELDS)})
+    after = _apply(conn, user_id, clean)
+    audit.record(
+        conn,
+        actor,
+        "users.update_profile",
+        resource="user",
+        resource_id=user_id,
+        before=before,
+        after=after,
+        fields=sorted(clean),
+    )
+    return after
+
+
+_STATUS_ACTIONS = {"SUSPENDED": "suspend", "ACTIVE": "activate", "INACTIVE": "deactivate"}
+
+
+def set_status(
+    conn: psycopg.Connection[Any],
+    actor: Actor,
+    user_id: str,
+    status: str,
+    *,
+    actor_permissions: frozenset[str] | None = None,
+) -> dict[str, Any]:
+    """Suspend, activate or deactivate; leaving ACTIVE ends every session (trigger)."""
+    _status(status)
+    before = _lock(conn, user_id)
+    _ensure_outranks(conn, actor_permissions, user_id)
+    if status != "ACTIVE" and before["status"] == "ACTIVE":
+        guards.ensure_not_last_super_admin(conn, user_id)
+    after = _apply(conn, user_id, {"status": status})
+    verb = _STATUS_ACTIONS.get(status, "status")
+    audit.record(
+        conn,
+        actor,
+        f"users.{verb}",
+        resource="user",
+        resource_id=user_id,
+        before=before,
+        after=after,
+    )
+    return after
+
+
+def suspend(
+    conn: psycopg.Connection[Any],
+    actor: Actor,
+    user_id: str,
+    *,
+    actor_permissions: frozenset[str] | None = None,
+) -> dict[str, Any]:
+    """Status SUSPENDED: no login, every session ended."""
+    return set_status(conn, actor, user_id, "SUSPENDED", actor_permissions=actor_permissions)
+
+
+def activate(
+    conn: psycopg.Connection[Any],
+    actor: Actor,
+    user_id: str,
+    *,
+    actor_permissions: frozenset[str] | None = None,
+) -> dict[str, Any]:
+    """Status ACTIVE: the user may sign in again."""
+    return set_status(conn, actor, user_id, "ACTIVE", actor_permissions=actor_permissions)
+
+
+def deactivate(
+    conn: psycopg.Connection[Any],
+    actor: Actor,
+    user_id: str,
+    *,
+    actor_permissions: frozenset[str] | None = None,
+) -> dict[str, Any]:
+    """Status INACTIVE (the reversible alternative to delete): no login, sessions ended."""
+    return set_status(conn, actor, user_id, "INACTIVE", actor_permissions=actor_permissions)
+
+
+def set_password(
+    conn: psycopg.Connection[Any],
+    actor: Actor,
+    user_id: str,
+    password: str,
+    *,
+    rounds: int = passwords.DEFAULT_ROUNDS,
+    actor_permissions: frozenset[str] | None = None,
+) -> dict[str, Any]:
+    """An administrator's reset of a user's password; ends every session (trigger)."""
+    passwords.validate(password)
+    get(conn, user_id)
+    _ensure_outranks(conn, actor_permissions, user_id)
+    # Hashed before the row is locked: bcrypt takes a quarter of a second at cost 12.
+    hashed = passwords.hash_password(password, rounds)
+    before = _lock(conn, user_id)
+    live = conn.execute(
+        'SELECT count(*) FROM "Session" WHERE "userId" = %s AND "revokedAt" IS NULL',
+        [user_id],
+    ).fetchone()
+    after = _apply(conn, user_id, {"password": hashed})
+    audit.record(
+        conn,
+        actor,
+        "users.set_password",
+        resource="user",
+        resource_id=user_id,
+        before=before,
+        after=after,
+        sessionsRevoked=int(live[0]) if live else 0,
+    )
+    return after
+
+
+def delete(
+    conn: psycopg.Connection[Any],
+    actor: Actor,
+    user_id: str,
+    *,
+    actor_permissions: frozenset[str] | None = None,
+) -> dict[str, Any]:
+    """Hard-delete the user (see the module docstring for why); returns what was removed."""
+    _lock(conn, user_id)
+    _ensure_outranks(conn, actor_permissions, user_id)
+    guards.ensure_not_last_super_admin(conn, user_id)
+    impact = delete_impact(conn, user_id)
+    conn.execute('DELETE FROM "User" WHERE id = %s', [user_id])
+    audit.record(
+        conn,
+        actor,
+        "users.delete",
+        resource="user",
+        resource_id=user_id,
+        before=impact["user"],
+        removed={k: v for k, v in impact.items() if k != "user"},
+    )
+    return impact
+
+
+# -- XP and reputation ------------------------------------------------------------
+
+_COUNTERS = {"xp": (0, INT4_MAX), "reputation": (-INT4_MAX, INT4_MAX)}
+
+
+def _add(
+    conn: psycopg.Connection[Any],
+    actor: Actor,
+    user_id: str,
+    column: str,
+    amount: int,
+    reason: str | None,
+) -> dict[str, Any]:
+    """column += amount in one statement (concurrent additions are never lost)."""
+    low, high = _COUNTERS[column]
+    amount = _int(amount, "amount", -INT4_MAX, INT4_MAX)
+    if amount == 0:
+        raise Invalid("amount must not be 0", details={"field": "amount"})
+    reason = _reason(reason, required=True)
+    if not _valid_id(user_id):
+        raise _not_found(user_id)
+    col = sql.Identifier(column)
+    # The bound check in WHERE keeps the row (and the int4 column) in range without an
+    # error: a refused addition changes nothing and is told apart from a missing user.
+    query = sql.SQL(
+        'UPDATE "User" SET {col} = {col} + %(a)s WHERE id = %(id)s'
+        " AND {col}::bigint + %(a)s BETWEEN %(low)s AND %(high)s RETURNING {ret}"
+    ).format(col=col, ret=_RETURNING)
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(query, {"a": amount, "id": user_id, "low": low, "high": high})
+        after = cur.fetchone()
+    if after is None:
+        current = get(conn, user_id)[column]
+        raise Invalid(
+            f"{column} would leave its range ({low} to {high}): it is {current}",
+            details={"field": "amount", column: current},
+        )
+    before = {column: after[column] - amount}
+    if column == "xp":
+        before["level"] = level_for(before["xp"])
+    audit.record(
+        conn,
+        actor,
+        f"users.add_{column}",
+        resource="user",
+        resource_id=user_id,
+        before=before,
+        after={k: after[k] for k in before},
+        amount=amount,
+        reason=reason,
+    )
+    return after
+
+
+def _set(
+    conn: psycopg.Connection[Any],
+    actor: Actor,
+    user_id: str,
+    column: str,
+    value: int,
+    reason: str | None,
+) -> dict[str, Any]:
+    """column = value, returning the old value from the same locked row."""
+    low, high = _COUNTERS[column]
+    value = _int(value, column, low, high)
+    reason = _reason(reason, required=False)
+    before_row = _lock(conn, user_id)
+    after = _apply(conn, user_id, {column: value})
+    keys = [column, "level"] if column == "xp" else [column]
+    audit.record(
+        conn,
+        actor,
+        f"users.set_{column}",
+        resource="user",
+        resource_id=user_id,
+        before={k: before_row[k] for k in keys},
+        after={k: after[k] for k in keys},
+        reason=reason,
+    )
+    return after
+
+
+def add_xp(
+    conn: psycopg.Connection[Any], actor: Actor, user_id: str, amount: int, reason: str
+) -> dict[str, Any]:
+    """Add (or with a negative amount, take) XP atomically; Invalid if xp would go below 0."""
+    return _add(conn, actor, user_id, "xp", amount, reason)
+
+
+def set_xp(
+    conn: psycopg.Connection[Any], actor: Actor, user_id: str, xp: int, reason: str | None = None
+) -> dict[str, Any]:
+    """Set XP (≥ 0); the level follows by trigger."""
+    return _set(conn, actor, user_id, "xp", xp, reason)
+
+
+def add_reputation(
+    conn: psycopg.Connection[Any], actor: Actor, user_id: str, amount: int, reason: str
+) -> dict[str, Any]:
+    """Add (or take) reputation atomically; reputation may be negative."""
+    return _add(conn, actor, user_id, "reputation", amount, reason)
+
+
+def set_reputation(
+    conn: psycopg.Connection[Any],
+    actor: Actor,
+    user_id: str,
+    reputation: int,
+    reason: str | None = None,
+) -> dict[str, Any]:
+    """Set reputation."""
+    return _set(conn, actor, user_id, "reputation", reputation, reason)
