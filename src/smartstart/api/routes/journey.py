@@ -1,0 +1,310 @@
+"""/api/journey and /api/users/{id}/journey: stages, one's own and others' progress."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Path, Query, Request, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from smartstart.api.deps import ConnDep, actor_for, authenticated, require
+from smartstart.domain import journey
+from smartstart.domain.errors import Forbidden
+from smartstart.domain.sessions import Principal
+
+router = APIRouter(tags=["journey"])
+
+StageId = Annotated[str, Path(min_length=1, max_length=journey.ID_MAX, description="Stage id")]
+UserId = Annotated[str, Path(min_length=1, max_length=journey.ID_MAX, description="User id")]
+Action = Annotated[
+    Literal["start", "complete", "skip"],
+    Path(description="start (-> IN_PROGRESS), complete (-> COMPLETED) or skip (-> SKIPPED)"),
+]
+Name = Annotated[str, Field(min_length=1, max_length=journey.NAME_MAX)]
+Description = Annotated[str | None, Field(max_length=journey.DESCRIPTION_MAX)]
+Order = Annotated[int, Field(ge=1, le=journey.ORDER_MAX)]
+XpReward = Annotated[int, Field(ge=0, le=journey.XP_REWARD_MAX)]
+
+
+class Stage(BaseModel):
+    id: str
+    name: str
+    description: str | None
+    order: int
+    xpReward: int
+    active: bool
+    createdAt: datetime
+    updatedAt: datetime
+
+
+class StagePage(BaseModel):
+    items: list[Stage]
+    next_cursor: str | None  # pass as `cursor` for the next page
+
+
+class StageCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: Name
+    description: Description = None
+    order: Order | None = Field(default=None, description="Defaults to after the last stage")
+    xpReward: XpReward = 0
+    active: bool = True
+
+
+class StageUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: Name | None = None
+    description: Description = None
+    order: Order | None = None
+    xpReward: XpReward | None = None
+    active: bool | None = None
+
+
+class StageOrder(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    stage_ids: list[Annotated[str, Field(min_length=1, max_length=journey.ID_MAX)]] = Field(
+        max_length=1000,
+        description="Every active stage id once, in the new order (inactive ones optional)",
+    )
+
+
+class StageList(BaseModel):
+    items: list[Stage]
+
+
+class JourneyUser(BaseModel):
+    id: str
+    email: str
+    username: str
+    name: str | None
+    xp: int
+    level: str
+
+
+class JourneyStep(BaseModel):
+    stageId: str
+    name: str
+    description: str | None
+    order: int
+    xpReward: int
+    status: str
+    startedAt: datetime | None
+    completedAt: datetime | None
+    xpAwarded: bool
+
+
+class Journey(BaseModel):
+    user: JourneyUser
+    stages: list[JourneyStep]
+    completed: int
+    total: int
+
+
+class Progress(BaseModel):
+    userId: str
+    stageId: str
+    stage: str
+    status: str
+    startedAt: datetime | None
+    completedAt: datetime | None
+    changed: bool = Field(description="False when the call was a no-op (nothing written)")
+    xpAwarded: int = Field(description="XP this call added (0 on a no-op or repeat)")
+    xp: int = Field(description="The user's XP after the call")
+    level: str = Field(description="The user's level after the call")
+
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    404: {"description": "Unknown user or stage"},
+    409: {"description": "Not allowed in the current state (see the message)"},
+}
+
+
+# -- stages -----------------------------------------------------------------------------
+
+
+@router.get(
+    "/api/journey/stages",
+    summary="List journey stages by order",
+    response_model=StagePage,
+)
+def list_stages(
+    conn: ConnDep,
+    principal: Annotated[Principal, require("journey:read")],
+    include_inactive: Annotated[
+        bool, Query(description="Also inactive stages (needs journey:manage)")
+    ] = False,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    cursor: Annotated[str | None, Query(pattern=r"^\d{1,9}$")] = None,
+) -> StagePage:
+    if include_inactive and not principal.can("journey:manage"):
+        raise Forbidden(
+            "inactive stages are listed only with the 'journey:manage' permission",
+            details={"permission": "journey:manage"},
+        )
+    rows = journey.list_stages(
+        conn,
+        include_inactive=include_inactive,
+        limit=limit + 1,
+        after_order=int(cursor) if cursor else None,
+    )
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return StagePage(
+        items=[Stage(**r) for r in rows],
+        next_cursor=str(rows[-1]["order"]) if more and rows else None,
+    )
+
+
+@router.get(
+    "/api/journey/stages/{stage_id}",
+    summary="One journey stage",
+    response_model=Stage,
+    responses={404: _ERRORS[404]},
+    dependencies=[require("journey:read")],
+)
+def get_stage(conn: ConnDep, stage_id: StageId) -> Stage:
+    return Stage(**journey.get_stage(conn, stage_id))
+
+
+@router.post(
+    "/api/journey/stages",
+    summary="Create a journey stage",
+    status_code=201,
+    response_model=Stage,
+    responses={409: {"description": "The name or order is taken (details.field)"}},
+)
+def create_stage(
+    request: Request,
+    conn: ConnDep,
+    principal: Annotated[Principal, require("journey:manage")],
+    body: StageCreate,
+) -> Stage:
+    row = journey.create_stage(
+        conn,
+        actor_for(request, principal),
+        name=body.name,
+        order=body.order,
+        xp_reward=body.xpReward,
+        description=body.description,
+        active=body.active,
+    )
+    return Stage(**row)
+
+
+@router.put(
+    "/api/journey/stages/order",
+    summary="Reorder stages: the ids in their new order get orders 1..N",
+    response_model=StageList,
+    responses={422: {"description": "Ids missing, unknown or repeated (details say which)"}},
+)
+def reorder_stages(
+    request: Request,
+    conn: ConnDep,
+    principal: Annotated[Principal, require("journey:manage")],
+    body: StageOrder,
+) -> StageList:
+    rows = journey.reorder_stages(conn, actor_for(request, principal), body.stage_ids)
+    return StageList(items=[Stage(**r) for r in rows])
+
+
+@router.patch(
+    "/api/journey/stages/{stage_id}",
+    summary="Update a stage (name, description, order, xpReward, active)",
+    response_model=Stage,
+    responses={**_ERRORS, 409: {"description": "The name or order is taken (details.field)"}},
+)
+def update_stage(
+    request: Request,
+    conn: ConnDep,
+    principal: Annotated[Principal, require("journey:manage")],
+    stage_id: StageId,
+    body: StageUpdate,
+) -> Stage:
+    # Only the fields sent; null clears the description and is refused for the others.
+    changes = body.model_dump(exclude_unset=True)
+    row = journey.update_stage(conn, actor_for(request, principal), stage_id, changes)
+    return Stage(**row)
+
+
+@router.delete(
+    "/api/journey/stages/{stage_id}",
+    summary="Delete a stage that no user has progress in (else 409: deactivate it)",
+    status_code=204,
+    response_class=Response,
+    responses=_ERRORS,
+)
+def delete_stage(
+    request: Request,
+    conn: ConnDep,
+    principal: Annotated[Principal, require("journey:manage")],
+    stage_id: StageId,
+) -> Response:
+    journey.delete_stage(conn, actor_for(request, principal), stage_id)
+    return Response(status_code=204)
+
+
+# -- one's own journey ------------------------------------------------------------------
+
+
+@router.get(
+    "/api/journey/me",
+    summary="My journey: every active stage with my state",
+    response_model=Journey,
+)
+def my_journey(conn: ConnDep, principal: Annotated[Principal, authenticated]) -> Journey:
+    return Journey(**journey.journey(conn, principal.user_id))
+
+
+@router.post(
+    "/api/journey/me/stages/{stage_id}/{action}",
+    summary="Start, complete or skip a stage of my journey",
+    response_model=Progress,
+    responses=_ERRORS,
+)
+def my_progress(
+    request: Request,
+    conn: ConnDep,
+    principal: Annotated[Principal, authenticated],
+    stage_id: StageId,
+    action: Action,
+) -> Progress:
+    result = journey.progress(
+        conn, actor_for(request, principal), principal.user_id, stage_id, action
+    )
+    return Progress(**result)
+
+
+# -- other users' journeys --------------------------------------------------------------
+
+
+@router.get(
+    "/api/users/{user_id}/journey",
+    summary="A user's journey: every active stage with their state",
+    response_model=Journey,
+    responses={404: _ERRORS[404]},
+    dependencies=[require("journey:read")],
+)
+def user_journey(conn: ConnDep, user_id: UserId) -> Journey:
+    return Journey(**journey.journey(conn, user_id))
+
+
+@router.post(
+    "/api/users/{user_id}/journey/{stage_id}/{action}",
+    summary="Start, complete or skip a stage of a user's journey",
+    response_model=Progress,
+    responses=_ERRORS,
+)
+def user_progress(
+    request: Request,
+    conn: ConnDep,
+    principal: Annotated[Principal, require("journey:manage")],
+    user_id: UserId,
+    stage_id: StageId,
+    action: Action,
+) -> Progress:
+    result = journey.progress(conn, actor_for(request, principal), user_id, stage_id, action)
+    return Progress(**result)

@@ -1,0 +1,248 @@
+"""`smartstart journey …`: stages and users' progress, over smartstart.domain.journey."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import typer
+
+from smartstart.cli.common import (
+    DryRunOpt,
+    JsonOpt,
+    YesOpt,
+    confirm,
+    console,
+    handle_errors,
+    print_json,
+    print_table,
+)
+from smartstart.cli.context import transaction
+from smartstart.domain import journey
+
+app = typer.Typer(
+    help="Onboarding journeys: stages, users' progress, XP awards.", no_args_is_help=True
+)
+
+UserArg = Annotated[str, typer.Argument(help="The user: email, username or id.")]
+StageArg = Annotated[str, typer.Argument(help="The stage: name or id.")]
+STAGE_COLUMNS = ("order", "name", "xpReward", "active", "id", "description")
+JOURNEY_COLUMNS = ("order", "name", "status", "xpReward", "startedAt", "completedAt")
+
+
+def _say(message: str) -> None:
+    console.print(f"[green]•[/] {message}", highlight=False)
+
+
+def _when(value: datetime | None) -> str | None:
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC") if value else None
+
+
+def _stage_json(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: row[k] for k in (*STAGE_COLUMNS, "createdAt", "updatedAt")}
+
+
+@app.command()
+@handle_errors
+def stages(
+    as_json: JsonOpt = False,
+    all_: Annotated[bool, typer.Option("--all", help="Include inactive stages.")] = False,
+) -> None:
+    """List the journey stages by order (active ones unless --all)."""
+    with transaction() as (conn, _):
+        rows = journey.list_stages(conn, include_inactive=all_)
+    if as_json:
+        print_json([_stage_json(r) for r in rows])
+    else:
+        print_table(rows, STAGE_COLUMNS, title="Journey stages")
+
+
+@app.command()
+@handle_errors
+def show(user: UserArg, as_json: JsonOpt = False) -> None:
+    """A user's journey: every active stage with their state, and their XP and level."""
+    with transaction() as (conn, _):
+        data = journey.journey(conn, journey.resolve_user(conn, user)["id"])
+    if as_json:
+        print_json(data)
+        return
+    u = data["user"]
+    rows = [
+        {**s, "startedAt": _when(s["startedAt"]), "completedAt": _when(s["completedAt"])}
+        for s in data["stages"]
+    ]
+    print_table(
+        rows,
+        JOURNEY_COLUMNS,
+        title=f"{u['email']}: {data['completed']}/{data['total']} completed,"
+        f" {u['xp']} XP, {u['level']}",
+    )
+
+
+def _progress(action: str, user: str, stage: str, as_json: bool) -> None:
+    with transaction() as (conn, actor):
+        user_id = journey.resolve_user(conn, user)["id"]
+        stage_id = journey.find_stage(conn, stage)["id"]
+        result = journey.progress(conn, actor, user_id, stage_id, action)
+    if as_json:
+        print_json(result)
+        return
+    if not result["changed"]:
+        _say(f"{result['stage']!r} was already {result['status']}; nothing changed")
+        return
+    extra = f", +{result['xpAwarded']} XP" if result["xpAwarded"] else ""
+    _say(
+        f"{result['stage']!r} is now {result['status']}{extra}"
+        f" (user has {result['xp']} XP, {result['level']})"
+    )
+
+
+@app.command()
+@handle_errors
+def start(user: UserArg, stage: StageArg, as_json: JsonOpt = False) -> None:
+    """Start a stage for a user (NOT_STARTED or SKIPPED -> IN_PROGRESS)."""
+    _progress(journey.START, user, stage, as_json)
+
+
+@app.command()
+@handle_errors
+def complete(user: UserArg, stage: StageArg, as_json: JsonOpt = False) -> None:
+    """Complete a stage for a user (needs it started, or the previous stage done)."""
+    _progress(journey.COMPLETE, user, stage, as_json)
+
+
+@app.command()
+@handle_errors
+def skip(user: UserArg, stage: StageArg, as_json: JsonOpt = False) -> None:
+    """Skip a stage for a user (not once it is completed)."""
+    _progress(journey.SKIP, user, stage, as_json)
+
+
+# -- stage management -------------------------------------------------------------------
+
+NameOpt = Annotated[str | None, typer.Option("--name", help="The stage's name (unique).")]
+OrderOpt = Annotated[
+    int | None, typer.Option("--order", min=1, max=journey.ORDER_MAX, help="Its place.")
+]
+XpOpt = Annotated[
+    int | None,
+    typer.Option("--xp", min=0, max=journey.XP_REWARD_MAX, help="XP awarded on completion."),
+]
+DescriptionOpt = Annotated[str | None, typer.Option("--description", help="What the stage is.")]
+
+
+@app.command("stage-create")
+@handle_errors
+def stage_create(
+    name: Annotated[str, typer.Argument(help="The new stage's name (unique).")],
+    order: OrderOpt = None,
+    xp: XpOpt = 0,
+    description: DescriptionOpt = None,
+    inactive: Annotated[bool, typer.Option("--inactive", help="Create it hidden.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Create a journey stage (placed after the last one unless --order)."""
+    with transaction() as (conn, actor):
+        row = journey.create_stage(
+            conn,
+            actor,
+            name=name,
+            order=order,
+            xp_reward=xp or 0,
+            description=description,
+            active=not inactive,
+        )
+    if as_json:
+        print_json(_stage_json(row))
+    else:
+        _say(f"created stage {row['name']!r} (order {row['order']}, {row['xpReward']} XP)")
+
+
+@app.command("stage-update")
+@handle_errors
+def stage_update(
+    stage: StageArg,
+    name: NameOpt = None,
+    order: OrderOpt = None,
+    xp: XpOpt = None,
+    description: DescriptionOpt = None,
+    active: Annotated[
+        bool | None, typer.Option("--active/--inactive", help="Show or hide the stage.")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Change a stage's name, order, XP reward, description or activity."""
+    changes: dict[str, Any] = {
+        k: v
+        for k, v in {
+            "name": name,
+            "order": order,
+            "xpReward": xp,
+            "description": description,
+            "active": active,
+        }.items()
+        if v is not None
+    }
+    if not changes:
+        raise typer.BadParameter("give at least one of --name --order --xp --description --active")
+    with transaction() as (conn, actor):
+        row = journey.update_stage(conn, actor, journey.find_stage(conn, stage)["id"], changes)
+    if as_json:
+        print_json(_stage_json(row))
+    else:
+        _say(
+            f"stage {row['name']!r}: order {row['order']}, {row['xpReward']} XP,"
+            f" {'active' if row['active'] else 'inactive'}"
+        )
+
+
+@app.command("stage-deactivate")
+@handle_errors
+def stage_deactivate(stage: StageArg) -> None:
+    """Hide a stage from journeys; its history (and awarded XP) stays."""
+    with transaction() as (conn, actor):
+        row = journey.deactivate_stage(conn, actor, journey.find_stage(conn, stage)["id"])
+    _say(f"stage {row['name']!r} is inactive")
+
+
+@app.command("stage-delete")
+@handle_errors
+def stage_delete(stage: StageArg, yes: YesOpt = False, dry_run: DryRunOpt = False) -> None:
+    """Delete a stage nobody has progress in (otherwise deactivate it)."""
+    with transaction() as (conn, actor):
+        row = journey.find_stage(conn, stage)
+        states = journey.stage_usage(conn, row["id"])
+        what = f"stage {row['name']!r} (order {row['order']}, id {row['id']})"
+        if dry_run:
+            _say(
+                f"would delete {what}"
+                if not states
+                else f"cannot delete {what}: {states} journey state(s) reference it;"
+                " use stage-deactivate"
+            )
+            return
+        confirm(f"Delete {what}?", yes)
+        journey.delete_stage(conn, actor, row["id"])
+    _say(f"deleted {what}")
+
+
+@app.command()
+@handle_errors
+def reorder(
+    stages_: Annotated[
+        list[str],
+        typer.Argument(
+            metavar="STAGE...",
+            help="Every active stage (name or id) in the new order; inactive ones follow.",
+        ),
+    ],
+    as_json: JsonOpt = False,
+) -> None:
+    """Put the stages in the given order (orders 1..N, in one transaction)."""
+    with transaction() as (conn, actor):
+        ids = [journey.find_stage(conn, ref)["id"] for ref in stages_]
+        rows = journey.reorder_stages(conn, actor, ids)
+    if as_json:
+        print_json([_stage_json(r) for r in rows])
+    else:
+        print_table(rows, STAGE_COLUMNS, title="Journey stages")
