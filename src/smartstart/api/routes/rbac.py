@@ -1,0 +1,517 @@
+"""RBAC: roles, permissions, grants, role assignments, effective permissions and checks.
+
+Access: reading roles needs `roles:read`, the permission catalogue `permissions:read`;
+role and permission CRUD needs `roles:manage`; grants and assignments need
+`rbac:manage` and, on top, that the caller holds every permission involved (nobody
+hands out what they lack). `GET /api/authz/check` needs `users:read`: it tells
+about one user's access, which is what reading users already reveals.
+The user-role routes live here (full paths) beside the users router's `/api/users`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Callable
+from datetime import datetime
+from typing import Annotated, Any, TypeVar
+
+import psycopg
+from fastapi import APIRouter, Path, Query, Request, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from smartstart.api.deps import ConnDep, actor_for, require
+from smartstart.domain import audit, rbac
+from smartstart.domain.errors import Forbidden, Invalid
+from smartstart.domain.sessions import Principal
+
+router = APIRouter(tags=["rbac"])
+
+T = TypeVar("T")
+
+RoleReader = Annotated[Principal, require("roles:read")]
+PermissionReader = Annotated[Principal, require("permissions:read")]
+RoleManager = Annotated[Principal, require("roles:manage")]
+RbacManager = Annotated[Principal, require("rbac:manage")]
+UserReader = Annotated[Principal, require("users:read")]
+
+Ref = Annotated[str, Path(min_length=1, max_length=rbac.MAX_REF_LENGTH)]
+RoleId = Annotated[
+    str, Path(min_length=1, max_length=rbac.MAX_REF_LENGTH, description="id or name")
+]
+PermissionName = Annotated[str, Path(min_length=1, max_length=81, description="resource:action")]
+UserId = Annotated[
+    str, Path(min_length=1, max_length=rbac.MAX_REF_LENGTH, description="id or email")
+]
+Limit = Annotated[int, Query(ge=1, le=500)]
+Cursor = Annotated[
+    str | None, Query(max_length=200, description="next_cursor of the previous page")
+]
+Description = Annotated[str | None, Field(default=None, max_length=rbac.MAX_DESCRIPTION)]
+
+
+# -- models ------------------------------------------------------------------------
+
+
+class RoleCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=rbac.ROLE_NAME_PATTERN, max_length=50, examples=["CONTENT_EDITOR"])
+    description: Description = None
+
+
+class RoleUpdate(BaseModel):
+    """Fields to change; a rename follows to every user's primary role."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(default=None, pattern=rbac.ROLE_NAME_PATTERN, max_length=50)
+    description: Description = None
+
+
+class PermissionCreate(BaseModel):
+    """`name` is resource:action; resource and action, when given, must agree with it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(
+        pattern=rbac.PERMISSION_NAME_PATTERN, max_length=81, examples=["reports:read"]
+    )
+    resource: str | None = Field(default=None, max_length=40)
+    action: str | None = Field(default=None, max_length=40)
+    description: Description = None
+
+
+class PermissionUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(default=None, pattern=rbac.PERMISSION_NAME_PATTERN, max_length=81)
+    description: Description = None
+
+
+class RoleOut(BaseModel):
+    id: str
+    name: str
+    description: str | None
+    permissions: list[str]
+    users: int  # users holding the role (primary or additional)
+    createdAt: datetime
+    updatedAt: datetime
+
+
+class RolePage(BaseModel):
+    items: list[RoleOut]
+    next_cursor: str | None
+
+
+class PermissionOut(BaseModel):
+    id: str
+    name: str
+    resource: str
+    action: str
+    description: str | None
+    roles: list[str]  # roles granting it
+    createdAt: datetime
+    updatedAt: datetime
+
+
+class PermissionPage(BaseModel):
+    items: list[PermissionOut]
+    next_cursor: str | None
+
+
+class UserBrief(BaseModel):
+    id: str
+    email: str
+    username: str
+    role: str  # primary role
+    status: str
+
+
+class AssignedRole(BaseModel):
+    id: str
+    name: str
+    description: str | None
+    primary: bool
+    assignedAt: datetime
+    assignedBy: str | None
+
+
+class UserRoles(BaseModel):
+    user: UserBrief
+    roles: list[AssignedRole]
+
+
+class EffectivePermission(BaseModel):
+    name: str
+    roles: list[str]  # the user's roles that grant it
+
+
+class UserPermissions(BaseModel):
+    user: UserBrief
+    permissions: list[EffectivePermission]
+
+
+class CheckedUser(BaseModel):
+    id: str
+    status: str  # only ACTIVE users hold permissions
+
+
+class CheckResult(BaseModel):
+    allowed: bool
+    permission: str
+    user: CheckedUser
+    via_roles: list[str] | None = Field(
+        description="The user's roles granting the permission (with explain=true; else null)"
+    )
+    reason: str
+
+
+class Matrix(BaseModel):
+    roles: list[str]
+    permissions: list[str]
+    grants: dict[str, list[str]]  # role -> permissions it grants
+
+
+# -- helpers -----------------------------------------------------------------------
+
+
+def _encode_cursor(name: str) -> str:
+    return base64.urlsafe_b64encode(name.encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str | None) -> str | None:
+    if cursor is None:
+        return None
+    try:
+        name = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    except (ValueError, UnicodeError, binascii.Error):
+        name = ""
+    if not name or "\x00" in name:
+        raise Invalid("the cursor is invalid", details={"field": "cursor"})
+    return name
+
+
+def _page(rows: list[dict[str, Any]], limit: int) -> tuple[list[dict[str, Any]], str | None]:
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return rows, (_encode_cursor(rows[-1]["name"]) if more and rows else None)
+
+
+def _granting(
+    request: Request, conn: psycopg.Connection[Any], principal: Principal, call: Callable[[], T]
+) -> T:
+    """Run a grant/assignment; a refusal to hand out what the caller lacks is audited."""
+    try:
+        return call()
+    except Forbidden as e:
+        # Nothing was written before the guard: record the denial on its own and commit it.
+        conn.rollback()
+        audit.record(
+            conn,
+            actor_for(request, principal),
+            "authz.denied",
+            resource="permission",
+            resource_id=",".join(e.details.get("missing", [])) or None,
+            method=request.method,
+            path=request.url.path,
+            reason="grant_beyond_own",
+        )
+        conn.commit()
+        raise
+
+
+# -- roles -------------------------------------------------------------------------
+
+
+@router.get("/api/roles", summary="List roles with their permissions", response_model=RolePage)
+def list_roles(
+    conn: ConnDep, principal: RoleReader, limit: Limit = 100, cursor: Cursor = None
+) -> RolePage:
+    rows = rbac.list_roles(conn, limit=limit + 1, after=_decode_cursor(cursor))
+    items, nxt = _page(rows, limit)
+    return RolePage(items=[RoleOut(**r) for r in items], next_cursor=nxt)
+
+
+@router.post(
+    "/api/roles",
+    summary="Create a role (without permissions; grant them next)",
+    status_code=201,
+    response_model=RoleOut,
+    responses={409: {"description": "A role with this name exists (details.field = name)"}},
+)
+def create_role(
+    request: Request, conn: ConnDep, principal: RoleManager, body: RoleCreate
+) -> RoleOut:
+    role = rbac.create_role(
+        conn, actor_for(request, principal), name=body.name, description=body.description
+    )
+    return RoleOut(**role)
+
+
+@router.get("/api/roles/{id}", summary="Get a role by id or name", response_model=RoleOut)
+def get_role(conn: ConnDep, principal: RoleReader, id: RoleId) -> RoleOut:
+    return RoleOut(**rbac.get_role(conn, id))
+
+
+@router.patch(
+    "/api/roles/{id}",
+    summary="Rename or describe a role (users' primary role follows a rename)",
+    response_model=RoleOut,
+    responses={409: {"description": "Name taken, or a system role (SUPER_ADMIN, MEMBER)"}},
+)
+def update_role(
+    request: Request, conn: ConnDep, principal: RoleManager, id: RoleId, body: RoleUpdate
+) -> RoleOut:
+    kwargs: dict[str, Any] = {}
+    if "name" in body.model_fields_set and body.name is not None:
+        kwargs["name"] = body.name
+    if "description" in body.model_fields_set:
+        kwargs["description"] = body.description
+    role = rbac.update_role(conn, actor_for(request, principal), id, **kwargs)
+    return RoleOut(**role)
+
+
+@router.delete(
+    "/api/roles/{id}",
+    summary="Delete a role (refused while it is some user's primary role)",
+    status_code=204,
+    responses={409: {"description": "The primary role of some users, or a system role"}},
+)
+def delete_role(request: Request, conn: ConnDep, principal: RoleManager, id: RoleId) -> Response:
+    rbac.delete_role(conn, actor_for(request, principal), id)
+    return Response(status_code=204)
+
+
+# -- permissions -------------------------------------------------------------------
+
+
+@router.get(
+    "/api/permissions",
+    summary="List permissions with the roles granting them",
+    response_model=PermissionPage,
+)
+def list_permissions(
+    conn: ConnDep, principal: PermissionReader, limit: Limit = 100, cursor: Cursor = None
+) -> PermissionPage:
+    rows = rbac.list_permissions(conn, limit=limit + 1, after=_decode_cursor(cursor))
+    items, nxt = _page(rows, limit)
+    return PermissionPage(items=[PermissionOut(**r) for r in items], next_cursor=nxt)
+
+
+@router.post(
+    "/api/permissions",
+    summary="Create a permission (resource:action); SUPER_ADMIN is granted it at once",
+    status_code=201,
+    response_model=PermissionOut,
+    responses={409: {"description": "A permission with this name exists (details.field = name)"}},
+)
+def create_permission(
+    request: Request, conn: ConnDep, principal: RoleManager, body: PermissionCreate
+) -> PermissionOut:
+    perm = rbac.create_permission(
+        conn,
+        actor_for(request, principal),
+        name=body.name,
+        description=body.description,
+        resource=body.resource,
+        action=body.action,
+    )
+    return PermissionOut(**perm)
+
+
+@router.patch(
+    "/api/permissions/{id}",
+    summary="Rename (not built-in ones) or describe a permission",
+    response_model=PermissionOut,
+    responses={409: {"description": "Name taken, or a built-in permission"}},
+)
+def update_permission(
+    request: Request, conn: ConnDep, principal: RoleManager, id: Ref, body: PermissionUpdate
+) -> PermissionOut:
+    kwargs: dict[str, Any] = {}
+    if "name" in body.model_fields_set and body.name is not None:
+        kwargs["name"] = body.name
+    if "description" in body.model_fields_set:
+        kwargs["description"] = body.description
+    perm = rbac.update_permission(conn, actor_for(request, principal), id, **kwargs)
+    return PermissionOut(**perm)
+
+
+@router.delete(
+    "/api/permissions/{id}",
+    summary="Delete a permission and its grants (not built-in ones)",
+    status_code=204,
+    responses={409: {"description": "A built-in permission the Brain checks"}},
+)
+def delete_permission(request: Request, conn: ConnDep, principal: RoleManager, id: Ref) -> Response:
+    rbac.delete_permission(conn, actor_for(request, principal), id)
+    return Response(status_code=204)
+
+
+# -- grants ------------------------------------------------------------------------
+
+
+@router.put(
+    "/api/roles/{id}/permissions/{permission_name}",
+    summary="Grant a permission to a role (idempotent; you must hold it yourself)",
+    response_model=RoleOut,
+)
+def grant_permission(
+    request: Request,
+    conn: ConnDep,
+    principal: RbacManager,
+    id: RoleId,
+    permission_name: PermissionName,
+) -> RoleOut:
+    role, _ = _granting(
+        request,
+        conn,
+        principal,
+        lambda: rbac.grant(
+            conn,
+            actor_for(request, principal),
+            id,
+            permission_name,
+            grantor=principal.permissions,
+        ),
+    )
+    return RoleOut(**role)
+
+
+@router.delete(
+    "/api/roles/{id}/permissions/{permission_name}",
+    summary="Revoke a permission from a role (idempotent; you must hold it yourself)",
+    status_code=204,
+    responses={409: {"description": "SUPER_ADMIN keeps every permission"}},
+)
+def revoke_permission(
+    request: Request,
+    conn: ConnDep,
+    principal: RbacManager,
+    id: RoleId,
+    permission_name: PermissionName,
+) -> Response:
+    _granting(
+        request,
+        conn,
+        principal,
+        lambda: rbac.revoke(
+            conn,
+            actor_for(request, principal),
+            id,
+            permission_name,
+            grantor=principal.permissions,
+        ),
+    )
+    return Response(status_code=204)
+
+
+@router.get("/api/rbac/matrix", summary="Roles × permissions", response_model=Matrix)
+def matrix(conn: ConnDep, principal: RoleReader) -> Matrix:
+    return Matrix(**rbac.matrix(conn))
+
+
+# -- assignments -------------------------------------------------------------------
+
+
+@router.get(
+    "/api/users/{id}/roles",
+    summary="A user's roles, the primary one first",
+    response_model=UserRoles,
+)
+def user_roles(conn: ConnDep, principal: RoleReader, id: UserId) -> UserRoles:
+    return UserRoles(**rbac.user_roles(conn, id))
+
+
+@router.put(
+    "/api/users/{id}/roles/{role_name}",
+    summary="Assign a role to a user (idempotent; you must hold all its permissions)",
+    response_model=UserRoles,
+)
+def assign_role(
+    request: Request, conn: ConnDep, principal: RbacManager, id: UserId, role_name: RoleId
+) -> UserRoles:
+    roles, _ = _granting(
+        request,
+        conn,
+        principal,
+        lambda: rbac.assign(
+            conn, actor_for(request, principal), id, role_name, grantor=principal.permissions
+        ),
+    )
+    return UserRoles(**roles)
+
+
+@router.delete(
+    "/api/users/{id}/roles/{role_name}",
+    summary="Unassign an additional role (idempotent; not the primary one)",
+    status_code=204,
+    responses={
+        409: {"description": "The user's primary role, or the last active SUPER_ADMIN's role"}
+    },
+)
+def unassign_role(
+    request: Request, conn: ConnDep, principal: RbacManager, id: UserId, role_name: RoleId
+) -> Response:
+    _granting(
+        request,
+        conn,
+        principal,
+        lambda: rbac.unassign(
+            conn, actor_for(request, principal), id, role_name, grantor=principal.permissions
+        ),
+    )
+    return Response(status_code=204)
+
+
+@router.get(
+    "/api/users/{id}/permissions",
+    summary="A user's effective permissions, each with the roles granting it",
+    response_model=UserPermissions,
+)
+def user_permissions(conn: ConnDep, principal: RoleReader, id: UserId) -> UserPermissions:
+    return UserPermissions(**rbac.effective(conn, id))
+
+
+# -- checks ------------------------------------------------------------------------
+
+
+@router.get(
+    "/api/authz/check",
+    summary="Whether a user holds a permission, and why",
+    response_model=CheckResult,
+)
+def authz_check(
+    request: Request,
+    conn: ConnDep,
+    principal: UserReader,
+    user: Annotated[
+        str, Query(min_length=1, max_length=rbac.MAX_REF_LENGTH, description="id or email")
+    ],
+    permission: Annotated[str, Query(pattern=rbac.PERMISSION_NAME_PATTERN, max_length=81)],
+    explain: Annotated[
+        bool, Query(description="Also name the roles granting it (reads the database)")
+    ] = False,
+) -> CheckResult:
+    # The hot path: answered from per-process caches valid for the RBAC version the
+    # session lookup just read, so a warm check of a user by id sends no other query.
+    result = rbac.check(
+        conn,
+        user,
+        permission,
+        cache=request.app.state.permission_cache,
+        subjects=_subject_cache(request),
+        version=principal.rbac_version,
+        explain=explain,
+    )
+    return CheckResult(**result)
+
+
+def _subject_cache(request: Request) -> rbac.SubjectCache:
+    state = request.app.state
+    cache: rbac.SubjectCache | None = getattr(state, "rbac_subjects", None)
+    if cache is None:
+        # Created on first use (a race only makes one throwaway cache).
+        cache = state.rbac_subjects = rbac.SubjectCache()
+    return cache

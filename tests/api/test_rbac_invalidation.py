@@ -1,0 +1,244 @@
+"""RBAC changes by raw SQL take effect on the very next request in EVERY worker process.
+
+The Brain runs as `uvicorn --factory --workers 2` against a fresh seeded database;
+each request opens a new connection (no keep-alive), so the kernel hands them to
+either worker. Both workers' caches are warmed first, and that two workers really
+answer is shown through /metrics, whose counters are per process. After each raw
+change, every one of many requests must reflect it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+
+from smartstart.config import Settings
+from smartstart.domain import sessions
+from smartstart.pg.cluster import Cluster
+from tests.conftest import _fresh, free_port
+
+_FIXTURE_HASH = "$2b$04$WVKvKa12safshzWEV6kU7.Wgv6PzC6oShpvCfBGfIGSlxfhqVfX8."
+AFTER_CHANGE = 30  # requests that must all reflect a change (≥ 20)
+METRICS_LINE = re.compile(
+    r'^smartstart_http_requests_total\{[^}]*route="/metrics"[^}]*\} ([0-9.e+]+)$', re.M
+)
+
+GRANT_SQL = """
+INSERT INTO "RolePermission" ("roleId", "permissionId")
+VALUES (
+    (SELECT id FROM "Role" WHERE name = %s),
+    (SELECT id FROM "Permission" WHERE name = 'roles:read')
+)
+"""
+REVOKE_SQL = """
+DELETE FROM "RolePermission"
+WHERE "roleId" = (SELECT id FROM "Role" WHERE name = %s)
+  AND "permissionId" = (SELECT id FROM "Permission" WHERE name = 'roles:read')
+"""
+ASSIGN_SQL = """
+INSERT INTO "UserRole" ("userId", "roleId", "assignedAt")
+VALUES (
+    (SELECT id FROM "User" WHERE email = %s),
+    (SELECT id FROM "Role" WHERE name = 'DEVELOPER'),
+    NOW()
+)
+"""
+UNASSIGN_SQL = """
+DELETE FROM "UserRole"
+WHERE "userId" = (SELECT id FROM "User" WHERE email = %s)
+  AND "roleId" = (SELECT id FROM "Role" WHERE name = 'DEVELOPER')
+"""
+
+
+@pytest.fixture(scope="module")
+def brain_settings(pg_cluster: Cluster, seeded_template: str) -> Iterator[Settings]:
+    """A fresh seeded database for this module (each test makes its own role and users)."""
+    yield from _fresh(pg_cluster, seeded_template)
+
+
+@pytest.fixture(scope="module")
+def brain(brain_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Base URL of a two-worker Brain on the module's database; always stopped."""
+    seeded_settings = brain_settings
+    tmp_path = tmp_path_factory.mktemp("brain")
+    port = free_port()
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("SMARTSTART_")},
+        "SMARTSTART_HOME": str(seeded_settings.home),
+        "SMARTSTART_PG_PORT": str(seeded_settings.pg_port),
+        "SMARTSTART_DB_NAME": seeded_settings.db_name,
+        "SMARTSTART_ENV": "test",
+    }
+    log = (tmp_path / "uvicorn.log").open("wb")
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "smartstart.api.app:create_app",
+            "--factory",
+            "--workers",
+            "2",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--no-access-log",
+        ],  # fmt: skip
+        env=env,
+        cwd=tmp_path,  # no developer .env is read
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,  # its own process group: the workers stop with it
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None, (tmp_path / "uvicorn.log").read_text()
+            try:
+                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "the Brain did not become ready"
+            time.sleep(0.2)
+        # The first worker may answer while the second still starts: wait until a
+        # /metrics count repeats, which only a second process can produce.
+        seen: list[int] = []
+        with httpx.Client(limits=httpx.Limits(max_keepalive_connections=0)) as c:
+            while len(set(seen)) == len(seen):
+                assert time.monotonic() < deadline, f"only one worker answered: {seen}"
+                seen += metrics_counts(c, base, 5)
+                time.sleep(0.1)
+        yield base
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=10)
+        log.close()
+
+
+@pytest.fixture
+def http() -> Iterator[httpx.Client]:
+    """A client that opens a new connection for every request (so any worker may answer)."""
+    limits = httpx.Limits(max_keepalive_connections=0)
+    with httpx.Client(limits=limits, timeout=10, headers={"Connection": "close"}) as c:
+        yield c
+
+
+def new_user(settings: Settings, role: str | None = None) -> tuple[str, str, str, dict[str, str]]:
+    """A user whose primary role is `role` (default: a new role of its own without
+    permissions, so that tests sharing the database do not see each other's grants);
+    returns (role, id, email, Bearer headers)."""
+    tag = uuid.uuid4().hex[:10]
+    email = f"u{tag}@example.com"
+    with psycopg.connect(settings.url_for(), autocommit=True) as conn:
+        if role is None:
+            role = f"R_{tag.upper()}"
+            conn.execute('INSERT INTO "Role" (name) VALUES (%s)', [role])
+        row = conn.execute(
+            'INSERT INTO "User" (email, username, password, role)'
+            " VALUES (%s, %s, %s, %s) RETURNING id",
+            [email, f"u{tag}", _FIXTURE_HASH, role],
+        ).fetchone()
+        assert row is not None
+        token, _ = sessions.create(conn, row[0], lifetime=timedelta(hours=1))
+    return role, str(row[0]), email, {"Authorization": f"Bearer {token}"}
+
+
+def raw(settings: Settings, statement: str, params: Any = None) -> None:
+    """A change the guide's way: raw SQL on a connection of its own, committed."""
+    with psycopg.connect(settings.url_for(), autocommit=True) as conn:
+        conn.execute(statement, params)
+
+
+def statuses(http: httpx.Client, url: str, headers: dict[str, str], n: int) -> list[int]:
+    return [http.get(url, headers=headers).status_code for _ in range(n)]
+
+
+def metrics_counts(http: httpx.Client, base: str, n: int) -> list[int]:
+    """How many /metrics requests the answering worker had served before, n times."""
+    counts = []
+    for _ in range(n):
+        found = METRICS_LINE.search(http.get(f"{base}/metrics").text)
+        counts.append(int(float(found.group(1))) if found else 0)
+    return counts
+
+
+def test_both_workers_answer(brain: str, http: httpx.Client) -> None:
+    # One process would answer 0, 1, 2, ...: a repeated count means a second process.
+    counts = metrics_counts(http, brain, 40)
+    assert len(set(counts)) < len(counts), counts
+
+
+def test_raw_sql_reaches_every_worker(
+    brain: str, http: httpx.Client, brain_settings: Settings
+) -> None:
+    role, _, email, headers = new_user(brain_settings)
+    url = f"{brain}/api/rbac/matrix"
+    # warm both workers' caches with "the role lacks roles:read"
+    assert statuses(http, url, headers, 30) == [403] * 30
+    counts = metrics_counts(http, brain, 30)
+    assert len(set(counts)) < len(counts), f"only one worker answered: {counts}"
+
+    raw(brain_settings, GRANT_SQL, [role])
+    assert statuses(http, url, headers, AFTER_CHANGE) == [200] * AFTER_CHANGE
+
+    raw(brain_settings, REVOKE_SQL, [role])
+    assert statuses(http, url, headers, AFTER_CHANGE) == [403] * AFTER_CHANGE
+
+    # a role assignment the guide's way, then its removal
+    raw(brain_settings, ASSIGN_SQL, [email])
+    assert statuses(http, url, headers, AFTER_CHANGE) == [200] * AFTER_CHANGE
+    raw(brain_settings, UNASSIGN_SQL, [email])
+    assert statuses(http, url, headers, AFTER_CHANGE) == [403] * AFTER_CHANGE
+
+
+def test_the_check_endpoint_follows_raw_sql_in_every_worker(
+    brain: str, http: httpx.Client, brain_settings: Settings
+) -> None:
+    _, _, _, asker = new_user(brain_settings, "MODERATOR")
+    role, user_id, email, _ = new_user(brain_settings)
+    url = f"{brain}/api/authz/check"
+
+    def answers(n: int, ref: str) -> list[Any]:
+        out = []
+        for _ in range(n):
+            params = {"user": ref, "permission": "roles:read"}
+            resp = http.get(url, params=params, headers=asker)
+            assert resp.status_code == 200, resp.text
+            out.append(resp.json()["allowed"])
+        return out
+
+    # by id the warm answer comes from the caches alone; by email, one lookup
+    assert answers(30, user_id) == [False] * 30
+    assert answers(10, email) == [False] * 10
+    raw(brain_settings, GRANT_SQL, [role])
+    assert answers(AFTER_CHANGE, user_id) == [True] * AFTER_CHANGE
+    assert answers(10, email) == [True] * 10
+    # suspending by raw SQL: only ACTIVE users hold permissions
+    raw(brain_settings, "UPDATE \"User\" SET status = 'SUSPENDED' WHERE id = %s", [user_id])
+    assert answers(AFTER_CHANGE, user_id) == [False] * AFTER_CHANGE
+    raw(brain_settings, "UPDATE \"User\" SET status = 'ACTIVE' WHERE id = %s", [user_id])
+    assert answers(AFTER_CHANGE, user_id) == [True] * AFTER_CHANGE
+    # changing the primary role by UPDATE moves the assignment (trigger)
+    raw(brain_settings, "UPDATE \"User\" SET role = 'GUEST' WHERE id = %s", [user_id])
+    assert answers(AFTER_CHANGE, user_id) == [False] * AFTER_CHANGE
+    assert answers(10, email) == [False] * 10
