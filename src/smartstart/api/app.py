@@ -183,6 +183,7 @@ def create_app(settings: Settings | None = None, *, pool_size: int = 10) -> Fast
     app.state.permission_cache = PermissionCache()
     app.state.last_active = {}
     errors.install(app)
+    errors.document_errors(app)
     _install_metrics(app)
     app.add_middleware(BodyLimit)
 

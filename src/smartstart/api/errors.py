@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from smartstart.domain.errors import DomainError, TooManyRequests
@@ -26,6 +27,64 @@ _HTTP_CODES = {
     429: "too_many_requests",
     503: "unavailable",
 }
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(description="Stable machine-readable code, e.g. not_found, conflict")
+    message: str = Field(description="One sentence for a person")
+    details: dict[str, Any] = Field(description="Structured context, e.g. the conflicting field")
+
+
+class ErrorResponse(BaseModel):
+    """The body of every error the API returns."""
+
+    error: ErrorDetail
+
+
+ERROR_RESPONSES = {
+    "400": "Malformed request (e.g. the body is not JSON)",
+    "401": "No valid session",
+    "403": "The session lacks the permission this endpoint requires (or CSRF check failed)",
+    "404": "No such resource",
+    "409": "Conflicts with the current state (e.g. a unique value is taken)",
+    "413": "The request body is too large",
+    "422": "The request is invalid: details.errors lists each problem",
+    "429": "Too many attempts: retry after Retry-After seconds",
+}
+
+
+def document_errors(app: FastAPI) -> None:
+    """Make the OpenAPI document describe the error shape the API really returns."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = generate()
+        schemas = schema.setdefault("components", {}).setdefault("schemas", {})
+        for name, definition in (
+            ErrorResponse.model_json_schema(ref_template="#/components/schemas/{model}")
+            .pop("$defs", {})
+            .items()
+        ):
+            schemas[name] = definition
+        schemas["ErrorResponse"] = ErrorResponse.model_json_schema(
+            ref_template="#/components/schemas/{model}"
+        )
+        schemas["ErrorResponse"].pop("$defs", None)
+        ref = {"$ref": "#/components/schemas/ErrorResponse"}
+        for item in schema.get("paths", {}).values():
+            for operation in item.values():
+                responses = operation.setdefault("responses", {})
+                for code, description in ERROR_RESPONSES.items():
+                    entry = responses.setdefault(code, {"description": description})
+                    entry["content"] = {"application/json": {"schema": ref}}
+        schemas.pop("HTTPValidationError", None)
+        schemas.pop("ValidationError", None)
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
