@@ -203,11 +203,5 @@ def create_app(settings: Settings | None = None, *, pool_size: int = 10) -> Fast
         return JSONResponse(body, status_code=200 if ok else 503)
 
     for name in ROUTE_MODULES:
-        try:
-            module = importlib.import_module(f"smartstart.api.routes.{name}")
-        except ModuleNotFoundError as e:
-            if e.name == f"smartstart.api.routes.{name}":
-                continue  # not written yet
-            raise
-        app.include_router(module.router)
+        app.include_router(importlib.import_module(f"smartstart.api.routes.{name}").router)
     return app

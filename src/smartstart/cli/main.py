@@ -21,13 +21,7 @@ app.add_typer(db.app, name="db")
 # Command groups, by module under smartstart.cli; each exposes a Typer `app`.
 GROUPS: tuple[str, ...] = ("auth", "users", "rbac", "journey", "audit")
 for _name in GROUPS:
-    try:
-        _module = importlib.import_module(f"smartstart.cli.{_name}")
-    except ModuleNotFoundError as e:
-        if e.name != f"smartstart.cli.{_name}":
-            raise
-        continue  # not written yet
-    app.add_typer(_module.app, name=_name)
+    app.add_typer(importlib.import_module(f"smartstart.cli.{_name}").app, name=_name)
 
 
 def main() -> None:
