@@ -35,9 +35,15 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+# Throwaway clusters live in memory when the machine has a tmpfs: cloning a test
+# database creates ~300 files, which costs ~10 ms there and 100-250 ms on a busy disk.
+TMPFS = Path("/dev/shm")
+
+
 def make_home(prefix: str = "smartstart-test-") -> Path:
     """A temp dir the unprivileged server user can enter (pytest's tmp_path is 0700)."""
-    home = Path(tempfile.mkdtemp(prefix=prefix))
+    base = TMPFS if TMPFS.is_dir() and os.access(TMPFS, os.W_OK) else None
+    home = Path(tempfile.mkdtemp(prefix=prefix, dir=base))
     home.chmod(0o711)
     return home
 
