@@ -5,9 +5,9 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import subprocess
 import sys
 import time
+import traceback
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -18,7 +18,6 @@ from typing import Any
 import psycopg
 
 from smartstart.config import Settings
-from smartstart.db import migrate
 from smartstart.db.engine import connect
 from smartstart.errors import ConfigurationError, SmartStartError
 from smartstart.pg.cluster import Cluster, port_in_use
@@ -70,7 +69,7 @@ def ensure_database(
     settings: Settings, say: Say = _quiet, seed_if_empty: bool = True
 ) -> DatabaseReady:
     """Bring the database to a usable state: running, migrated to head, seeded if empty."""
-    from smartstart.db import seed
+    from smartstart.db import migrate, seed
 
     ready = DatabaseReady()
     if settings.embedded:
@@ -170,34 +169,98 @@ def check_api_port(settings: Settings) -> None:
         )
 
 
-def start_brain_detached(settings: Settings, timeout: float = 30) -> int:
-    """Run the Brain in the background (logs to logs/brain.log); return its pid."""
+def run_brain(settings: Settings) -> None:
+    """Serve the Brain in this process until interrupted."""
+    import uvicorn
+
+    from smartstart.api.app import create_app
+
+    uvicorn.run(
+        create_app(settings),
+        host=settings.api_host,
+        port=settings.api_port,
+        workers=None,
+        log_level="info",
+    )
+
+
+def spawn_brain(settings: Settings) -> int:
+    """Fork a detached Brain (output to logs/brain.log) and return its pid.
+
+    Forking lets the Brain reuse this process's imports and start while the
+    database is still being prepared; /readyz answers 503 until it is.
+    """
     existing = brain_pid(settings)
     if existing is not None:
         return existing
     check_api_port(settings)
     log = brain_log_file(settings)
     log.parent.mkdir(parents=True, exist_ok=True)
-    with log.open("ab") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "smartstart.cli.main", "serve"],
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # Ctrl-C in the launching shell must not reach it
-            env={**os.environ, "SMARTSTART_HOME": str(settings.home_dir)},
-        )
-    write_brain_pid(settings, proc.pid)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child never returns
+        code = 0
+        try:
+            os.setsid()  # Ctrl-C in the launching shell must not reach it
+            devnull = os.open(os.devnull, os.O_RDONLY)
+            out = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            os.dup2(devnull, 0)
+            os.dup2(out, 1)
+            os.dup2(out, 2)
+            run_brain(settings)
+        except BaseException:  # noqa: BLE001 - the log is the only place to say it
+            traceback.print_exc()
+            code = 1
+        finally:
+            clear_brain_pid(settings, os.getpid())
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+    write_brain_pid(settings, pid)
+    return pid
+
+
+def wait_for_brain(
+    settings: Settings, pid: int, path: str = "/readyz", timeout: float = 60
+) -> None:
+    """Block until the Brain answers 200 on path; fail if it exits first."""
     deadline = time.monotonic() + timeout
+    url = brain_url(settings) + path
     while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            clear_brain_pid(settings, proc.pid)
-            raise SmartStartError(f"the Brain exited with code {proc.returncode}", f"see {log}")
+        if not _alive(pid):
+            clear_brain_pid(settings, pid)
+            raise SmartStartError(
+                f"the Brain exited: {_log_tail(brain_log_file(settings))}",
+                f"see {brain_log_file(settings)}",
+            )
         with contextlib.suppress(OSError):
-            if http_get(brain_url(settings) + "/healthz", timeout=0.5)[0] == 200:
-                return proc.pid
-        time.sleep(0.05)
-    raise SmartStartError("the Brain did not answer /healthz in time", f"see {log}")
+            if http_get(url, timeout=1)[0] == 200:
+                return
+        time.sleep(0.03)
+    raise SmartStartError(
+        f"the Brain did not answer {path} in time", f"see {brain_log_file(settings)}"
+    )
+
+
+def _log_tail(path: Path) -> str:
+    try:
+        lines = [ln for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
+    except OSError:
+        return "no log"
+    return lines[-1] if lines else "no log"
+
+
+def start_detached(settings: Settings, say: Say = _quiet) -> tuple[int, DatabaseReady]:
+    """`up --detach`: the Brain forked first, then the database made ready, then wait."""
+    pid = spawn_brain(settings)
+    try:
+        ready = ensure_database(settings, say=say)
+        wait_for_brain(settings, pid)
+    except BaseException:
+        stop_brain(settings)
+        raise
+    return pid, ready
 
 
 def stop_brain(settings: Settings, timeout: float = 15) -> bool:

@@ -149,3 +149,15 @@ def test_up_in_the_foreground_stops_on_ctrl_c(stack_env: dict[str, str]) -> None
     assert proc.wait(timeout=20) == 0
     rows = {r["service"]: r["state"] for r in json.loads(sh(stack_env, "status", "--json").stdout)}
     assert rows == {"postgres": "running", "brain": "stopped"}  # Ctrl-C stops only the Brain
+
+
+def test_failed_up_leaves_no_brain_behind(stack_env: dict[str, str]) -> None:
+    with socket.socket() as blocker:
+        blocker.bind(("127.0.0.1", int(stack_env["SMARTSTART_PG_PORT"])))
+        blocker.listen()
+        up = sh(stack_env, "up", "--detach")
+    assert up.returncode == 1 and "SMARTSTART_PG_PORT" in up.stderr
+    rows = {r["service"]: r["state"] for r in json.loads(sh(stack_env, "status", "--json").stdout)}
+    assert rows["brain"] == "stopped"
+    with socket.socket() as probe:  # the API port was released
+        probe.bind(("127.0.0.1", int(stack_env["SMARTSTART_API_PORT"])))

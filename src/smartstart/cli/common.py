@@ -8,7 +8,6 @@ from functools import wraps
 from typing import Annotated, Any, ParamSpec, TypeVar
 
 import psycopg
-import sqlalchemy.exc
 import typer
 from pydantic import ValidationError
 from rich.console import Console
@@ -58,7 +57,9 @@ def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
             return func(*args, **kwargs)
         except SmartStartError as e:
             raise fail(str(e)) from None
-        except (psycopg.Error, sqlalchemy.exc.SQLAlchemyError) as e:
+        except Exception as e:
+            if not isinstance(e, psycopg.Error) and not type(e).__module__.startswith("sqlalchemy"):
+                raise
             orig = getattr(e, "orig", None) or e
             if isinstance(orig, psycopg.OperationalError) and "connection" in str(orig):
                 raise fail(str(explain_connect_error(orig, settings()))) from None

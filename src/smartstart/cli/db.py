@@ -24,7 +24,7 @@ from smartstart.cli.common import (
     print_table,
     settings,
 )
-from smartstart.db import lifecycle, migrate
+from smartstart.db import lifecycle
 from smartstart.db.engine import connect
 from smartstart.errors import SmartStartError
 from smartstart.pg.cluster import find_bin_dir
@@ -148,6 +148,8 @@ def migrate_(
     dry_run: DryRunOpt = False,
 ) -> None:
     """Apply migrations (upgrade to head, or to REVISION)."""
+    from smartstart.db import migrate
+
     s = settings()
     url = s.sqlalchemy_url()
     with connect(s):
@@ -171,6 +173,8 @@ def revision(
     ] = False,
 ) -> None:
     """Create a new migration file under src/smartstart/db/migrations/versions."""
+    from smartstart.db import migrate
+
     s = settings()
     for path in migrate.revision(s.sqlalchemy_url(), message, autogenerate=autogenerate):
         _say(f"wrote {path}")
@@ -184,6 +188,8 @@ def downgrade(
     dry_run: DryRunOpt = False,
 ) -> None:
     """Revert migrations (one step by default). Dropped columns lose their data."""
+    from smartstart.db import migrate
+
     s = settings()
     url = s.sqlalchemy_url()
     current = migrate.current_revision(url)
@@ -204,6 +210,8 @@ def downgrade(
 @handle_errors
 def history(as_json: JsonOpt = False) -> None:
     """List every migration, newest first."""
+    from smartstart.db import migrate
+
     rows = migrate.history()
     if as_json:
         print_json(rows)
@@ -215,6 +223,8 @@ def history(as_json: JsonOpt = False) -> None:
 @handle_errors
 def current(as_json: JsonOpt = False) -> None:
     """Show the database's revision and the latest one."""
+    from smartstart.db import migrate
+
     s = settings()
     with connect(s):
         pass
@@ -230,6 +240,8 @@ def current(as_json: JsonOpt = False) -> None:
 @handle_errors
 def check(as_json: JsonOpt = False) -> None:
     """Exit non-zero when the database is not at head or differs from the models (drift)."""
+    from smartstart.db import migrate
+
     s = settings()
     with connect(s):
         pass

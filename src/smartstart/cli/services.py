@@ -47,28 +47,25 @@ def up(
     """Start everything: PostgreSQL (initialised on first run), migrations, seed data, the Brain."""
     s = settings()
     stack.check_api_port(s)
-    ready = stack.ensure_database(s, say=_say)
-    _announce_credentials(ready)
     if detach:
-        pid = stack.start_brain_detached(s)
+        pid, ready = stack.start_detached(s, say=_say)
+        _announce_credentials(ready)
         _say(f"the Brain is serving {stack.brain_url(s)} (pid {pid}); `smartstart down` stops it")
         return
+    ready = stack.ensure_database(s, say=_say)
+    _announce_credentials(ready)
     _say(f"the Brain is serving {stack.brain_url(s)} — Ctrl-C stops it")
     _serve(s)
 
 
 def _serve(s: Settings) -> None:
-    import uvicorn
-
-    from smartstart.api.app import create_app
-
     running = stack.brain_pid(s)
     if running is not None and running != os.getpid():
         raise fail(f"a Brain is already running (pid {running}); `smartstart down` stops it")
     stack.check_api_port(s)
     stack.write_brain_pid(s, os.getpid())
     try:
-        uvicorn.run(create_app(s), host=s.api_host, port=s.api_port, log_level="info")
+        stack.run_brain(s)
     finally:
         stack.clear_brain_pid(s, os.getpid())
 
@@ -98,9 +95,8 @@ def restart() -> None:
     stack.stop_brain(s)
     if s.embedded:
         stack.stop_database(s)
-    ready = stack.ensure_database(s, say=_say)
+    pid, ready = stack.start_detached(s, say=_say)
     _announce_credentials(ready)
-    pid = stack.start_brain_detached(s)
     _say(f"the Brain is serving {stack.brain_url(s)} (pid {pid})")
 
 

@@ -1,35 +1,13 @@
-"""Engines and sessions for the platform database."""
+"""Connections to the platform database, with errors a person can act on."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-from functools import lru_cache
 from typing import Any
 
 import psycopg
-from sqlalchemy import Engine, create_engine
-from sqlalchemy.orm import Session, sessionmaker
 
 from smartstart.config import Settings, get_settings
 from smartstart.errors import DatabaseUnavailable
-
-
-def make_engine(url: str, **kwargs: object) -> Engine:
-    return create_engine(url, pool_pre_ping=True, **kwargs)
-
-
-@lru_cache
-def default_engine() -> Engine:
-    return make_engine(get_settings().sqlalchemy_url())
-
-
-@contextmanager
-def session_scope(engine: Engine | None = None) -> Iterator[Session]:
-    """A session in one transaction: committed on success, rolled back on error."""
-    factory = sessionmaker(engine or default_engine(), expire_on_commit=False)
-    with factory() as session, session.begin():
-        yield session
 
 
 def explain_connect_error(err: Exception, settings: Settings) -> DatabaseUnavailable:

@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, pool
+
+# Alembic is imported where it is used: it costs ~0.5 s, and most commands never need it.
+if TYPE_CHECKING:
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 
 
 def alembic_config(url: str, stdout: Any = None) -> Config:
+    from alembic.config import Config
+
     cfg = Config(stdout=stdout or io.StringIO())
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
     cfg.set_main_option("path_separator", "os")
@@ -24,10 +27,12 @@ def alembic_config(url: str, stdout: Any = None) -> Config:
 
 
 def head_revision() -> str | None:
-    return ScriptDirectory.from_config(alembic_config("")).get_current_head()
+    return _script().get_current_head()
 
 
 def current_revision(url: str) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
     engine = create_engine(url, poolclass=pool.NullPool)
     try:
         with engine.connect() as conn:
@@ -37,22 +42,28 @@ def current_revision(url: str) -> str | None:
 
 
 def upgrade(url: str, revision: str = "head") -> None:
+    from alembic import command
+
     command.upgrade(alembic_config(url), revision)
 
 
 def downgrade(url: str, revision: str = "-1") -> None:
+    from alembic import command
+
     command.downgrade(alembic_config(url), revision)
 
 
 def revision(url: str, message: str, autogenerate: bool = False) -> list[str]:
     """Write a new revision file; return its path(s)."""
+    from alembic import command
+
     scripts = command.revision(alembic_config(url), message=message, autogenerate=autogenerate)
     items = scripts if isinstance(scripts, list) else [scripts]
     return [s.path for s in items if s is not None]
 
 
 def history() -> list[dict[str, Any]]:
-    script = ScriptDirectory.from_config(alembic_config(""))
+    script = _script()
     return [
         {
             "revision": rev.revision,
@@ -67,6 +78,7 @@ def history() -> list[dict[str, Any]]:
 def diff(url: str) -> list[Any]:
     """Differences between the models and the database (empty when they agree)."""
     from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
 
     from smartstart.db.models import Base
 
@@ -80,6 +92,8 @@ def diff(url: str) -> list[Any]:
 
 
 def _script() -> ScriptDirectory:
+    from alembic.script import ScriptDirectory
+
     return ScriptDirectory.from_config(alembic_config(""))
 
 

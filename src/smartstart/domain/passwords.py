@@ -22,9 +22,13 @@ MIN_LENGTH = 12
 MAX_LENGTH = 128
 BCRYPT_MAX_BYTES = 72
 DEFAULT_ROUNDS = 12
+
+
 # A hash of a password nobody has: verifying against it costs the same as a real
 # check, so an unknown user and a wrong password take the same time.
-_DUMMY_HASH = bcrypt.hashpw(b"smartstart-no-such-user", bcrypt.gensalt(DEFAULT_ROUNDS))
+@lru_cache(maxsize=4)
+def _dummy_hash(rounds: int = DEFAULT_ROUNDS) -> bytes:
+    return bcrypt.hashpw(b"smartstart-no-such-user", bcrypt.gensalt(rounds))
 
 
 @lru_cache(maxsize=1)
@@ -68,13 +72,13 @@ def hash_password(password: str, rounds: int = DEFAULT_ROUNDS) -> str:
 def verify(password: str, hashed: str | None) -> bool:
     """True when password matches; constant work when there is no hash to check."""
     if not hashed:
-        bcrypt.checkpw(b"x", _DUMMY_HASH)
+        bcrypt.checkpw(b"x", _dummy_hash())
         return False
     try:
         return bcrypt.checkpw(_material(password), hashed.encode())
     except ValueError:
         # Not a real bcrypt hash (e.g. the guide's placeholder '$2b$12$hashedpassword').
-        bcrypt.checkpw(b"x", _DUMMY_HASH)
+        bcrypt.checkpw(b"x", _dummy_hash())
         return False
 
 
