@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import secrets
@@ -16,6 +17,7 @@ from typing import Any
 
 import bcrypt
 import psycopg
+from psycopg import sql
 from psycopg.pq import TransactionStatus
 
 from smartstart.config import Settings
@@ -321,13 +323,13 @@ def _seed_users(cur: psycopg.Cursor[Any], settings: Settings, report: SeedReport
         report.created["UserRole"] += 1  # the "User" trigger assigns the primary role
         if given is None:
             report.credentials[user.email] = password
-        for stage, status in user.journey.items():
-            if stage not in stage_ids:
-                continue
+        # Every stage gets a state (NOT_STARTED when the user has not reached it): the
+        # guide's completion-rate query divides by each stage's number of states.
+        for stage, stage_id in stage_ids.items():
             cur.execute(
                 'INSERT INTO "UserJourneyState" ("userId", "stageId", status) '
                 "VALUES (%s, %s, %s) ON CONFLICT DO NOTHING",
-                [row[0], stage_ids[stage], status],
+                [row[0], stage_id, user.journey.get(stage, "NOT_STARTED")],
             )
             report.created["UserJourneyState"] += max(cur.rowcount, 0)
 
@@ -403,11 +405,7 @@ def demo_users(
     progress: Callable[[int], None] | None = None,
     seed: int | None = None,
 ) -> int:
-    """Add n realistic demo users by COPY, committing every chunk; returns n.
-
-    All demo users share one bcrypt hash of a random password that is discarded
-    at once: they cannot log in until an operator sets their password.
-    """
+    """Add n demo users by COPY, committed in chunks; all share a hash of a discarded password."""
     if n <= 0:
         return 0
     if conn.info.transaction_status != TransactionStatus.IDLE:
@@ -416,7 +414,8 @@ def demo_users(
             "commit (or use an autocommit connection) before calling it",
         )
     rng = random.Random(seed)  # noqa: S311 - demo data, not secrets
-    # One hash for all: bcrypt at cost 12 takes a quarter of a second per call.
+    # One hash for all (bcrypt at cost 12 takes a quarter of a second), of a password
+    # nobody ever sees: demo users cannot log in until an operator sets theirs.
     shared_hash = hash_password(secrets.token_urlsafe(32))
     # A session lock, as chunks commit on their own: numbering continues after
     # existing demo users, and a second run waits instead of reusing numbers.
@@ -430,7 +429,8 @@ def demo_users(
         with _companion(conn) as other:
             _pipeline(conn, other, chunks, progress)
     finally:
-        with conn.transaction():
+        # A connection that is gone has released its session lock already.
+        with contextlib.suppress(psycopg.OperationalError), conn.transaction():
             conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", [_DEMO_LOCK])
     return n
 
@@ -480,12 +480,10 @@ def _pipeline(
 
 def _copy(conn: psycopg.Connection[Any], table: str, columns: tuple[str, ...], rows: Rows) -> None:
     """COPY rows into table in a transaction of their own."""
-    cols = ", ".join(f'"{c}"' for c in columns)
-    with (
-        conn.transaction(),
-        conn.cursor() as cur,
-        cur.copy(f'COPY "{table}" ({cols}) FROM STDIN') as copy,
-    ):
+    stmt = sql.SQL("COPY {} ({}) FROM STDIN").format(
+        sql.Identifier(table), sql.SQL(", ").join(map(sql.Identifier, columns))
+    )
+    with conn.transaction(), conn.cursor() as cur, cur.copy(stmt) as copy:
         for row in rows:
             copy.write_row(row)
 

@@ -21,10 +21,15 @@ depends_on: str | Sequence[str] | None = None
 RBAC_VERSION_UP = r"""
 INSERT INTO rbac_version (id, version) VALUES (1, 1);
 
+-- Once per transaction: a bulk import (one UserRole insert per new user) would
+-- otherwise update the same row thousands of times in one transaction.
 CREATE OR REPLACE FUNCTION smartstart_rbac_changed() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
-    UPDATE rbac_version SET version = version + 1, "changedAt" = now() WHERE id = 1;
+    IF current_setting('smartstart.rbac_bumped', true) IS DISTINCT FROM 'on' THEN
+        UPDATE rbac_version SET version = version + 1, "changedAt" = now() WHERE id = 1;
+        PERFORM set_config('smartstart.rbac_bumped', 'on', true);
+    END IF;
     PERFORM pg_notify('smartstart_rbac', TG_TABLE_NAME);
     RETURN NULL;
 END
