@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from fastapi.testclient import TestClient
 
 from smartstart.api.app import create_app
@@ -42,3 +44,15 @@ def test_readyz_is_503_when_the_database_is_unreachable(pg_cluster: Cluster) -> 
     assert resp.status_code == 503
     assert "database unreachable" in resp.json()["reason"]
     assert "no_such_database" in resp.json()["reason"]
+
+
+def test_api_answers_503_quickly_when_the_database_is_down(db_settings: Settings) -> None:
+    broken = db_settings.model_copy(update={"pg_port": 1})
+    with TestClient(create_app(broken, pool_timeout=1.0)) as client:
+        start = time.monotonic()
+        resp = client.get("/api/users/x", headers={"Authorization": "Bearer t"})
+        elapsed = time.monotonic() - start
+    assert resp.status_code == 503
+    assert resp.json()["error"]["code"] == "database_unavailable"
+    assert resp.headers["Retry-After"] == "5"
+    assert elapsed < 5

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import importlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import lru_cache
 from typing import Any
 
 import psycopg
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -31,6 +31,7 @@ from smartstart.db import migrate
 from smartstart.domain.permissions import PermissionCache
 
 MAX_BODY_BYTES = 1024 * 1024
+POOL_TIMEOUT = 5.0  # seconds a request waits for a database connection before a 503
 # Routers, by module under smartstart.api.routes; each module exposes `router`.
 ROUTE_MODULES: tuple[str, ...] = ("auth", "users", "rbac", "journey", "audit")
 
@@ -115,6 +116,37 @@ class _TooLarge(Exception):
     pass
 
 
+class Metrics:
+    """Count requests and time them per route template (plain ASGI: no per-request task)."""
+
+    def __init__(self, app: ASGIApp, requests: Counter, latency: Histogram) -> None:
+        self.app = app
+        self.requests = requests
+        self.latency = latency
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500
+
+        async def capture(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, capture)
+        finally:
+            route = scope.get("route")
+            template = getattr(route, "path", None) or "<unmatched>"
+            method = scope.get("method", "")
+            self.latency.labels(template, method).observe(time.perf_counter() - start)
+            self.requests.labels(template, method, str(status)).inc()
+
+
 def _install_metrics(app: FastAPI) -> None:
     registry = CollectorRegistry()
     requests = Counter(
@@ -131,17 +163,7 @@ def _install_metrics(app: FastAPI) -> None:
         registry=registry,
     )
 
-    @app.middleware("http")
-    async def measure(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        start = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        template = getattr(route, "path", None) or "<unmatched>"
-        latency.labels(template, request.method).observe(time.perf_counter() - start)
-        requests.labels(template, request.method, str(response.status_code)).inc()
-        return response
+    app.add_middleware(Metrics, requests=requests, latency=latency)
 
     @app.get(
         "/metrics",
@@ -153,7 +175,9 @@ def _install_metrics(app: FastAPI) -> None:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
 
-def create_app(settings: Settings | None = None, *, pool_size: int = 10) -> FastAPI:
+def create_app(
+    settings: Settings | None = None, *, pool_size: int = 10, pool_timeout: float = POOL_TIMEOUT
+) -> FastAPI:
     settings = settings or get_settings()
 
     @asynccontextmanager
@@ -164,6 +188,7 @@ def create_app(settings: Settings | None = None, *, pool_size: int = 10) -> Fast
             max_size=pool_size,
             open=False,
             kwargs={"connect_timeout": 5},
+            timeout=pool_timeout,
             name="brain",
         )
         await run_in_threadpool(pool.open)

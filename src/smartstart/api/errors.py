@@ -5,9 +5,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import psycopg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from psycopg_pool import PoolTimeout
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -50,6 +52,7 @@ ERROR_RESPONSES = {
     "413": "The request body is too large",
     "422": "The request is invalid: details.errors lists each problem",
     "429": "Too many attempts: retry after Retry-After seconds",
+    "503": "The database is unavailable: retry after Retry-After seconds",
 }
 
 
@@ -127,6 +130,16 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(SmartStartError)
     async def smartstart_error(_: Request, exc: SmartStartError) -> JSONResponse:
         return error_response(503, exc.code, str(exc))
+
+    @app.exception_handler(PoolTimeout)
+    @app.exception_handler(psycopg.OperationalError)
+    async def database_unavailable(_: Request, exc: Exception) -> JSONResponse:
+        return error_response(
+            503,
+            "database_unavailable",
+            "the database is unavailable; try again shortly",
+            headers={"Retry-After": "5"},
+        )
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
