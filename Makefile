@@ -47,8 +47,13 @@ lint: install-test
 test: install-test lint
 	$(BIN)/pytest -q
 
+# Benchmarks need the reference app's extras and wrk (Debian package) besides the tests'.
 bench: install-test
-	$(BIN)/python -m bench
+	$(BIN)/pip install -q -e '.[test,bench]'
+	@command -v wrk >/dev/null || { if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; \
+	  else echo "wrk not found: install it (apt-get install wrk)"; exit 1; fi; }
+	$(BIN)/python -m bench $(BENCH)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import time
 from collections.abc import AsyncIterator
@@ -193,6 +194,8 @@ def create_app(
         )
         await run_in_threadpool(pool.open)
         app.state.pool = pool
+        # get_conn waits for one of these on the event loop, never in a worker thread.
+        app.state.conn_slots = asyncio.Semaphore(pool_size)
         try:
             yield
         finally:

@@ -7,14 +7,17 @@ authorization test walks the route table and fails on a route that declares none
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Annotated, Any
 
 import psycopg
 from fastapi import Depends, Request
+from psycopg_pool import PoolTimeout
+from starlette.concurrency import run_in_threadpool
 
 from smartstart.config import Settings
 from smartstart.domain import audit, sessions
@@ -37,10 +40,37 @@ def get_settings(request: Request) -> Settings:
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 
-def get_conn(request: Request) -> Iterator[psycopg.Connection[Any]]:
+async def get_conn(request: Request) -> AsyncIterator[psycopg.Connection[Any]]:
     """A pooled connection in one transaction, committed before the response is sent."""
-    with request.app.state.pool.connection() as conn:
-        yield conn
+    pool = request.app.state.pool
+    slots: asyncio.Semaphore = request.app.state.conn_slots
+    # Waiting for a connection happens here, on the event loop: a worker thread parked in
+    # pool.getconn() could starve the requests holding connections (a deadlock).
+    try:
+        async with asyncio.timeout(pool.timeout):
+            await slots.acquire()
+    except TimeoutError:
+        raise PoolTimeout(f"no database connection within {pool.timeout} s") from None
+    try:
+        conn = await run_in_threadpool(pool.getconn)
+        ok = False
+        try:
+            yield conn
+            ok = True
+        finally:
+            await run_in_threadpool(_finish, pool, conn, ok)
+    finally:
+        slots.release()
+
+
+def _finish(pool: Any, conn: psycopg.Connection[Any], ok: bool) -> None:
+    try:
+        if ok:
+            conn.commit()
+        else:
+            conn.rollback()
+    finally:
+        pool.putconn(conn)
 
 
 # scope="function": the transaction commits before the client sees the response, so

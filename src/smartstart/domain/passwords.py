@@ -11,6 +11,8 @@ from __future__ import annotations
 import base64
 import gzip
 import hashlib
+import os
+import threading
 from functools import lru_cache
 from importlib import resources
 
@@ -64,21 +66,32 @@ def _material(password: str) -> bytes:
     return base64.b64encode(hashlib.sha256(raw).digest())
 
 
+# At most one bcrypt per core: twenty hashing threads would otherwise crowd the
+# event loop's thread off the CPUs (the scheduler shares a core among runnable threads).
+_HASHING = threading.BoundedSemaphore(os.cpu_count() or 2)
+
+
 def hash_password(password: str, rounds: int = DEFAULT_ROUNDS) -> str:
     """bcrypt `$2b$` hash (call validate first; this hashes whatever it is given)."""
-    return bcrypt.hashpw(_material(password), bcrypt.gensalt(rounds)).decode()
+    with _HASHING:
+        return bcrypt.hashpw(_material(password), bcrypt.gensalt(rounds)).decode()
+
+
+def _checkpw(password: bytes, hashed: bytes) -> bool:
+    with _HASHING:
+        return bcrypt.checkpw(password, hashed)
 
 
 def verify(password: str, hashed: str | None) -> bool:
     """True when password matches; constant work when there is no hash to check."""
     if not hashed:
-        bcrypt.checkpw(b"x", _dummy_hash())
+        _checkpw(b"x", _dummy_hash())
         return False
     try:
-        return bcrypt.checkpw(_material(password), hashed.encode())
+        return _checkpw(_material(password), hashed.encode())
     except ValueError:
         # Not a real bcrypt hash (e.g. the guide's placeholder '$2b$12$hashedpassword').
-        bcrypt.checkpw(b"x", _dummy_hash())
+        _checkpw(b"x", _dummy_hash())
         return False
 
 
