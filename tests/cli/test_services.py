@@ -12,6 +12,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -161,3 +162,23 @@ def test_failed_up_leaves_no_brain_behind(stack_env: dict[str, str]) -> None:
     assert rows["brain"] == "stopped"
     with socket.socket() as probe:  # the API port was released
         probe.bind(("127.0.0.1", int(stack_env["SMARTSTART_API_PORT"])))
+
+
+def test_up_with_an_external_database_migrates_seeds_and_serves(
+    stack_env: dict[str, str], db_settings: Any
+) -> None:
+    # An empty, unmigrated database on a server SmartStart must not manage.
+    from smartstart.db import migrate
+
+    migrate.downgrade(db_settings.sqlalchemy_url(), "base")
+    env = {**stack_env, "SMARTSTART_DATABASE_URL": db_settings.url_for()}
+    up = sh(env, "up", "--detach")
+    assert up.returncode == 0, up.stderr
+    assert "migrated the schema" in up.stdout and "seeded" in up.stdout
+    assert "started PostgreSQL" not in up.stdout
+    assert not (Path(env["SMARTSTART_HOME"]) / "pgdata").exists()
+    api = f"http://127.0.0.1:{env['SMARTSTART_API_PORT']}"
+    assert get(api + "/readyz")[0] == 200
+    down = sh(env, "down")
+    assert "left running" in down.stdout
+    assert migrate.current_revision(db_settings.sqlalchemy_url()) == migrate.head_revision()
