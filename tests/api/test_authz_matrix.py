@@ -14,40 +14,15 @@ from typing import Any
 
 import psycopg
 import pytest
-from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 
+from smartstart.api.access import access_of, api_routes
 from smartstart.api.app import create_app
 from smartstart.api.deps import Public, Require
 from smartstart.config import Settings
 from smartstart.domain import sessions
 
 _app = create_app(Settings(_env_file=None))  # type: ignore[call-arg] - route table only
-
-
-def api_routes(app: Any) -> list[Any]:
-    """Every endpoint: plain routes and those of included routers (resolved by FastAPI)."""
-    out: list[Any] = []
-    for route in app.routes:
-        if isinstance(route, APIRoute):
-            out.append(route)
-        elif hasattr(route, "effective_route_contexts"):
-            out.extend(ctx for ctx in route.effective_route_contexts() if ctx.methods)
-    return out
-
-
-def access_of(route: Any) -> list[Public | Require]:
-    """The access markers a route declares (through any depth of dependencies)."""
-    found: list[Public | Require] = []
-
-    def walk(dependant: Any) -> None:
-        for dep in dependant.dependencies:
-            if isinstance(dep.call, Public | Require):
-                found.append(dep.call)
-            walk(dep)
-
-    walk(route.dependant)
-    return found
 
 
 ROUTES = api_routes(_app)
@@ -134,3 +109,17 @@ def test_route_access(
         for missing in perms:
             assert call(client, method, route.path, session_with(perms - {missing})) == 403
     assert call(client, method, route.path, session_with(perms)) not in (401, 403)
+
+
+def test_openapi_documents_every_operation_and_its_access() -> None:
+    spec = create_app(Settings(_env_file=None)).openapi()  # type: ignore[call-arg]
+    missing = []
+    for path, item in spec["paths"].items():
+        for method, op in item.items():
+            if not op.get("summary") or "x-access" not in op:
+                missing.append(f"{method.upper()} {path}")
+    assert missing == []
+    users_get = spec["paths"]["/api/users/{user_id}"]["get"]
+    assert users_get["x-access"] == "requires `users:read`"
+    assert spec["paths"]["/healthz"]["get"]["x-access"] == "public"
+    assert spec["paths"]["/api/auth/me"]["get"]["x-access"] == "signed-in user"
