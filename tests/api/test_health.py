@@ -56,3 +56,14 @@ def test_api_answers_503_quickly_when_the_database_is_down(db_settings: Settings
     assert resp.json()["error"]["code"] == "database_unavailable"
     assert resp.headers["Retry-After"] == "5"
     assert elapsed < 5
+
+
+def test_docs_are_served_without_a_cdn(db_settings: Settings) -> None:
+    with TestClient(create_app(db_settings)) as client:
+        page = client.get("/docs")
+        assert page.status_code == 200
+        assert "cdn" not in page.text.lower()
+        assert "/docs/static/swagger-ui-bundle.js" in page.text
+        js = client.get("/docs/static/swagger-ui-bundle.js")
+        assert js.status_code == 200 and len(js.content) > 100_000
+        assert client.get("/openapi.json").json()["info"]["title"] == "SmartStart Brain"

@@ -8,11 +8,14 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import lru_cache
+from importlib import resources
 from typing import Any
 
 import psycopg
 from fastapi import FastAPI, Response
-from fastapi.responses import JSONResponse
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -176,6 +179,22 @@ def _install_metrics(app: FastAPI) -> None:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
 
+def _install_docs(app: FastAPI) -> None:
+    """/docs: Swagger UI from the files the swagger-ui-py package ships."""
+    static = resources.files("swagger_ui") / "static"
+    app.mount("/docs/static", StaticFiles(directory=str(static)), name="docs-static")
+
+    @app.get("/docs", include_in_schema=False, dependencies=[public])
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json",
+            title="SmartStart Brain — API",
+            swagger_js_url="/docs/static/swagger-ui-bundle.js",
+            swagger_css_url="/docs/static/swagger-ui.css",
+            swagger_favicon_url="/docs/static/favicon-32x32.png",
+        )
+
+
 def create_app(
     settings: Settings | None = None, *, pool_size: int = 10, pool_timeout: float = POOL_TIMEOUT
 ) -> FastAPI:
@@ -206,7 +225,10 @@ def create_app(
         version=__version__,
         description="Users, RBAC, journeys, XP and the audit log of the SmartStart Platform.",
         lifespan=lifespan,
+        docs_url=None,  # served below from local files: no CDN, works offline
+        redoc_url=None,
     )
+    _install_docs(app)
     app.state.settings = settings
     app.state.permission_cache = PermissionCache()
     app.state.last_active = {}
