@@ -57,12 +57,21 @@ def document_access(app: FastAPI) -> None:
         if app.openapi_schema:
             return app.openapi_schema
         schema = generate()
+        schema.setdefault("components", {})["securitySchemes"] = {
+            "session": {
+                "type": "http",
+                "scheme": "bearer",
+                "description": "The token from POST /api/auth/login",
+            }
+        }
         for path, item in schema.get("paths", {}).items():
             for method, operation in item.items():
                 rule = rules.get((path, method))
                 if rule is None:
                     continue
                 operation["x-access"] = rule
+                if rule != "public":
+                    operation["security"] = [{"session": []}]
                 text = operation.get("description", "")
                 operation["description"] = f"Access: {rule}.\n\n{text}".strip()
         app.openapi_schema = schema
