@@ -26,6 +26,7 @@ from smartstart.api.deps import (
     public,
     require,
 )
+from smartstart.api.schemas import UserAccount
 from smartstart.config import Settings
 from smartstart.domain import auth
 from smartstart.domain.errors import Invalid
@@ -65,23 +66,6 @@ class LoginRequest(BaseModel):
         return self.identifier or self.email or self.username or ""
 
 
-class UserOut(BaseModel):
-    id: str
-    email: str
-    username: str
-    name: str | None
-    firstName: str | None
-    lastName: str | None
-    role: str
-    level: str
-    status: str
-    xp: int
-    reputation: int
-    lastActive: datetime
-    createdAt: datetime
-    updatedAt: datetime
-
-
 class LoginResponse(BaseModel):
     token: str = Field(description="Send as `Authorization: Bearer <token>`")
     token_type: Literal["bearer"] = "bearer"  # noqa: S105 - the scheme, not a secret
@@ -91,7 +75,7 @@ class LoginResponse(BaseModel):
         description="Also set as the `smartstart_csrf` cookie; cookie-authenticated "
         "writes send it in the `X-CSRF-Token` header"
     )
-    user: UserOut
+    user: UserAccount
 
 
 class PermissionOut(BaseModel):
@@ -105,7 +89,7 @@ class SessionInfo(BaseModel):
 
 
 class MeResponse(BaseModel):
-    user: UserOut
+    user: UserAccount
     roles: list[str]
     permissions: list[PermissionOut]
     session: SessionInfo
@@ -188,7 +172,7 @@ def _session_response(
         expires_at=session["expiresAt"],
         session_id=session["id"],
         csrf_token=csrf,
-        user=UserOut(**user),
+        user=UserAccount(**user),
     )
 
 
@@ -256,7 +240,7 @@ def logout(request: Request, principal: SignedIn, conn: ConnDep, settings: Setti
 def me(principal: SignedIn, conn: ConnDep) -> MeResponse:
     data = auth.me(conn, principal.user_id)
     return MeResponse(
-        user=UserOut(**data["user"]),
+        user=UserAccount(**data["user"]),
         roles=data["roles"],
         permissions=[PermissionOut(name=n, roles=r) for n, r in data["permissions"].items()],
         session=SessionInfo(id=principal.session_id, via=principal.via),

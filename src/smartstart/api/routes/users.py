@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from smartstart.api.deps import ConnDep, SettingsDep, actor_for, authenticated, require
+from smartstart.api.schemas import UserAccount
 from smartstart.domain import users
 from smartstart.domain.sessions import Principal
 
@@ -33,25 +33,6 @@ _WRITE_ERRORS: dict[int | str, dict[str, Any]] = {
     403: {"description": "Missing permission, or the user holds permissions you lack"},
     409: {"description": "Taken email/username (details.field), or the last SUPER_ADMIN"},
 }
-
-
-class UserAccount(BaseModel):
-    """A user as the API shows it (never the password hash)."""
-
-    id: str
-    email: str
-    username: str
-    name: str | None
-    firstName: str | None
-    lastName: str | None
-    role: str
-    level: str
-    status: str
-    xp: int
-    reputation: int
-    lastActive: datetime
-    createdAt: datetime
-    updatedAt: datetime
 
 
 class UserAccountPage(BaseModel):
