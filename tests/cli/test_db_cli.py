@@ -223,3 +223,24 @@ def test_check_catches_disabled_or_dropped_triggers_and_checks(
     assert "disabled trigger: User_derive" in result.output
     assert "missing trigger: Role_touch" in result.output
     assert "missing check constraint: User_password_bcrypt_check" in result.output
+
+
+def test_revision_autogenerate_writes_the_difference(
+    cli_env: Any, db_settings: Settings, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+
+    head = migrate.head_revision()
+    copy = tmp_path / "migrations"
+    shutil.copytree(migrate.MIGRATIONS_DIR, copy)
+    monkeypatch.setattr(migrate, "MIGRATIONS_DIR", copy)
+    cli_env(db_settings)
+    with psycopg.connect(db_settings.url_for(), autocommit=True) as conn:
+        conn.execute('ALTER TABLE "User" ADD COLUMN "newField" VARCHAR(255)')
+    result = run("db", "revision", "-m", "drop new field", "--autogenerate")
+    assert result.exit_code == 0, result.output
+    written = [p for p in (copy / "versions").glob("*.py") if "drop_new_field" in p.name]
+    assert len(written) == 1
+    text = written[0].read_text()
+    assert "drop_column('User', 'newField')" in text or 'drop_column("User", "newField")' in text
+    assert f"down_revision: str | None = '{head}'" in text
