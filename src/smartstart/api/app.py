@@ -23,7 +23,7 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
-from psycopg_pool import ConnectionPool
+from psycopg_pool import AsyncConnectionPool, ConnectionPool
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -211,12 +211,27 @@ def create_app(
             timeout=pool_timeout,
             name="brain",
         )
+        # Authentication and the hot read routes: no worker thread, no transaction.
+        apool = AsyncConnectionPool(
+            settings.url_for(),
+            min_size=1,
+            max_size=pool_size,
+            open=False,
+            kwargs={"connect_timeout": 5, "autocommit": True},
+            timeout=pool_timeout,
+            name="brain-async",
+        )
         await run_in_threadpool(pool.open)
         app.state.pool = pool
         # get_conn waits for one of these on the event loop, never in a worker thread.
         app.state.conn_slots = asyncio.Semaphore(pool_size)
         try:
-            yield
+            await apool.open()
+            app.state.apool = apool
+            try:
+                yield
+            finally:
+                await apool.close()
         finally:
             await run_in_threadpool(pool.close)
 

@@ -32,7 +32,7 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 LAST_ACTIVE_INTERVAL = 60.0  # seconds: at most one "lastActive" write per user per minute
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
@@ -78,6 +78,15 @@ def _finish(pool: Any, conn: psycopg.Connection[Any], ok: bool) -> None:
 ConnDep = Annotated[psycopg.Connection[Any], Depends(get_conn, scope="function")]
 
 
+async def get_aconn(request: Request) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+    """A pooled async connection in autocommit (reads need no BEGIN/COMMIT round trips)."""
+    async with request.app.state.apool.connection() as conn:
+        yield conn
+
+
+AConnDep = Annotated[psycopg.AsyncConnection[Any], Depends(get_aconn, scope="function")]
+
+
 def client_ip(request: Request) -> str | None:
     return request.client.host if request.client else None
 
@@ -98,35 +107,23 @@ def _token(request: Request) -> tuple[str | None, str]:
     return (cookie, "cookie") if cookie else (None, "none")
 
 
-def _touch_last_active(request: Request, conn: psycopg.Connection[Any], user_id: str) -> None:
+LAST_ACTIVE_SQL = (
+    'UPDATE "User" SET "lastActive" = now()'
+    " WHERE id = %s AND \"lastActive\" < now() - interval '1 minute'"
+)
+
+
+def _last_active_due(request: Request, user_id: str) -> bool:
+    """At most one "lastActive" write per user per minute from this process."""
     seen: dict[str, float] = request.app.state.last_active
     now = time.monotonic()
     if now - seen.get(user_id, -LAST_ACTIVE_INTERVAL) < LAST_ACTIVE_INTERVAL:
-        return
+        return False
     seen[user_id] = now
-    conn.execute(
-        'UPDATE "User" SET "lastActive" = now()'
-        " WHERE id = %s AND \"lastActive\" < now() - interval '1 minute'",
-        [user_id],
-    )
+    return True
 
 
-def current_principal(request: Request, conn: ConnDep, settings: SettingsDep) -> Principal:
-    """The signed-in user, with effective permissions; 401 without a live session."""
-    cached = getattr(request.state, "principal", None)
-    if cached is not None:
-        return cached  # type: ignore[no-any-return]
-    token, via = _token(request)
-    if token is None:
-        raise Unauthorized("sign in first: no session token (Authorization: Bearer or cookie)")
-    principal = sessions.resolve(
-        conn,
-        token,
-        idle_timeout=timedelta(minutes=settings.session_idle_minutes),
-        via=via,
-    )
-    if principal is None:
-        raise Unauthorized("the session is invalid, expired or revoked; sign in again")
+def _check_csrf(request: Request, via: str) -> None:
     if via == "cookie" and request.method not in SAFE_METHODS:
         sent = request.headers.get(CSRF_HEADER, "")
         expected = request.cookies.get(CSRF_COOKIE, "")
@@ -135,10 +132,36 @@ def current_principal(request: Request, conn: ConnDep, settings: SettingsDep) ->
                 f"missing or wrong {CSRF_HEADER} header for a cookie-authenticated write",
                 details={"reason": "csrf"},
             )
-    principal.permissions = request.app.state.permission_cache.get(
-        conn, principal.user_id, principal.rbac_version
-    )
-    _touch_last_active(request, conn, principal.user_id)
+
+
+async def current_principal(request: Request) -> Principal:
+    """The signed-in user, with effective permissions; 401 without a live session."""
+    cached = getattr(request.state, "principal", None)
+    if cached is not None:
+        return cached  # type: ignore[no-any-return]
+    token, via = _token(request)
+    if token is None:
+        raise Unauthorized("sign in first: no session token (Authorization: Bearer or cookie)")
+    state = request.app.state
+    # A connection of its own, held only for these statements (autocommit): a request
+    # never holds it while it waits for another connection, so the two pools cannot
+    # deadlock each other.
+    async with state.apool.connection() as conn:
+        principal = await sessions.aresolve(
+            conn,
+            token,
+            idle_timeout=timedelta(minutes=state.settings.session_idle_minutes),
+            via=via,
+        )
+        if principal is None:
+            raise Unauthorized("the session is invalid, expired or revoked; sign in again")
+        _check_csrf(request, via)
+        # The RBAC version came with the session row: a cached set is never stale.
+        principal.permissions = await state.permission_cache.aget(
+            conn, principal.user_id, principal.rbac_version
+        )
+        if _last_active_due(request, principal.user_id):
+            await conn.execute(LAST_ACTIVE_SQL, [principal.user_id])
     request.state.principal = principal
     return principal
 
@@ -151,7 +174,7 @@ class Public:
 
     permission = None
 
-    def __call__(self) -> None:
+    async def __call__(self) -> None:
         return None
 
 
@@ -161,18 +184,19 @@ class Require:
     def __init__(self, permission: str | None) -> None:
         self.permission = permission
 
-    def __call__(self, request: Request, principal: CurrentUser, conn: ConnDep) -> Principal:
+    async def __call__(self, request: Request, principal: CurrentUser) -> Principal:
         if self.permission is not None and self.permission not in principal.permissions:
-            audit.record(
-                conn,
-                actor_for(request, principal),
-                "authz.denied",
-                resource="permission",
-                resource_id=self.permission,
-                method=request.method,
-                path=request.url.path,
-            )
-            conn.commit()  # the denial is recorded even though the request fails
+            # autocommit: the denial is recorded even though the request fails.
+            async with request.app.state.apool.connection() as conn:
+                await audit.arecord(
+                    conn,
+                    actor_for(request, principal),
+                    "authz.denied",
+                    resource="permission",
+                    resource_id=self.permission,
+                    method=request.method,
+                    path=request.url.path,
+                )
             raise Forbidden(
                 f"you need the {self.permission!r} permission",
                 details={"permission": self.permission},

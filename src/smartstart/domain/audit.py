@@ -54,6 +54,32 @@ def redact(value: Any) -> Any:
     return value
 
 
+INSERT_SQL = (
+    'INSERT INTO audit_log (actor, action, resource, "resourceId", details, ip)'
+    " VALUES (%s, %s, %s, %s, %s, %s)"
+)
+
+
+def _insert(
+    actor: Actor,
+    action: str,
+    resource: str | None,
+    resource_id: str | None,
+    before: Any,
+    after: Any,
+    details: dict[str, Any],
+) -> tuple[str, list[Any]]:
+    """The INSERT of one audit row: query and parameters."""
+    body: dict[str, Any] = dict(details)
+    if before is not None:
+        body["before"] = before
+    if after is not None:
+        body["after"] = after
+    if actor.user_agent:
+        body.setdefault("userAgent", actor.user_agent)
+    return INSERT_SQL, [actor.label, action, resource, resource_id, Jsonb(redact(body)), actor.ip]
+
+
 def record(
     conn: psycopg.Connection[Any],
     actor: Actor,
@@ -66,18 +92,22 @@ def record(
     **details: Any,
 ) -> None:
     """Append one audit row (in the caller's transaction, so it commits with the change)."""
-    body: dict[str, Any] = dict(details)
-    if before is not None:
-        body["before"] = before
-    if after is not None:
-        body["after"] = after
-    if actor.user_agent:
-        body.setdefault("userAgent", actor.user_agent)
-    conn.execute(
-        'INSERT INTO audit_log (actor, action, resource, "resourceId", details, ip)'
-        " VALUES (%s, %s, %s, %s, %s, %s)",
-        [actor.label, action, resource, resource_id, Jsonb(redact(body)), actor.ip],
-    )
+    conn.execute(*_insert(actor, action, resource, resource_id, before, after, details))
+
+
+async def arecord(
+    conn: psycopg.AsyncConnection[Any],
+    actor: Actor,
+    action: str,
+    *,
+    resource: str | None = None,
+    resource_id: str | None = None,
+    before: Any = None,
+    after: Any = None,
+    **details: Any,
+) -> None:
+    """`record` on an async connection."""
+    await conn.execute(*_insert(actor, action, resource, resource_id, before, after, details))
 
 
 @dataclass(frozen=True)

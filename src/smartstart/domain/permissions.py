@@ -9,6 +9,7 @@ cached set is never used after a change has committed.
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterable
 from typing import Any
 
 import psycopg
@@ -25,9 +26,21 @@ ORDER BY p.name
 """
 
 
+def _effective(rows: Iterable[tuple[Any, ...]]) -> dict[str, list[str]]:
+    return {name: list(roles) for name, roles in rows}
+
+
 def effective_permissions(conn: psycopg.Connection[Any], user_id: str) -> dict[str, list[str]]:
     """Each permission the user holds, with the roles it comes from."""
-    return {name: list(roles) for name, roles in conn.execute(EFFECTIVE_SQL, [user_id])}
+    return _effective(conn.execute(EFFECTIVE_SQL, [user_id]))
+
+
+async def aeffective_permissions(
+    conn: psycopg.AsyncConnection[Any], user_id: str
+) -> dict[str, list[str]]:
+    """`effective_permissions` on an async connection."""
+    cur = await conn.execute(EFFECTIVE_SQL, [user_id])
+    return _effective(await cur.fetchall())
 
 
 def rbac_version(conn: psycopg.Connection[Any]) -> int:
@@ -44,12 +57,10 @@ class PermissionCache:
         self._lock = threading.Lock()
         self.max_entries = max_entries
 
-    def get(self, conn: psycopg.Connection[Any], user_id: str, version: int) -> frozenset[str]:
-        if version == self._version:
-            cached = self._sets.get(user_id)
-            if cached is not None:
-                return cached
-        perms = frozenset(effective_permissions(conn, user_id))
+    def _lookup(self, user_id: str, version: int) -> frozenset[str] | None:
+        return self._sets.get(user_id) if version == self._version else None
+
+    def _store(self, user_id: str, version: int, perms: frozenset[str]) -> frozenset[str]:
         with self._lock:
             if version > self._version:
                 self._version = version
@@ -57,6 +68,22 @@ class PermissionCache:
             if version == self._version and len(self._sets) < self.max_entries:
                 self._sets[user_id] = perms
         return perms
+
+    def get(self, conn: psycopg.Connection[Any], user_id: str, version: int) -> frozenset[str]:
+        cached = self._lookup(user_id, version)
+        if cached is not None:
+            return cached
+        return self._store(user_id, version, frozenset(effective_permissions(conn, user_id)))
+
+    async def aget(
+        self, conn: psycopg.AsyncConnection[Any], user_id: str, version: int
+    ) -> frozenset[str]:
+        """`get` on an async connection."""
+        cached = self._lookup(user_id, version)
+        if cached is not None:
+            return cached
+        perms = frozenset(await aeffective_permissions(conn, user_id))
+        return self._store(user_id, version, perms)
 
     def clear(self) -> None:
         with self._lock:

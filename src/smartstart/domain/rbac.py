@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -31,7 +31,11 @@ from smartstart.db.seed import PERMISSIONS as BUILTIN_PERMISSIONS
 from smartstart.domain import audit, guards
 from smartstart.domain.audit import Actor
 from smartstart.domain.errors import Conflict, Invalid, NotFound
-from smartstart.domain.permissions import PermissionCache, effective_permissions
+from smartstart.domain.permissions import (
+    PermissionCache,
+    aeffective_permissions,
+    effective_permissions,
+)
 
 ROLE_NAME_RE = re.compile(r"^[A-Z][A-Z0-9_]{1,49}$")
 PERMISSION_PART = r"[a-z][a-z0-9_-]{0,39}"
@@ -75,6 +79,9 @@ CHECK_BY_EMAIL_SQL = """
 SELECT u.id, u.status, EXISTS (SELECT 1 FROM "Permission" WHERE name = %s)
 FROM "User" u WHERE lower(u.email) = lower(%s)
 """
+# The warm check's per-version caches (SubjectCache).
+STATUS_SQL = 'SELECT status FROM "User" WHERE id = %s'
+CATALOGUE_SQL = 'SELECT name FROM "Permission"'
 
 
 # --- validation and lookups ---------------------------------------------------------
@@ -650,13 +657,10 @@ class SubjectCache:
                 self._status = {}
                 self._catalogue = None
 
-    def status(self, conn: psycopg.Connection[Any], user_id: str, version: int) -> str:
-        """The status of the user with this id (NotFound if there is none)."""
-        if version == self._version:
-            cached = self._status.get(user_id)
-            if cached is not None:
-                return cached
-        row = conn.execute('SELECT status FROM "User" WHERE id = %s', [user_id]).fetchone()
+    def _known_status(self, user_id: str, version: int) -> str | None:
+        return self._status.get(user_id) if version == self._version else None
+
+    def _store_status(self, user_id: str, version: int, row: tuple[Any, ...] | None) -> str:
         if row is None:
             raise NotFound(f"no user {user_id!r}", details={"user": user_id})
         self._reset_to(version)
@@ -665,17 +669,48 @@ class SubjectCache:
                 self._status[user_id] = row[0]
         return str(row[0])
 
-    def catalogue(self, conn: psycopg.Connection[Any], version: int) -> frozenset[str]:
-        """Every permission name."""
-        known = self._catalogue
-        if version == self._version and known is not None:
+    def status(self, conn: psycopg.Connection[Any], user_id: str, version: int) -> str:
+        """The status of the user with this id (NotFound if there is none)."""
+        known = self._known_status(user_id, version)
+        if known is not None:
             return known
-        known = frozenset(r[0] for r in conn.execute('SELECT name FROM "Permission"'))
+        row = conn.execute(STATUS_SQL, [user_id]).fetchone()
+        return self._store_status(user_id, version, row)
+
+    async def astatus(self, conn: psycopg.AsyncConnection[Any], user_id: str, version: int) -> str:
+        """`status` on an async connection."""
+        known = self._known_status(user_id, version)
+        if known is not None:
+            return known
+        cur = await conn.execute(STATUS_SQL, [user_id])
+        return self._store_status(user_id, version, await cur.fetchone())
+
+    def _known_catalogue(self, version: int) -> frozenset[str] | None:
+        known = self._catalogue
+        return known if version == self._version else None
+
+    def _store_catalogue(self, version: int, rows: Iterable[tuple[Any, ...]]) -> frozenset[str]:
+        known = frozenset(r[0] for r in rows)
         self._reset_to(version)
         with self._lock:
             if version == self._version:
                 self._catalogue = known
         return known
+
+    def catalogue(self, conn: psycopg.Connection[Any], version: int) -> frozenset[str]:
+        """Every permission name."""
+        known = self._known_catalogue(version)
+        if known is not None:
+            return known
+        return self._store_catalogue(version, conn.execute(CATALOGUE_SQL))
+
+    async def acatalogue(self, conn: psycopg.AsyncConnection[Any], version: int) -> frozenset[str]:
+        """`catalogue` on an async connection."""
+        known = self._known_catalogue(version)
+        if known is not None:
+            return known
+        cur = await conn.execute(CATALOGUE_SQL)
+        return self._store_catalogue(version, await cur.fetchall())
 
     def clear(self) -> None:
         with self._lock:
@@ -692,6 +727,34 @@ def _reason(permission: str, exists: bool, held: bool, status: str, via: list[st
     if held:
         return "granted by role " + ", ".join(via) if via else "granted by one of the user's roles"
     return "none of the user's roles grants it"
+
+
+def _check_args(user_ref: str, permission: str) -> None:
+    validate_permission_name(permission)
+    if not _usable(user_ref):
+        raise NotFound("no such user", details={"user": None})
+
+
+def _check_query(user_ref: str) -> str:
+    return CHECK_BY_EMAIL_SQL if "@" in user_ref else CHECK_BY_ID_SQL
+
+
+def _check_found(row: tuple[Any, ...] | None, user_ref: str) -> tuple[Any, ...]:
+    if row is None:
+        raise NotFound(f"no user {user_ref!r}", details={"user": user_ref})
+    return tuple(row)
+
+
+def _check_result(
+    permission: str, user_id: str, status: str, exists: bool, held: bool, via: list[str] | None
+) -> dict[str, Any]:
+    return {
+        "allowed": held and status == "ACTIVE",
+        "permission": permission,
+        "user": {"id": user_id, "status": status},
+        "via_roles": via,
+        "reason": _reason(permission, exists, held, status, via),
+    }
 
 
 def check(
@@ -711,9 +774,7 @@ def check(
     roles granting it (`via_roles`, else None) from the database. Only ACTIVE users
     hold permissions: others cannot sign in.
     """
-    validate_permission_name(permission)
-    if not _usable(user_ref):
-        raise NotFound("no such user", details={"user": None})
+    _check_args(user_ref, permission)
     via: list[str] | None = None
     if cache is not None and subjects is not None and version is not None and not explain:
         if "@" in user_ref:
@@ -728,18 +789,45 @@ def check(
         held = permission in sources
         if explain:
             via = sources.get(permission, [])
-    return {
-        "allowed": held and status == "ACTIVE",
-        "permission": permission,
-        "user": {"id": user_id, "status": status},
-        "via_roles": via,
-        "reason": _reason(permission, exists, held, status, via),
-    }
+    return _check_result(permission, user_id, status, exists, held, via)
+
+
+async def acheck(
+    conn: psycopg.AsyncConnection[Any],
+    user_ref: str,
+    permission: str,
+    *,
+    cache: PermissionCache | None = None,
+    subjects: SubjectCache | None = None,
+    version: int | None = None,
+    explain: bool = True,
+) -> dict[str, Any]:
+    """`check` on an async connection."""
+    _check_args(user_ref, permission)
+    via: list[str] | None = None
+    if cache is not None and subjects is not None and version is not None and not explain:
+        if "@" in user_ref:
+            user_id, status = (await _acheck_row(conn, user_ref, permission))[:2]
+        else:
+            user_id, status = user_ref, await subjects.astatus(conn, user_ref, version)
+        exists = permission in await subjects.acatalogue(conn, version)
+        held = permission in await cache.aget(conn, user_id, version)
+    else:
+        user_id, status, exists = await _acheck_row(conn, user_ref, permission)
+        sources = await aeffective_permissions(conn, user_id)
+        held = permission in sources
+        if explain:
+            via = sources.get(permission, [])
+    return _check_result(permission, user_id, status, exists, held, via)
 
 
 def _check_row(conn: psycopg.Connection[Any], user_ref: str, permission: str) -> tuple[Any, ...]:
-    query = CHECK_BY_EMAIL_SQL if "@" in user_ref else CHECK_BY_ID_SQL
-    row = conn.execute(query, [permission, user_ref]).fetchone()
-    if row is None:
-        raise NotFound(f"no user {user_ref!r}", details={"user": user_ref})
-    return tuple(row)
+    row = conn.execute(_check_query(user_ref), [permission, user_ref]).fetchone()
+    return _check_found(row, user_ref)
+
+
+async def _acheck_row(
+    conn: psycopg.AsyncConnection[Any], user_ref: str, permission: str
+) -> tuple[Any, ...]:
+    cur = await conn.execute(_check_query(user_ref), [permission, user_ref])
+    return _check_found(await cur.fetchone(), user_ref)

@@ -82,17 +82,13 @@ WHERE s."tokenHash" = %s
 """
 
 
-def resolve(
-    conn: psycopg.Connection[Any], token: str, *, idle_timeout: timedelta, via: str = "bearer"
-) -> Principal | None:
-    """The principal behind a live token, or None (unknown, revoked, expired or idle)."""
-    row = conn.execute(RESOLVE_SQL, [hash_token(token), idle_timeout]).fetchone()
-    if row is None:
-        return None
+TOUCH_SQL = 'UPDATE "Session" SET "lastSeenAt" = now() WHERE id = %s'
+
+
+def _principal(row: tuple[Any, ...], via: str) -> tuple[Principal, bool]:
+    """The principal of a RESOLVE_SQL row, and whether its lastSeenAt needs a touch."""
     session_id, last_seen, user_id, email, username, name, role, status, version = row
-    if last_seen < datetime.now(last_seen.tzinfo) - TOUCH_INTERVAL:
-        conn.execute('UPDATE "Session" SET "lastSeenAt" = now() WHERE id = %s', [session_id])
-    return Principal(
+    principal = Principal(
         user_id=user_id,
         email=email,
         username=username,
@@ -103,6 +99,38 @@ def resolve(
         rbac_version=int(version or 0),
         via=via,
     )
+    return principal, last_seen < datetime.now(last_seen.tzinfo) - TOUCH_INTERVAL
+
+
+def resolve(
+    conn: psycopg.Connection[Any], token: str, *, idle_timeout: timedelta, via: str = "bearer"
+) -> Principal | None:
+    """The principal behind a live token, or None (unknown, revoked, expired or idle)."""
+    row = conn.execute(RESOLVE_SQL, [hash_token(token), idle_timeout]).fetchone()
+    if row is None:
+        return None
+    principal, stale = _principal(row, via)
+    if stale:
+        conn.execute(TOUCH_SQL, [principal.session_id])
+    return principal
+
+
+async def aresolve(
+    conn: psycopg.AsyncConnection[Any],
+    token: str,
+    *,
+    idle_timeout: timedelta,
+    via: str = "bearer",
+) -> Principal | None:
+    """`resolve` on an async connection."""
+    cur = await conn.execute(RESOLVE_SQL, [hash_token(token), idle_timeout])
+    row = await cur.fetchone()
+    if row is None:
+        return None
+    principal, stale = _principal(row, via)
+    if stale:
+        await conn.execute(TOUCH_SQL, [principal.session_id])
+    return principal
 
 
 def list_for_user(conn: psycopg.Connection[Any], user_id: str) -> list[dict[str, Any]]:

@@ -195,16 +195,31 @@ def _refused(e: pg_errors.IntegrityError) -> Invalid:
 # -- reads ------------------------------------------------------------------------
 
 
+_GET_SQL = sql.SQL('SELECT {} FROM "User" u WHERE u.id = %s').format(_SELECT)
+
+
+def _got(user_id: str, row: dict[str, Any] | None) -> dict[str, Any]:
+    if row is None:
+        raise _not_found(user_id)
+    return row
+
+
 def get(conn: psycopg.Connection[Any], user_id: str) -> dict[str, Any]:
     """One user by id (one primary-key lookup: the API's hot path); NotFound otherwise."""
     if not _valid_id(user_id):
         raise _not_found(user_id)
     with conn.cursor(row_factory=dict_row) as cur:
-        cur.execute(sql.SQL('SELECT {} FROM "User" u WHERE u.id = %s').format(_SELECT), [user_id])
-        row = cur.fetchone()
-    if row is None:
+        cur.execute(_GET_SQL, [user_id])
+        return _got(user_id, cur.fetchone())
+
+
+async def aget(conn: psycopg.AsyncConnection[Any], user_id: str) -> dict[str, Any]:
+    """`get` on an async connection."""
+    if not _valid_id(user_id):
         raise _not_found(user_id)
-    return row
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(_GET_SQL, [user_id])
+        return _got(user_id, await cur.fetchone())
 
 
 def find(conn: psycopg.Connection[Any], ident: str) -> dict[str, Any]:

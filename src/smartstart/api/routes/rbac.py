@@ -20,7 +20,7 @@ import psycopg
 from fastapi import APIRouter, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from smartstart.api.deps import ConnDep, actor_for, require
+from smartstart.api.deps import AConnDep, ConnDep, actor_for, require
 from smartstart.domain import audit, rbac
 from smartstart.domain.errors import Forbidden, Invalid
 from smartstart.domain.sessions import Principal
@@ -482,10 +482,10 @@ def user_permissions(conn: ConnDep, principal: RoleReader, id: UserId) -> UserPe
     summary="Whether a user holds a permission, and why",
     response_model=CheckResult,
 )
-def authz_check(
+async def authz_check(
     request: Request,
-    conn: ConnDep,
     principal: UserReader,
+    conn: AConnDep,
     user: Annotated[
         str, Query(min_length=1, max_length=rbac.MAX_REF_LENGTH, description="id or email")
     ],
@@ -494,9 +494,11 @@ def authz_check(
         bool, Query(description="Also name the roles granting it (reads the database)")
     ] = False,
 ) -> CheckResult:
-    # The hot path: answered from per-process caches valid for the RBAC version the
-    # session lookup just read, so a warm check of a user by id sends no other query.
-    result = rbac.check(
+    # The hot path, on the event loop in autocommit: answered from per-process caches
+    # valid for the RBAC version the session lookup just read, so a warm check of a
+    # user by id sends no other query. `explain` reads the database, async as well, so
+    # this request never waits for a pooled sync connection while holding an async one.
+    result = await rbac.acheck(
         conn,
         user,
         permission,

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from smartstart.api.deps import ConnDep, SettingsDep, actor_for, authenticated, require
+from smartstart.api.deps import AConnDep, ConnDep, SettingsDep, actor_for, authenticated, require
 from smartstart.api.schemas import UserAccount
 from smartstart.domain import users
 from smartstart.domain.sessions import Principal
@@ -160,8 +160,10 @@ def list_users(
 
 
 @router.get("/{user_id}", summary="One user", response_model=UserAccount, responses=_NOT_FOUND)
-def get_user(conn: ConnDep, _: Reader, user_id: str) -> dict[str, Any]:
-    return users.get(conn, user_id)
+async def get_user(_: Reader, conn: AConnDep, user_id: str) -> dict[str, Any]:
+    # The hot read path: on the event loop, in autocommit. The principal is declared
+    # first so that a request without a session takes no connection.
+    return await users.aget(conn, user_id)
 
 
 @router.post(
