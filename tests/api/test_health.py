@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 
 from fastapi.testclient import TestClient
 
@@ -67,3 +68,23 @@ def test_docs_are_served_without_a_cdn(db_settings: Settings) -> None:
         js = client.get("/docs/static/swagger-ui-bundle.js")
         assert js.status_code == 200 and len(js.content) > 100_000
         assert client.get("/openapi.json").json()["info"]["title"] == "SmartStart Brain"
+
+
+def test_huge_bodies_are_refused_with_413(db_settings: Settings) -> None:
+    big = b'{"identifier": "' + b"x" * (2 * 1024 * 1024) + b'", "password": "y"}'
+    with TestClient(create_app(db_settings)) as client:
+        resp = client.post(
+            "/api/auth/login", content=big, headers={"content-type": "application/json"}
+        )
+        assert resp.status_code == 413
+        assert resp.json()["error"]["code"] == "payload_too_large"
+
+        def chunks() -> Iterator[bytes]:  # no Content-Length: the limit still holds
+            for i in range(0, len(big), 65536):
+                yield big[i : i + 65536]
+
+        resp = client.post(
+            "/api/auth/login", content=chunks(), headers={"content-type": "application/json"}
+        )
+        assert resp.status_code == 413
+        assert resp.json()["error"]["code"] == "payload_too_large"

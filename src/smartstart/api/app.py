@@ -25,6 +25,7 @@ from prometheus_client import (
 )
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from smartstart import __version__
@@ -84,7 +85,7 @@ class BodyLimit:
             return
         for name, value in scope.get("headers", []):
             if name == b"content-length" and value.isdigit() and int(value) > self.limit:
-                await self._reject(send)
+                await self._reject(scope, receive, send)
                 return
         seen = 0
 
@@ -94,30 +95,20 @@ class BodyLimit:
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.limit:
-                    raise _TooLarge
+                    # FastAPI re-raises an HTTPException met while reading the body, and
+                    # our handler gives it the API's error shape.
+                    raise StarletteHTTPException(413, self.message)
             return message
 
-        try:
-            await self.app(scope, limited, send)
-        except _TooLarge:
-            await self._reject(send)
+        await self.app(scope, limited, send)
 
-    async def _reject(self, send: Send) -> None:
-        response = errors.error_response(
-            413, "payload_too_large", f"request bodies are limited to {self.limit} bytes"
-        )
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [(b"content-type", b"application/json")],
-            }
-        )
-        await send({"type": "http.response.body", "body": response.body})
+    @property
+    def message(self) -> str:
+        return f"request bodies are limited to {self.limit} bytes"
 
-
-class _TooLarge(Exception):
-    pass
+    async def _reject(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = errors.error_response(413, "payload_too_large", self.message)
+        await response(scope, receive, send)
 
 
 class Metrics:
