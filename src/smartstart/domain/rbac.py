@@ -25,6 +25,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import psycopg
+from psycopg import sql
 from psycopg.rows import dict_row
 
 from smartstart.db.seed import PERMISSIONS as BUILTIN_PERMISSIONS
@@ -240,6 +241,19 @@ def create_role(
     return role
 
 
+def _update_row(
+    conn: psycopg.Connection[Any], table: str, row_id: str, changes: dict[str, Any]
+) -> None:
+    """UPDATE the given columns of one row (identifiers quoted, values bound)."""
+    conn.execute(
+        sql.SQL("UPDATE {} SET {} WHERE id = %s").format(
+            sql.Identifier(table),
+            sql.SQL(", ").join(sql.SQL("{} = %s").format(sql.Identifier(c)) for c in changes),
+        ),
+        [*changes.values(), row_id],
+    )
+
+
 def update_role(
     conn: psycopg.Connection[Any],
     actor: Actor,
@@ -265,11 +279,8 @@ def update_role(
     if description is not _UNSET and description != before["description"]:
         changes["description"] = _description(description)
     if changes:
-        sets = ", ".join(f"{col} = %s" for col in changes)  # column names are ours, not input
         with _mapped("name"):
-            conn.execute(
-                f'UPDATE "Role" SET {sets} WHERE id = %s', [*changes.values(), before["id"]]
-            )
+            _update_row(conn, "Role", before["id"], changes)
     after = get_role(conn, before["id"])
     audit.record(
         conn,
@@ -409,11 +420,8 @@ def update_permission(
     if description is not _UNSET and description != before["description"]:
         changes["description"] = _description(description)
     if changes:
-        sets = ", ".join(f"{col} = %s" for col in changes)  # column names are ours, not input
         with _mapped("name"):
-            conn.execute(
-                f'UPDATE "Permission" SET {sets} WHERE id = %s', [*changes.values(), before["id"]]
-            )
+            _update_row(conn, "Permission", before["id"], changes)
     after = get_permission(conn, before["id"])
     audit.record(
         conn,
