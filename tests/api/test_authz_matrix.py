@@ -123,3 +123,24 @@ def test_openapi_documents_every_operation_and_its_access() -> None:
     assert users_get["x-access"] == "requires `users:read`"
     assert spec["paths"]["/healthz"]["get"]["x-access"] == "public"
     assert spec["paths"]["/api/auth/me"]["get"]["x-access"] == "signed-in user"
+
+
+def test_no_protected_route_takes_a_connection_before_its_401(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A token-less flood must not tie up the pool: authentication comes first.
+    taken: list[str] = []
+    pool = client.app.state.pool  # type: ignore[attr-defined]
+    original = pool.getconn
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        taken.append("conn")
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(pool, "getconn", counting)
+    for method, route in CASES:
+        if any(isinstance(m, Public) for m in access_of(route)):
+            continue
+        before = len(taken)
+        assert call(client, method, route.path, {}) == 401
+        assert len(taken) == before, f"{case_id((method, route))} took a connection"

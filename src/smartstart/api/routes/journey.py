@@ -132,8 +132,8 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     response_model=StagePage,
 )
 def list_stages(
-    conn: ConnDep,
     principal: Annotated[Principal, require("journey:read")],
+    conn: ConnDep,
     include_inactive: Annotated[
         bool, Query(description="Also inactive stages (needs journey:manage)")
     ] = False,
@@ -179,8 +179,8 @@ def get_stage(conn: ConnDep, stage_id: StageId) -> Stage:
 )
 def create_stage(
     request: Request,
-    conn: ConnDep,
     principal: Annotated[Principal, require("journey:manage")],
+    conn: ConnDep,
     body: StageCreate,
 ) -> Stage:
     row = journey.create_stage(
@@ -203,8 +203,8 @@ def create_stage(
 )
 def reorder_stages(
     request: Request,
-    conn: ConnDep,
     principal: Annotated[Principal, require("journey:manage")],
+    conn: ConnDep,
     body: StageOrder,
 ) -> StageList:
     rows = journey.reorder_stages(conn, actor_for(request, principal), body.stage_ids)
@@ -219,8 +219,8 @@ def reorder_stages(
 )
 def update_stage(
     request: Request,
-    conn: ConnDep,
     principal: Annotated[Principal, require("journey:manage")],
+    conn: ConnDep,
     stage_id: StageId,
     body: StageUpdate,
 ) -> Stage:
@@ -239,8 +239,8 @@ def update_stage(
 )
 def delete_stage(
     request: Request,
-    conn: ConnDep,
     principal: Annotated[Principal, require("journey:manage")],
+    conn: ConnDep,
     stage_id: StageId,
 ) -> Response:
     journey.delete_stage(conn, actor_for(request, principal), stage_id)
@@ -255,7 +255,7 @@ def delete_stage(
     summary="My journey: every active stage with my state",
     response_model=Journey,
 )
-def my_journey(conn: ConnDep, principal: Annotated[Principal, authenticated]) -> Journey:
+def my_journey(principal: Annotated[Principal, authenticated], conn: ConnDep) -> Journey:
     return Journey(**journey.journey(conn, principal.user_id))
 
 
@@ -267,8 +267,8 @@ def my_journey(conn: ConnDep, principal: Annotated[Principal, authenticated]) ->
 )
 def my_progress(
     request: Request,
-    conn: ConnDep,
     principal: Annotated[Principal, authenticated],
+    conn: ConnDep,
     stage_id: StageId,
     action: Action,
 ) -> Progress:
@@ -300,8 +300,8 @@ def user_journey(conn: ConnDep, user_id: UserId) -> Journey:
 )
 def user_progress(
     request: Request,
-    conn: ConnDep,
     principal: Annotated[Principal, require("journey:manage")],
+    conn: ConnDep,
     user_id: UserId,
     stage_id: StageId,
     action: Action,

@@ -226,7 +226,7 @@ def _granting(
 
 @router.get("/api/roles", summary="List roles with their permissions", response_model=RolePage)
 def list_roles(
-    conn: ConnDep, principal: RoleReader, limit: Limit = 100, cursor: Cursor = None
+    principal: RoleReader, conn: ConnDep, limit: Limit = 100, cursor: Cursor = None
 ) -> RolePage:
     rows = rbac.list_roles(conn, limit=limit + 1, after=_decode_cursor(cursor))
     items, nxt = _page(rows, limit)
@@ -241,7 +241,7 @@ def list_roles(
     responses={409: {"description": "A role with this name exists (details.field = name)"}},
 )
 def create_role(
-    request: Request, conn: ConnDep, principal: RoleManager, body: RoleCreate
+    request: Request, principal: RoleManager, conn: ConnDep, body: RoleCreate
 ) -> RoleOut:
     role = rbac.create_role(
         conn, actor_for(request, principal), name=body.name, description=body.description
@@ -250,7 +250,7 @@ def create_role(
 
 
 @router.get("/api/roles/{id}", summary="Get a role by id or name", response_model=RoleOut)
-def get_role(conn: ConnDep, principal: RoleReader, id: RoleId) -> RoleOut:
+def get_role(principal: RoleReader, conn: ConnDep, id: RoleId) -> RoleOut:
     return RoleOut(**rbac.get_role(conn, id))
 
 
@@ -261,7 +261,7 @@ def get_role(conn: ConnDep, principal: RoleReader, id: RoleId) -> RoleOut:
     responses={409: {"description": "Name taken, or a system role (SUPER_ADMIN, MEMBER)"}},
 )
 def update_role(
-    request: Request, conn: ConnDep, principal: RoleManager, id: RoleId, body: RoleUpdate
+    request: Request, principal: RoleManager, conn: ConnDep, id: RoleId, body: RoleUpdate
 ) -> RoleOut:
     kwargs: dict[str, Any] = {}
     if "name" in body.model_fields_set and body.name is not None:
@@ -278,7 +278,7 @@ def update_role(
     status_code=204,
     responses={409: {"description": "The primary role of some users, or a system role"}},
 )
-def delete_role(request: Request, conn: ConnDep, principal: RoleManager, id: RoleId) -> Response:
+def delete_role(request: Request, principal: RoleManager, conn: ConnDep, id: RoleId) -> Response:
     rbac.delete_role(conn, actor_for(request, principal), id)
     return Response(status_code=204)
 
@@ -292,7 +292,7 @@ def delete_role(request: Request, conn: ConnDep, principal: RoleManager, id: Rol
     response_model=PermissionPage,
 )
 def list_permissions(
-    conn: ConnDep, principal: PermissionReader, limit: Limit = 100, cursor: Cursor = None
+    principal: PermissionReader, conn: ConnDep, limit: Limit = 100, cursor: Cursor = None
 ) -> PermissionPage:
     rows = rbac.list_permissions(conn, limit=limit + 1, after=_decode_cursor(cursor))
     items, nxt = _page(rows, limit)
@@ -307,7 +307,7 @@ def list_permissions(
     responses={409: {"description": "A permission with this name exists (details.field = name)"}},
 )
 def create_permission(
-    request: Request, conn: ConnDep, principal: RoleManager, body: PermissionCreate
+    request: Request, principal: RoleManager, conn: ConnDep, body: PermissionCreate
 ) -> PermissionOut:
     perm = rbac.create_permission(
         conn,
@@ -327,7 +327,7 @@ def create_permission(
     responses={409: {"description": "Name taken, or a built-in permission"}},
 )
 def update_permission(
-    request: Request, conn: ConnDep, principal: RoleManager, id: Ref, body: PermissionUpdate
+    request: Request, principal: RoleManager, conn: ConnDep, id: Ref, body: PermissionUpdate
 ) -> PermissionOut:
     kwargs: dict[str, Any] = {}
     if "name" in body.model_fields_set and body.name is not None:
@@ -344,7 +344,7 @@ def update_permission(
     status_code=204,
     responses={409: {"description": "A built-in permission the Brain checks"}},
 )
-def delete_permission(request: Request, conn: ConnDep, principal: RoleManager, id: Ref) -> Response:
+def delete_permission(request: Request, principal: RoleManager, conn: ConnDep, id: Ref) -> Response:
     rbac.delete_permission(conn, actor_for(request, principal), id)
     return Response(status_code=204)
 
@@ -359,8 +359,8 @@ def delete_permission(request: Request, conn: ConnDep, principal: RoleManager, i
 )
 def grant_permission(
     request: Request,
-    conn: ConnDep,
     principal: RbacManager,
+    conn: ConnDep,
     id: RoleId,
     permission_name: PermissionName,
 ) -> RoleOut:
@@ -387,8 +387,8 @@ def grant_permission(
 )
 def revoke_permission(
     request: Request,
-    conn: ConnDep,
     principal: RbacManager,
+    conn: ConnDep,
     id: RoleId,
     permission_name: PermissionName,
 ) -> Response:
@@ -408,7 +408,7 @@ def revoke_permission(
 
 
 @router.get("/api/rbac/matrix", summary="Roles × permissions", response_model=Matrix)
-def matrix(conn: ConnDep, principal: RoleReader) -> Matrix:
+def matrix(principal: RoleReader, conn: ConnDep) -> Matrix:
     return Matrix(**rbac.matrix(conn))
 
 
@@ -420,7 +420,7 @@ def matrix(conn: ConnDep, principal: RoleReader) -> Matrix:
     summary="A user's roles, the primary one first",
     response_model=UserRoles,
 )
-def user_roles(conn: ConnDep, principal: RoleReader, id: UserId) -> UserRoles:
+def user_roles(principal: RoleReader, conn: ConnDep, id: UserId) -> UserRoles:
     return UserRoles(**rbac.user_roles(conn, id))
 
 
@@ -430,7 +430,7 @@ def user_roles(conn: ConnDep, principal: RoleReader, id: UserId) -> UserRoles:
     response_model=UserRoles,
 )
 def assign_role(
-    request: Request, conn: ConnDep, principal: RbacManager, id: UserId, role_name: RoleId
+    request: Request, principal: RbacManager, conn: ConnDep, id: UserId, role_name: RoleId
 ) -> UserRoles:
     roles, _ = _granting(
         request,
@@ -452,7 +452,7 @@ def assign_role(
     },
 )
 def unassign_role(
-    request: Request, conn: ConnDep, principal: RbacManager, id: UserId, role_name: RoleId
+    request: Request, principal: RbacManager, conn: ConnDep, id: UserId, role_name: RoleId
 ) -> Response:
     _granting(
         request,
@@ -470,7 +470,7 @@ def unassign_role(
     summary="A user's effective permissions, each with the roles granting it",
     response_model=UserPermissions,
 )
-def user_permissions(conn: ConnDep, principal: RoleReader, id: UserId) -> UserPermissions:
+def user_permissions(principal: RoleReader, conn: ConnDep, id: UserId) -> UserPermissions:
     return UserPermissions(**rbac.effective(conn, id))
 
 

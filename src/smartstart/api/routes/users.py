@@ -104,7 +104,7 @@ class ReputationSet(BaseModel):
 
 # /me comes before /{user_id}: otherwise "me" would be taken for an id.
 @router.get("/me", summary="Your own profile", response_model=UserAccount)
-def get_me(conn: ConnDep, principal: Me) -> dict[str, Any]:
+def get_me(principal: Me, conn: ConnDep) -> dict[str, Any]:
     return users.get(conn, principal.user_id)
 
 
@@ -115,7 +115,7 @@ def get_me(conn: ConnDep, principal: Me) -> dict[str, Any]:
     responses={409: {"description": "Username taken (details.field)"}},
 )
 def update_me(
-    request: Request, conn: ConnDep, principal: Me, body: ProfileUpdate
+    request: Request, principal: Me, conn: ConnDep, body: ProfileUpdate
 ) -> dict[str, Any]:
     return users.update_profile(
         conn, actor_for(request, principal), principal.user_id, body.model_dump(exclude_unset=True)
@@ -126,8 +126,8 @@ def update_me(
     "", summary="List users: search, filter, sort, paginate", response_model=UserAccountPage
 )
 def list_users(
-    conn: ConnDep,
     _: Reader,
+    conn: ConnDep,
     q: Annotated[
         str | None,
         Query(
@@ -181,7 +181,7 @@ async def get_user(_: Reader, conn: AConnDep, user_id: str) -> Response:
     },
 )
 def create_user(
-    request: Request, conn: ConnDep, settings: SettingsDep, principal: Writer, body: UserCreate
+    request: Request, settings: SettingsDep, principal: Writer, conn: ConnDep, body: UserCreate
 ) -> dict[str, Any]:
     return users.create(
         conn,
@@ -206,7 +206,7 @@ def create_user(
     responses=_WRITE_ERRORS,
 )
 def update_user(
-    request: Request, conn: ConnDep, principal: Writer, user_id: str, body: UserUpdate
+    request: Request, principal: Writer, conn: ConnDep, user_id: str, body: UserUpdate
 ) -> dict[str, Any]:
     return users.update(
         conn,
@@ -224,7 +224,7 @@ def update_user(
     responses=_WRITE_ERRORS,
 )
 def suspend_user(
-    request: Request, conn: ConnDep, principal: Writer, user_id: str
+    request: Request, principal: Writer, conn: ConnDep, user_id: str
 ) -> dict[str, Any]:
     return users.suspend(
         conn, actor_for(request, principal), user_id, actor_permissions=principal.permissions
@@ -238,7 +238,7 @@ def suspend_user(
     responses=_WRITE_ERRORS,
 )
 def activate_user(
-    request: Request, conn: ConnDep, principal: Writer, user_id: str
+    request: Request, principal: Writer, conn: ConnDep, user_id: str
 ) -> dict[str, Any]:
     return users.activate(
         conn, actor_for(request, principal), user_id, actor_permissions=principal.permissions
@@ -252,7 +252,7 @@ def activate_user(
     responses=_WRITE_ERRORS,
 )
 def deactivate_user(
-    request: Request, conn: ConnDep, principal: Writer, user_id: str
+    request: Request, principal: Writer, conn: ConnDep, user_id: str
 ) -> dict[str, Any]:
     return users.deactivate(
         conn, actor_for(request, principal), user_id, actor_permissions=principal.permissions
@@ -268,9 +268,9 @@ def deactivate_user(
 )
 def set_password(
     request: Request,
-    conn: ConnDep,
     settings: SettingsDep,
     principal: Writer,
+    conn: ConnDep,
     user_id: str,
     body: PasswordSet,
 ) -> Response:
@@ -292,7 +292,7 @@ def set_password(
     response_class=Response,
     responses=_WRITE_ERRORS,
 )
-def delete_user(request: Request, conn: ConnDep, principal: Deleter, user_id: str) -> Response:
+def delete_user(request: Request, principal: Deleter, conn: ConnDep, user_id: str) -> Response:
     users.delete(
         conn, actor_for(request, principal), user_id, actor_permissions=principal.permissions
     )
@@ -306,14 +306,14 @@ def delete_user(request: Request, conn: ConnDep, principal: Deleter, user_id: st
     responses={**_NOT_FOUND, 422: {"description": "XP would go below 0"}},
 )
 def add_xp(
-    request: Request, conn: ConnDep, principal: Writer, user_id: str, body: CounterAdd
+    request: Request, principal: Writer, conn: ConnDep, user_id: str, body: CounterAdd
 ) -> dict[str, Any]:
     return users.add_xp(conn, actor_for(request, principal), user_id, body.amount, body.reason)
 
 
 @router.put("/{user_id}/xp", summary="Set XP", response_model=UserAccount, responses=_NOT_FOUND)
 def set_xp(
-    request: Request, conn: ConnDep, principal: Writer, user_id: str, body: XpSet
+    request: Request, principal: Writer, conn: ConnDep, user_id: str, body: XpSet
 ) -> dict[str, Any]:
     return users.set_xp(conn, actor_for(request, principal), user_id, body.xp, body.reason)
 
@@ -325,7 +325,7 @@ def set_xp(
     responses=_NOT_FOUND,
 )
 def add_reputation(
-    request: Request, conn: ConnDep, principal: Writer, user_id: str, body: CounterAdd
+    request: Request, principal: Writer, conn: ConnDep, user_id: str, body: CounterAdd
 ) -> dict[str, Any]:
     return users.add_reputation(
         conn, actor_for(request, principal), user_id, body.amount, body.reason
@@ -339,7 +339,7 @@ def add_reputation(
     responses=_NOT_FOUND,
 )
 def set_reputation(
-    request: Request, conn: ConnDep, principal: Writer, user_id: str, body: ReputationSet
+    request: Request, principal: Writer, conn: ConnDep, user_id: str, body: ReputationSet
 ) -> dict[str, Any]:
     return users.set_reputation(
         conn, actor_for(request, principal), user_id, body.reputation, body.reason
