@@ -135,24 +135,28 @@ def _usable(ref: str) -> bool:
     return 0 < len(ref) <= MAX_REF_LENGTH and "\x00" not in ref
 
 
+def _by_id_or_name(
+    conn: psycopg.Connection[Any], query: str, kind: str, ref: str
+) -> dict[str, Any]:
+    """One row of `query` (whose WHERE takes the ref twice: id, then name), or NotFound."""
+    if not _usable(ref):
+        raise NotFound(f"no such {kind}", details={kind: None})
+    row = _one(conn, query, [ref, ref])
+    if row is None:
+        raise NotFound(f"no {kind} {ref!r}", details={kind: ref})
+    return row
+
+
 def get_role(conn: psycopg.Connection[Any], ref: str) -> dict[str, Any]:
     """A role by id or name, with its permissions and number of users."""
-    if not _usable(ref):
-        raise NotFound("no such role", details={"role": None})
-    row = _one(conn, ROLE_SQL + " WHERE r.id = %s OR r.name = %s", [ref, ref])
-    if row is None:
-        raise NotFound(f"no role {ref!r}", details={"role": ref})
-    return row
+    return _by_id_or_name(conn, ROLE_SQL + " WHERE r.id = %s OR r.name = %s", "role", ref)
 
 
 def get_permission(conn: psycopg.Connection[Any], ref: str) -> dict[str, Any]:
     """A permission by id or name, with the roles granting it."""
-    if not _usable(ref):
-        raise NotFound("no such permission", details={"permission": None})
-    row = _one(conn, PERMISSION_SQL + " WHERE p.id = %s OR p.name = %s", [ref, ref])
-    if row is None:
-        raise NotFound(f"no permission {ref!r}", details={"permission": ref})
-    return row
+    return _by_id_or_name(
+        conn, PERMISSION_SQL + " WHERE p.id = %s OR p.name = %s", "permission", ref
+    )
 
 
 def get_user(conn: psycopg.Connection[Any], ref: str) -> dict[str, Any]:
