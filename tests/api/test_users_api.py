@@ -80,6 +80,30 @@ def test_taken_username_on_own_profile_is_409(api: TestClient, make_user: Any) -
 # -- create / get ------------------------------------------------------------------
 
 
+def test_get_one_user_authenticates_like_every_route(
+    api: TestClient, make_user: Any, db: Conn, admin_headers: dict[str, str]
+) -> None:
+    # GET /api/users/{id} reads the user in the session lookup's own statement: the row
+    # must still never reach a caller without a live session holding users:read.
+    target = make_user("MEMBER")
+    path = f"/api/users/{target['id']}"
+    assert api.get(path).status_code == 401
+    assert api.get(path, headers={"Authorization": "Bearer nope"}).status_code == 401
+    member = make_user("MEMBER")
+    denied = api.get(path, headers=member["headers"])
+    assert denied.status_code == 403 and target["email"] not in denied.text
+    row = db.execute(
+        "SELECT actor, \"resourceId\" FROM audit_log WHERE action = 'authz.denied'"
+    ).fetchone()
+    assert row == (member["id"], "users:read")
+    moderator = make_user("MODERATOR")
+    ok = api.get(path, headers=moderator["headers"])
+    assert ok.status_code == 200 and ok.json()["email"] == target["email"]
+    db.execute('UPDATE "Session" SET "revokedAt" = now() WHERE "userId" = %s', [moderator["id"]])
+    assert api.get(path, headers=moderator["headers"]).status_code == 401
+    assert api.get(path, headers=admin_headers).status_code == 200
+
+
 def test_create_then_get_without_the_hash(
     api: TestClient, admin_headers: dict[str, str], db: Conn
 ) -> None:

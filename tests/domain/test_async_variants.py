@@ -41,14 +41,6 @@ def admin_id(conn: Conn) -> str:
     return str(row[0])
 
 
-def test_users_aget_matches_get(seeded_settings: Settings, seeded_conn: Conn) -> None:
-    uid = admin_id(seeded_conn)
-    assert on_async(seeded_settings, lambda c: users.aget(c, uid)) == users.get(seeded_conn, uid)
-    for missing in (str(uuid.uuid4()), "not-an-id", "x" * 500):
-        with pytest.raises(NotFound):
-            on_async(seeded_settings, lambda c, m=missing: users.aget(c, m))  # type: ignore[misc]
-
-
 @pytest.mark.parametrize("explain", [False, True])
 @pytest.mark.parametrize("by_email", [False, True])
 @pytest.mark.parametrize("permission", ["users:read", "db:backup", "nosuch:thing"])
@@ -123,3 +115,87 @@ def test_audit_arecord_writes_the_row_record_writes(
     assert [r[0] for r in rows] == ["test.sync", "test.async"]
     assert rows[0][1:] == rows[1][1:]
     assert rows[1][4]["after"] == {"token": "***"}
+
+
+def test_a_rider_comes_back_with_the_session(seeded_settings: Settings, seeded_conn: Conn) -> None:
+    uid = admin_id(seeded_conn)
+    other = seeded_conn.execute('SELECT id FROM "User" WHERE id <> %s LIMIT 1', [uid]).fetchone()
+    assert other is not None
+    token, _ = sessions.create(seeded_conn, uid, lifetime=timedelta(hours=1))
+    idle = timedelta(minutes=30)
+    expected = sessions.resolve(seeded_conn, token, idle_timeout=idle)
+    for target in (uid, other[0]):
+        rider = users.rider(target)
+        assert rider is not None
+        got = on_async(
+            seeded_settings,
+            lambda c, r=rider: sessions.aresolve_riding(c, token, r, idle_timeout=idle),  # type: ignore[misc]
+        )
+        assert got is not None
+        principal, row = got
+        assert principal == expected
+        assert users.ridden(target, row) == users.get(seeded_conn, target)
+
+
+def test_a_rider_without_a_row_is_told_from_a_row_of_nulls(
+    seeded_settings: Settings, seeded_conn: Conn
+) -> None:
+    token, _ = sessions.create(seeded_conn, admin_id(seeded_conn), lifetime=timedelta(hours=1))
+    idle = timedelta(minutes=30)
+    missing = users.rider(str(uuid.uuid4()))
+    assert missing is not None
+    got = on_async(
+        seeded_settings, lambda c: sessions.aresolve_riding(c, token, missing, idle_timeout=idle)
+    )
+    assert got is not None and got[1] is None
+    with pytest.raises(NotFound):
+        users.ridden("x", got[1])
+    nulls = sessions.Rider("SELECT NULL::text AS a, NULL::int AS b", (), ("a", "b"))
+    got = on_async(
+        seeded_settings, lambda c: sessions.aresolve_riding(c, token, nulls, idle_timeout=idle)
+    )
+    assert got is not None and got[1] == {"a": None, "b": None}
+
+
+def test_a_rider_gets_nothing_without_a_live_session(
+    seeded_settings: Settings, seeded_conn: Conn
+) -> None:
+    uid = admin_id(seeded_conn)
+    token, session = sessions.create(seeded_conn, uid, lifetime=timedelta(hours=1))
+    idle = timedelta(minutes=30)
+    rider = users.rider(uid)
+    assert rider is not None
+
+    def ride(tok: str) -> Any:
+        return on_async(
+            seeded_settings, lambda c: sessions.aresolve_riding(c, tok, rider, idle_timeout=idle)
+        )
+
+    assert ride("no-such-token") is None
+    sessions.revoke(seeded_conn, session["id"])
+    assert ride(token) is None
+
+
+def test_a_rider_touches_a_stale_session(seeded_settings: Settings, seeded_conn: Conn) -> None:
+    uid = admin_id(seeded_conn)
+    token, session = sessions.create(seeded_conn, uid, lifetime=timedelta(hours=1))
+    seeded_conn.execute(
+        'UPDATE "Session" SET "lastSeenAt" = now() - interval \'5 minutes\' WHERE id = %s',
+        [session["id"]],
+    )
+    rider = users.rider(uid)
+    assert rider is not None
+    on_async(
+        seeded_settings,
+        lambda c: sessions.aresolve_riding(c, token, rider, idle_timeout=timedelta(minutes=30)),
+    )
+    row = seeded_conn.execute(
+        'SELECT "lastSeenAt" > now() - interval \'1 minute\' FROM "Session" WHERE id = %s',
+        [session["id"]],
+    ).fetchone()
+    assert row == (True,)
+
+
+@pytest.mark.parametrize("bad", ["", "x" * 500, "a\x00b"])
+def test_no_rider_for_an_id_that_cannot_exist(bad: str) -> None:
+    assert users.rider(bad) is None

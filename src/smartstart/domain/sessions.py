@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
 import psycopg
@@ -82,6 +84,8 @@ WHERE s."tokenHash" = %s
 """
 
 
+RESOLVE_WIDTH = 9  # columns of a RESOLVE_SQL row
+
 TOUCH_SQL = 'UPDATE "Session" SET "lastSeenAt" = now() WHERE id = %s'
 
 
@@ -131,6 +135,56 @@ async def aresolve(
     if stale:
         await conn.execute(TOUCH_SQL, [principal.session_id])
     return principal
+
+
+@dataclass(frozen=True)
+class Rider:
+    """A read of at most one row, sent in the same statement as the session lookup.
+
+    The hottest reads thus cost one round trip, not two. `query` is SQL text with
+    positional placeholders; its row is fetched whether or not the caller turns out to
+    be allowed to see it, so the caller must check permissions before using it.
+    """
+
+    query: str
+    params: Sequence[Any]
+    columns: tuple[str, ...]  # the names of the query's columns, in order
+
+
+@lru_cache(maxsize=64)
+def _ridden_sql(query: str) -> str:
+    # "found" tells a missing row from one whose columns are all NULL. Built once per
+    # query text, so psycopg's prepared-statement cache sees the same text every time.
+    return (
+        f"SELECT r.*, t.* FROM ({RESOLVE_SQL}) r"
+        f" LEFT JOIN (SELECT true AS found, q.* FROM ({query}) q LIMIT 1) t ON true"
+    )
+
+
+async def aresolve_riding(
+    conn: psycopg.AsyncConnection[Any],
+    token: str,
+    rider: Rider,
+    *,
+    idle_timeout: timedelta,
+    via: str = "bearer",
+) -> tuple[Principal, dict[str, Any] | None] | None:
+    """`aresolve` and the rider's row (None when it has none), in one statement."""
+    cur = await conn.execute(
+        _ridden_sql(rider.query), [hash_token(token), idle_timeout, *rider.params]
+    )
+    row = await cur.fetchone()
+    if row is None:
+        return None
+    width = RESOLVE_WIDTH
+    principal, stale = _principal(row[:width], via)
+    if stale:
+        await conn.execute(TOUCH_SQL, [principal.session_id])
+    if not row[width]:  # the "found" column
+        return principal, None
+    # Names from the rider rather than cur.description, which psycopg builds anew
+    # at each access (a tenth of this request's time).
+    return principal, dict(zip(rider.columns, row[width + 1 :], strict=True))
 
 
 def list_for_user(conn: psycopg.Connection[Any], user_id: str) -> list[dict[str, Any]]:

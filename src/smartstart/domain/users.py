@@ -34,7 +34,7 @@ from psycopg import sql
 from psycopg.rows import dict_row
 
 from smartstart.db.models import LEVELS, USER_STATUSES, level_for
-from smartstart.domain import audit, guards, passwords
+from smartstart.domain import audit, guards, passwords, sessions
 from smartstart.domain.audit import Actor
 from smartstart.domain.errors import Conflict, Forbidden, Invalid, NotFound
 from smartstart.domain.permissions import effective_permissions
@@ -195,7 +195,8 @@ def _refused(e: pg_errors.IntegrityError) -> Invalid:
 # -- reads ------------------------------------------------------------------------
 
 
-_GET_SQL = sql.SQL('SELECT {} FROM "User" u WHERE u.id = %s').format(_SELECT)
+# Text, composed once: psycopg would render a Composed again on every execute.
+_GET_SQL = sql.SQL('SELECT {} FROM "User" u WHERE u.id = %s').format(_SELECT).as_string()
 
 
 def _got(user_id: str, row: dict[str, Any] | None) -> dict[str, Any]:
@@ -213,13 +214,14 @@ def get(conn: psycopg.Connection[Any], user_id: str) -> dict[str, Any]:
         return _got(user_id, cur.fetchone())
 
 
-async def aget(conn: psycopg.AsyncConnection[Any], user_id: str) -> dict[str, Any]:
-    """`get` on an async connection."""
-    if not _valid_id(user_id):
-        raise _not_found(user_id)
-    async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(_GET_SQL, [user_id])
-        return _got(user_id, await cur.fetchone())
+def rider(user_id: str) -> sessions.Rider | None:
+    """`get` as a read riding on the session lookup (None for an id that cannot exist)."""
+    return sessions.Rider(_GET_SQL, (user_id,), PUBLIC_COLUMNS) if _valid_id(user_id) else None
+
+
+def ridden(user_id: str, row: dict[str, Any] | None) -> dict[str, Any]:
+    """The user a `rider` fetched; NotFound when there is none."""
+    return _got(user_id, row)
 
 
 def find(conn: psycopg.Connection[Any], ident: str) -> dict[str, Any]:

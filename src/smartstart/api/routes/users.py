@@ -4,10 +4,18 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from smartstart.api.deps import AConnDep, ConnDep, SettingsDep, actor_for, authenticated, require
+from smartstart.api.deps import (
+    ConnDep,
+    RequireRiding,
+    Ridden,
+    SettingsDep,
+    actor_for,
+    authenticated,
+    require,
+)
 from smartstart.api.schemas import UserAccount
 from smartstart.domain import users
 from smartstart.domain.sessions import Principal
@@ -26,6 +34,11 @@ Reader = Annotated[Principal, require("users:read")]
 Writer = Annotated[Principal, require("users:write")]
 Deleter = Annotated[Principal, require("users:delete")]
 Me = Annotated[Principal, authenticated]
+# GET /api/users/{id}: the user's row rides in the session lookup's statement.
+ReadOne = Annotated[
+    Ridden,
+    Depends(RequireRiding("users:read", lambda r: users.rider(r.path_params["user_id"]))),
+]
 
 _NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "No such user"}}
 _WRITE_ERRORS: dict[int | str, dict[str, Any]] = {
@@ -160,11 +173,10 @@ def list_users(
 
 
 @router.get("/{user_id}", summary="One user", response_model=UserAccount, responses=_NOT_FOUND)
-async def get_user(_: Reader, conn: AConnDep, user_id: str) -> Response:
-    # The hot read path: on the event loop, in autocommit. The principal is declared
-    # first so that a request without a session takes no connection. The row comes from
-    # our own query, so it is serialised as it is, without FastAPI validating it again.
-    row = await users.aget(conn, user_id)
+async def get_user(read: ReadOne, user_id: str) -> Response:
+    # The hot read path: one statement, on the event loop. The row comes from our own
+    # query, so it is serialised as it is, without FastAPI validating it again.
+    row = users.ridden(user_id, read.row)
     return Response(
         UserAccount.model_construct(**row).model_dump_json(), media_type="application/json"
     )
