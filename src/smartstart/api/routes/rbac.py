@@ -221,6 +221,43 @@ def _granting(
         raise
 
 
+# -- checks ------------------------------------------------------------------------
+# First in the router: FastAPI tries routes in order, and this is the hot one.
+
+
+@router.get(
+    "/api/authz/check",
+    summary="Whether a user holds a permission, and why",
+    response_model=CheckResult,
+)
+async def authz_check(
+    request: Request,
+    principal: UserReader,
+    conn: AConnDep,
+    user: Annotated[
+        str, Query(min_length=1, max_length=rbac.MAX_REF_LENGTH, description="id or email")
+    ],
+    permission: Annotated[str, Query(pattern=rbac.PERMISSION_NAME_PATTERN, max_length=81)],
+    explain: Annotated[
+        bool, Query(description="Also name the roles granting it (reads the database)")
+    ] = False,
+) -> CheckResult:
+    # The hot path, on the event loop in autocommit: answered from per-process caches
+    # valid for the RBAC version the session lookup just read, so a warm check of a
+    # user by id sends no other query. `explain` reads the database, async as well, so
+    # this request never waits for a pooled sync connection while holding an async one.
+    result = await rbac.acheck(
+        conn,
+        user,
+        permission,
+        cache=request.app.state.permission_cache,
+        subjects=_subject_cache(request),
+        version=principal.rbac_version,
+        explain=explain,
+    )
+    return CheckResult(**result)
+
+
 # -- roles -------------------------------------------------------------------------
 
 
@@ -472,42 +509,6 @@ def unassign_role(
 )
 def user_permissions(principal: RoleReader, conn: ConnDep, id: UserId) -> UserPermissions:
     return UserPermissions(**rbac.effective(conn, id))
-
-
-# -- checks ------------------------------------------------------------------------
-
-
-@router.get(
-    "/api/authz/check",
-    summary="Whether a user holds a permission, and why",
-    response_model=CheckResult,
-)
-async def authz_check(
-    request: Request,
-    principal: UserReader,
-    conn: AConnDep,
-    user: Annotated[
-        str, Query(min_length=1, max_length=rbac.MAX_REF_LENGTH, description="id or email")
-    ],
-    permission: Annotated[str, Query(pattern=rbac.PERMISSION_NAME_PATTERN, max_length=81)],
-    explain: Annotated[
-        bool, Query(description="Also name the roles granting it (reads the database)")
-    ] = False,
-) -> CheckResult:
-    # The hot path, on the event loop in autocommit: answered from per-process caches
-    # valid for the RBAC version the session lookup just read, so a warm check of a
-    # user by id sends no other query. `explain` reads the database, async as well, so
-    # this request never waits for a pooled sync connection while holding an async one.
-    result = await rbac.acheck(
-        conn,
-        user,
-        permission,
-        cache=request.app.state.permission_cache,
-        subjects=_subject_cache(request),
-        version=principal.rbac_version,
-        explain=explain,
-    )
-    return CheckResult(**result)
 
 
 def _subject_cache(request: Request) -> rbac.SubjectCache:
