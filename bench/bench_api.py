@@ -81,8 +81,8 @@ def require_tools(*, wrk: bool = True, extras: bool = True) -> None:
                 f"the bench extras are not installed ({', '.join(absent)}): "
                 + INSTALL_HINT["extras"]
             )
-    if shutil.which("uvicorn", path=str(Path(sys.executable).parent)) is None:
-        missing.append(f"uvicorn is not next to {sys.executable}: .venv/bin/pip install -e .")
+    if shutil.which("smartstart", path=str(Path(sys.executable).parent)) is None:
+        missing.append(f"smartstart is not next to {sys.executable}: .venv/bin/pip install -e .")
     if missing:
         raise Missing("; ".join(missing))
 
@@ -184,24 +184,21 @@ def brain_env(db: Database) -> dict[str, str]:
         SMARTSTART_DB_USER=DB_USER,
         SMARTSTART_DB_PASSWORD=DB_PASSWORD,
         SMARTSTART_ENV="test",
+        # The reference's gunicorn writes no access log either (its default).
+        SMARTSTART_API_ACCESS_LOG="false",
     )
     return env
 
 
 def brain_command(port: int, workers: int) -> list[str]:
+    """The Brain as operators run it: `smartstart serve`."""
     return [
-        str(Path(sys.executable).with_name("uvicorn")),
-        "smartstart.api.app:create_app",
-        "--factory",
-        "--host",
-        "127.0.0.1",
+        str(Path(sys.executable).with_name("smartstart")),
+        "serve",
         "--port",
         str(port),
         "--workers",
         str(workers),
-        "--no-access-log",
-        "--log-level",
-        "warning",
     ]
 
 
@@ -301,9 +298,10 @@ def get_json(url: str, token: str) -> tuple[int, Any]:
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def cpu_seconds(*, pgid: int | None = None, ppid: int | None = None) -> float:
-    """User + system CPU of the processes in group `pgid`, or the children of `ppid`."""
-    total = 0
+def cpu_seconds(*, tree: int | None = None, ppid: int | None = None) -> float:
+    """User + system CPU of process `tree` and its descendants, or of the children of `ppid`."""
+    parents: dict[int, int] = {}
+    ticks: dict[int, int] = {}
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
@@ -312,10 +310,20 @@ def cpu_seconds(*, pgid: int | None = None, ppid: int | None = None) -> float:
         except OSError:
             continue  # gone meanwhile
         fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) "
-        parent, group = int(fields[1]), int(fields[2])
-        if (pgid is not None and group == pgid) or (ppid is not None and parent == ppid):
-            total += int(fields[11]) + int(fields[12])  # utime, stime
-    return total / CLOCK_TICKS
+        pid = int(entry.name)
+        parents[pid] = int(fields[1])
+        ticks[pid] = int(fields[11]) + int(fields[12])  # utime, stime
+    if ppid is not None:
+        chosen = {pid for pid, parent in parents.items() if parent == ppid}
+    else:
+        # The Brain's supervisor and its workers (each in a process group of its own).
+        chosen = {tree} if tree in parents else set()
+        grew = True
+        while grew:
+            more = {pid for pid, parent in parents.items() if parent in chosen} - chosen
+            chosen |= more
+            grew = bool(more)
+    return sum(ticks[pid] for pid in chosen) / CLOCK_TICKS
 
 
 def machine_busy_seconds() -> float:
@@ -404,12 +412,12 @@ def measured(server: Server, db: Database, script: Path, seconds: int) -> Run:
     # Requests wrk abandoned at the end of the previous run finish first: they would
     # otherwise add to this run's concurrency.
     time.sleep(DRAIN)
-    app0 = cpu_seconds(pgid=server.process.pid)
+    app0 = cpu_seconds(tree=server.process.pid)
     db0 = cpu_seconds(ppid=db.postmaster)
     wrk0, busy0, start = children_cpu_seconds(), machine_busy_seconds(), time.monotonic()
     run = wrk(server.base, script, seconds)
     requests = max(run.requests, 1)
-    app = cpu_seconds(pgid=server.process.pid) - app0
+    app = cpu_seconds(tree=server.process.pid) - app0
     dbcpu = cpu_seconds(ppid=db.postmaster) - db0
     ours = app + dbcpu + children_cpu_seconds() - wrk0
     run.app_cpu_ms = app * 1000 / requests

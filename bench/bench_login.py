@@ -129,9 +129,9 @@ def burst(port: int) -> None:
         raise RuntimeError(f"{len(errors)} of {CONCURRENT} logins failed: {errors[0]}")
 
 
-def ours(server_pgid: int, postmaster: int) -> float:
+def ours(server_pid: int, postmaster: int) -> float:
     """CPU seconds of the Brain, the database backends and this process (the clients)."""
-    return cpu_seconds(pgid=server_pgid) + cpu_seconds(ppid=postmaster) + time.process_time()
+    return cpu_seconds(tree=server_pid) + cpu_seconds(ppid=postmaster) + time.process_time()
 
 
 def main() -> int:

@@ -35,6 +35,17 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def process_env(settings: Settings) -> dict[str, str]:
+    """The environment of a SmartStart process (a Brain, the CLI) on settings' database."""
+    return {
+        **{k: v for k, v in os.environ.items() if not k.startswith("SMARTSTART_")},
+        "SMARTSTART_HOME": str(settings.home),
+        "SMARTSTART_PG_PORT": str(settings.pg_port),
+        "SMARTSTART_DB_NAME": settings.db_name,
+        "SMARTSTART_ENV": "test",
+    }
+
+
 # Throwaway clusters live in memory when the machine has a tmpfs: cloning a test
 # database creates ~300 files, which costs ~10 ms there and 100-250 ms on a busy disk.
 TMPFS = Path("/dev/shm")

@@ -33,6 +33,7 @@ class Settings(BaseSettings):
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=5002, ge=1, le=65535)
     api_workers: int = Field(default=1, ge=1, le=64)
+    api_access_log: bool = True  # a line per request in the Brain's log
     admin_password: SecretStr | None = None
     session_lifetime_hours: float = Field(default=24.0, gt=0)
     session_idle_minutes: float = Field(default=120.0, gt=0)

@@ -170,18 +170,10 @@ def check_api_port(settings: Settings) -> None:
 
 
 def run_brain(settings: Settings) -> None:
-    """Serve the Brain in this process until interrupted."""
-    import uvicorn
+    """Serve the Brain in this process (and its workers) until interrupted."""
+    from smartstart.api.server import serve
 
-    from smartstart.api.app import create_app
-
-    uvicorn.run(
-        create_app(settings),
-        host=settings.api_host,
-        port=settings.api_port,
-        workers=None,
-        log_level="info",
-    )
+    serve(settings)
 
 
 def spawn_brain(settings: Settings) -> int:

@@ -20,6 +20,7 @@ import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -29,7 +30,7 @@ import pytest
 from smartstart.config import Settings
 from smartstart.domain import sessions
 from smartstart.pg.cluster import Cluster
-from tests.conftest import _fresh, free_port
+from tests.conftest import _fresh, free_port, process_env
 
 _FIXTURE_HASH = "$2b$04$WVKvKa12safshzWEV6kU7.Wgv6PzC6oShpvCfBGfIGSlxfhqVfX8."
 AFTER_CHANGE = 30  # requests that must all reflect a change (≥ 20)
@@ -76,40 +77,28 @@ def brain(brain_settings: Settings, tmp_path_factory: pytest.TempPathFactory) ->
     seeded_settings = brain_settings
     tmp_path = tmp_path_factory.mktemp("brain")
     port = free_port()
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("SMARTSTART_")},
-        "SMARTSTART_HOME": str(seeded_settings.home),
-        "SMARTSTART_PG_PORT": str(seeded_settings.pg_port),
-        "SMARTSTART_DB_NAME": seeded_settings.db_name,
-        "SMARTSTART_ENV": "test",
-    }
-    log = (tmp_path / "uvicorn.log").open("wb")
+    env = process_env(seeded_settings)
+    log = (tmp_path / "brain.log").open("wb")
     proc = subprocess.Popen(
         [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "smartstart.api.app:create_app",
-            "--factory",
+            str(Path(sys.executable).with_name("smartstart")),
+            "serve",
             "--workers",
             "2",
-            "--host",
-            "127.0.0.1",
             "--port",
             str(port),
-            "--no-access-log",
         ],  # fmt: skip
         env=env,
         cwd=tmp_path,  # no developer .env is read
         stdout=log,
         stderr=subprocess.STDOUT,
-        start_new_session=True,  # its own process group: the workers stop with it
+        start_new_session=True,
     )
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
         while True:
-            assert proc.poll() is None, (tmp_path / "uvicorn.log").read_text()
+            assert proc.poll() is None, (tmp_path / "brain.log").read_text()
             try:
                 if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
                     break
@@ -186,12 +175,15 @@ def metrics_counts(http: httpx.Client, base: str, n: int) -> list[int]:
 
     The /metrics calls are sequential (two overlapping in one process could read the
     same count); background /healthz traffic keeps a worker busy so the other accepts.
+    Every request has a connection of its own: a kept-alive one stays with the worker
+    that accepted it, and a client's few pooled connections could all be one worker's.
     """
     stop = threading.Event()
+    close = {"Connection": "close"}
 
     def busy() -> None:
         while not stop.is_set():
-            http.get(f"{base}/healthz")
+            http.get(f"{base}/healthz", headers=close)
 
     counts = []
     with ThreadPoolExecutor(max_workers=4) as pool:
@@ -199,7 +191,7 @@ def metrics_counts(http: httpx.Client, base: str, n: int) -> list[int]:
             pool.submit(busy)
         try:
             for _ in range(n):
-                found = METRICS_LINE.search(http.get(f"{base}/metrics").text)
+                found = METRICS_LINE.search(http.get(f"{base}/metrics", headers=close).text)
                 counts.append(int(float(found.group(1))) if found else 0)
         finally:
             stop.set()

@@ -62,6 +62,30 @@ def test_rbac_acheck_matches_check(
     assert expected["allowed"] == (permission != "nosuch:thing")  # a SUPER_ADMIN
 
 
+@pytest.mark.parametrize("permission", ["users:read", "db:backup", "nosuch:thing"])
+def test_a_warm_check_needs_no_connection(seeded_conn: Conn, permission: str) -> None:
+    uid = admin_id(seeded_conn)
+    member = seeded_conn.execute(
+        "SELECT id FROM \"User\" WHERE role <> 'SUPER_ADMIN' LIMIT 1"
+    ).fetchone()
+    assert member is not None
+    version = rbac_version(seeded_conn)
+    caches: dict[str, Any] = {
+        "cache": PermissionCache(),
+        "subjects": rbac.SubjectCache(),
+        "version": version,
+    }
+    for ref in (uid, member[0]):
+        assert rbac.check_cached(ref, permission, **caches) is None  # cold
+        expected = rbac.check(seeded_conn, ref, permission, explain=False, **caches)
+        assert rbac.check_cached(ref, permission, **caches) == expected
+    # Emails are never answered from the caches, nor another RBAC version.
+    assert rbac.check_cached(ADMIN_EMAIL, permission, **caches) is None
+    assert rbac.check_cached(uid, permission, **{**caches, "version": version + 1}) is None
+    with pytest.raises(Invalid):
+        rbac.check_cached(uid, "Not A Permission", **caches)
+
+
 def test_rbac_acheck_refuses_like_check(seeded_settings: Settings) -> None:
     with pytest.raises(NotFound):
         on_async(seeded_settings, lambda c: rbac.acheck(c, str(uuid.uuid4()), "users:read"))

@@ -79,15 +79,6 @@ def _finish(pool: Any, conn: psycopg.Connection[Any], ok: bool) -> None:
 ConnDep = Annotated[psycopg.Connection[Any], Depends(get_conn, scope="function")]
 
 
-async def get_aconn(request: Request) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
-    """A pooled async connection in autocommit (reads need no BEGIN/COMMIT round trips)."""
-    async with request.app.state.apool.connection() as conn:
-        yield conn
-
-
-AConnDep = Annotated[psycopg.AsyncConnection[Any], Depends(get_aconn, scope="function")]
-
-
 def client_ip(request: Request) -> str | None:
     return request.client.host if request.client else None
 

@@ -71,9 +71,19 @@ def _serve(s: Settings) -> None:
 
 
 @handle_errors
-def serve() -> None:
+def serve(
+    port: Annotated[
+        int | None,
+        typer.Option(min=1, max=65535, help="Port to listen on (default: SMARTSTART_API_PORT)."),
+    ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(min=1, max=64, help="Worker processes (default: SMARTSTART_API_WORKERS, 1)."),
+    ] = None,
+) -> None:
     """Serve the Brain in the foreground (database must already be up and migrated)."""
-    _serve(settings())
+    overrides = {"api_port": port, "api_workers": workers}
+    _serve(settings().model_copy(update={k: v for k, v in overrides.items() if v is not None}))
 
 
 @handle_errors

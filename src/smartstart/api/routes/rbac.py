@@ -20,7 +20,8 @@ import psycopg
 from fastapi import APIRouter, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from smartstart.api.deps import AConnDep, ConnDep, actor_for, require
+from smartstart.api.deps import ConnDep, actor_for, require
+from smartstart.api.responses import trusted_json
 from smartstart.domain import audit, rbac
 from smartstart.domain.errors import Forbidden, Invalid
 from smartstart.domain.sessions import Principal
@@ -233,7 +234,6 @@ def _granting(
 async def authz_check(
     request: Request,
     principal: UserReader,
-    conn: AConnDep,
     user: Annotated[
         str, Query(min_length=1, max_length=rbac.MAX_REF_LENGTH, description="id or email")
     ],
@@ -241,21 +241,31 @@ async def authz_check(
     explain: Annotated[
         bool, Query(description="Also name the roles granting it (reads the database)")
     ] = False,
-) -> CheckResult:
-    # The hot path, on the event loop in autocommit: answered from per-process caches
-    # valid for the RBAC version the session lookup just read, so a warm check of a
-    # user by id sends no other query. `explain` reads the database, async as well, so
-    # this request never waits for a pooled sync connection while holding an async one.
-    result = await rbac.acheck(
-        conn,
-        user,
-        permission,
-        cache=request.app.state.permission_cache,
-        subjects=_subject_cache(request),
-        version=principal.rbac_version,
-        explain=explain,
-    )
-    return CheckResult(**result)
+) -> Response:
+    # The hot path, on the event loop: answered from per-process caches valid for the
+    # RBAC version the session lookup just read, so a warm check of a user by id takes
+    # no connection at all. Otherwise an async one (autocommit): this request never
+    # waits for a pooled sync connection while holding an async one.
+    state = request.app.state
+    caches = {
+        "cache": state.permission_cache,
+        "subjects": _subject_cache(request),
+        "version": principal.rbac_version,
+    }
+    result = None if explain else rbac.check_cached(user, permission, **caches)
+    if result is None:
+        async with state.apool.connection() as conn:
+            result = await rbac.acheck(conn, user, permission, explain=explain, **caches)
+    return trusted_json(result)
+
+
+def _subject_cache(request: Request) -> rbac.SubjectCache:
+    state = request.app.state
+    cache: rbac.SubjectCache | None = getattr(state, "rbac_subjects", None)
+    if cache is None:
+        # Created on first use (a race only makes one throwaway cache).
+        cache = state.rbac_subjects = rbac.SubjectCache()
+    return cache
 
 
 # -- roles -------------------------------------------------------------------------
@@ -509,12 +519,3 @@ def unassign_role(
 )
 def user_permissions(principal: RoleReader, conn: ConnDep, id: UserId) -> UserPermissions:
     return UserPermissions(**rbac.effective(conn, id))
-
-
-def _subject_cache(request: Request) -> rbac.SubjectCache:
-    state = request.app.state
-    cache: rbac.SubjectCache | None = getattr(state, "rbac_subjects", None)
-    if cache is None:
-        # Created on first use (a race only makes one throwaway cache).
-        cache = state.rbac_subjects = rbac.SubjectCache()
-    return cache

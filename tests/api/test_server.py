@@ -1,0 +1,195 @@
+"""Serving the Brain with several workers: one port, a supervisor, clean stops."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from typer.testing import CliRunner
+
+from smartstart.api import server
+from smartstart.cli.main import app as cli
+from smartstart.config import Settings
+from smartstart.errors import SmartStartError
+from tests.conftest import free_port, process_env
+
+
+def children(pid: int) -> set[int]:
+    """The live child processes of pid."""
+    found = set()
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                stat = Path(entry.path, "stat").read_text()
+            except OSError:
+                continue
+            fields = stat[stat.rindex(")") + 2 :].split()
+            if int(fields[1]) == pid and fields[0] not in ("Z", "X"):
+                found.add(int(entry.name))
+    return found
+
+
+def wait_for(condition: Callable[[], Any], what: str, timeout: float = 30) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = condition()
+        if result:
+            return result
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+@pytest.fixture
+def serve(seeded_settings: Settings, tmp_path: Path) -> Iterator[Callable[..., Any]]:
+    """Start `smartstart serve` with arguments; returns (process, base URL)."""
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start(*args: str) -> tuple[subprocess.Popen[bytes], str, int]:
+        port = free_port()
+        env = process_env(seeded_settings)
+        proc = subprocess.Popen(
+            [
+                str(Path(sys.executable).with_name("smartstart")),
+                "serve",
+                "--port",
+                str(port),
+                *args,
+            ],
+            env=env,
+            cwd=tmp_path,
+            stdout=(tmp_path / "brain.log").open("wb"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        started.append(proc)
+        base = f"http://127.0.0.1:{port}"
+
+        def ready() -> bool:
+            assert proc.poll() is None, (tmp_path / "brain.log").read_text()
+            try:
+                return httpx.get(f"{base}/readyz", timeout=2).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        wait_for(ready, "the Brain to answer /readyz")
+        return proc, base, port
+
+    yield start
+    for proc in started:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+
+
+def test_workers_share_the_port_and_a_dead_one_is_replaced(
+    serve: Callable[..., Any], tmp_path: Path
+) -> None:
+    proc, base, port = serve("--workers", "2")
+
+    def two_workers() -> set[int] | None:
+        found = children(proc.pid)
+        return found if len(found) == 2 else None
+
+    workers = wait_for(two_workers, "2 workers")
+    victim = min(workers)
+    os.kill(victim, signal.SIGKILL)
+    # The other worker keeps answering meanwhile.
+    with httpx.Client(limits=httpx.Limits(max_keepalive_connections=0)) as c:
+        assert all(c.get(f"{base}/healthz").status_code == 200 for _ in range(20))
+    replaced = wait_for(
+        lambda: (found := two_workers()) and victim not in found and found,
+        "the dead worker's replacement",
+    )
+    assert len(replaced & workers) == 1
+    assert "exited with status SIGKILL" in (tmp_path / "brain.log").read_text()
+
+    os.kill(proc.pid, signal.SIGTERM)
+    assert proc.wait(timeout=30) == 0
+    assert not any(Path(f"/proc/{pid}").exists() for pid in replaced)
+    assert wait_for(lambda: port_free(port), "the port to be free", timeout=10)
+
+
+def test_one_worker_is_served_without_a_supervisor(serve: Callable[..., Any]) -> None:
+    proc, base, _ = serve("--workers", "1")
+    assert children(proc.pid) == set()
+    assert httpx.get(f"{base}/healthz").json() == {"status": "ok"}
+
+
+def test_a_taken_port_is_refused_before_any_worker_starts(
+    cli_env: Any, seeded_settings: Settings
+) -> None:
+    cli_env(seeded_settings)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = CliRunner().invoke(cli, ["serve", "--workers", "2", "--port", str(port)])
+    assert result.exit_code == 1
+    assert f"port {port}" in result.output and "in use" in result.output
+
+
+def test_a_bad_worker_count_is_refused(cli_env: Any, seeded_settings: Settings) -> None:
+    cli_env(seeded_settings)
+    result = CliRunner().invoke(cli, ["serve", "--workers", "0"])
+    assert result.exit_code == 2
+    assert "--workers" in result.output
+
+
+@pytest.fixture
+def own_signals() -> Iterator[None]:
+    """The supervisor installs signal handlers in this process: put them back after."""
+    saved = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
+    yield
+    for s, handler in saved.items():
+        signal.signal(s, handler)
+
+
+def test_a_crash_loop_gives_up_with_an_error(
+    monkeypatch: pytest.MonkeyPatch, own_signals: None, seeded_settings: Settings
+) -> None:
+    monkeypatch.setattr(server, "RESTART_DELAY", 0.01)
+
+    def crash() -> None:
+        raise RuntimeError("cannot start")
+
+    supervisor = server.Supervisor(seeded_settings.model_copy(update={"api_workers": 2}), crash)
+    with pytest.raises(SmartStartError, match="kept exiting"):
+        supervisor.run()
+    assert supervisor.workers == {}
+    assert len(supervisor.restarts) == server.MAX_RESTARTS + 1
+
+
+def test_a_worker_ignoring_sigterm_is_killed(
+    monkeypatch: pytest.MonkeyPatch, own_signals: None, seeded_settings: Settings
+) -> None:
+    monkeypatch.setattr(server, "STOP_TIMEOUT", 0.5)
+
+    def stubborn() -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        time.sleep(60)
+
+    supervisor = server.Supervisor(seeded_settings.model_copy(update={"api_workers": 1}), stubborn)
+    threading.Timer(0.5, os.kill, [os.getpid(), signal.SIGTERM]).start()
+    started = time.monotonic()
+    supervisor.run()
+    assert supervisor.workers == {}
+    assert time.monotonic() - started < 10
