@@ -1,7 +1,7 @@
 """The Database Operations Guide's SQL, run verbatim with psql against a seeded SmartStart.
 
-The guide (`$SMARTSTART_GUIDE`, default `../shared/seed/database-operations-guide.md`
-beside the repository) is the specification: its statements must keep working
+The guide (`$SMARTSTART_GUIDE`, default `docs/spec/database-operations-guide.md`, the
+repository's copy of `shared/seed/`) is the specification: its statements must keep working
 against `smartstart_db` and give meaningful rows. Four of its monitoring
 queries are wrong on PostgreSQL 13+ whatever the schema; they must fail the way
 we document (docs/guide-sql.md), and the corrected versions there must work.
@@ -28,7 +28,6 @@ from smartstart.db.models import Base
 from smartstart.pg.cluster import Cluster
 from tests.conftest import DB_PASSWORD, DB_USER, _create_db
 from tests.guide import (
-    GUIDE_ENV,
     REPO_ROOT,
     Statement,
     clean_heading,
@@ -42,11 +41,6 @@ from tests.guide import (
 GUIDE = guide_path()
 CORRECTED_DOC = REPO_ROOT / "docs" / "guide-sql.md"
 GUIDE_DB = "smartstart_db"  # the guide names it literally, e.g. pg_database_size('smartstart_db')
-
-needs_guide = pytest.mark.skipif(
-    not GUIDE.is_file(),
-    reason=f"the Database Operations Guide is not at {GUIDE} (set ${GUIDE_ENV} to its path)",
-)
 
 # The guide's sections whose SQL is run, in the guide's order. (Data Migration,
 # Access Control and Audit Logging change the schema or the server: not here.)
@@ -207,7 +201,6 @@ def find(outcomes: list[Outcome], section: str, description: str) -> Outcome:
 # -- the guide, verbatim --------------------------------------------------------------
 
 
-@needs_guide
 def test_guide_sections_are_all_there() -> None:
     doc = load_guide(GUIDE)
     present = doc.sections()
@@ -223,7 +216,6 @@ def test_guide_sections_are_all_there() -> None:
         )
 
 
-@needs_guide
 def test_guide_statements_run_in_order(guide_run: list[Outcome]) -> None:
     sections = [o.statement.section for o in guide_run]
     order = [s for s in RUN_SECTIONS if s in sections]
@@ -231,13 +223,11 @@ def test_guide_statements_run_in_order(guide_run: list[Outcome]) -> None:
     assert [o.statement.line for o in guide_run] == sorted(o.statement.line for o in guide_run)
 
 
-@needs_guide
 def test_every_guide_statement_succeeds(guide_run: list[Outcome]) -> None:
     failed = [o for o in guide_run if not o.ok and key(o.statement) not in KNOWN_WRONG]
     assert not failed, "guide statements that fail:\n\n" + "\n\n".join(o.describe() for o in failed)
 
 
-@needs_guide
 def test_known_wrong_statements_fail_as_documented(guide_run: list[Outcome]) -> None:
     problems = []
     for (section, description), (pattern, why) in KNOWN_WRONG.items():
@@ -256,7 +246,6 @@ def test_known_wrong_statements_fail_as_documented(guide_run: list[Outcome]) -> 
     assert not problems, "\n".join(problems)
 
 
-@needs_guide
 def test_basic_operations(guide_run: list[Outcome]) -> None:
     section = "Basic SQL Operations"
     assert find(guide_run, section, "Show current database").rows == [
@@ -271,7 +260,6 @@ def test_basic_operations(guide_run: list[Outcome]) -> None:
     assert DB_USER in {r["Role name"] for r in find(guide_run, section, "List all users").rows}
 
 
-@needs_guide
 def test_user_management(guide_run: list[Outcome]) -> None:
     section = "User Management"
     emails = {r["email"] for r in find(guide_run, section, "View all users").rows}
@@ -289,7 +277,6 @@ def test_user_management(guide_run: list[Outcome]) -> None:
     assert create.after["users"] == create.before["users"] + 1
 
 
-@needs_guide
 def test_rbac_management(guide_run: list[Outcome]) -> None:
     section = "RBAC Management"
     roles = {r["name"] for r in find(guide_run, section, "View all roles").rows}
@@ -306,7 +293,6 @@ def test_rbac_management(guide_run: list[Outcome]) -> None:
     assert assign.after["newuser_roles"] == [("MEMBER",)]
 
 
-@needs_guide
 def test_journey_management(guide_run: list[Outcome]) -> None:
     section = "Journey Management"
     stages = find(guide_run, section, "View journey stages").rows
@@ -324,7 +310,6 @@ def test_journey_management(guide_run: list[Outcome]) -> None:
     assert update.after["admin_xp"][0] == update.before["admin_xp"][0] + reward
 
 
-@needs_guide
 def test_health_and_performance(guide_run: list[Outcome]) -> None:
     size = find(guide_run, "Database Health Checks", "Check database size").rows
     assert len(size) == 1 and re.fullmatch(r"\d+ (bytes|kB|MB|GB)", size[0]["pg_size_pretty"])
@@ -332,7 +317,6 @@ def test_health_and_performance(guide_run: list[Outcome]) -> None:
     assert int(active[0]["active_connections"]) >= 1  # at least the probe connection
 
 
-@needs_guide
 def test_cleanup_and_security(guide_run: list[Outcome]) -> None:
     assert find(guide_run, "Data Cleanup", "Clean up inactive users").tag.startswith("UPDATE ")
     password = find(
@@ -344,7 +328,6 @@ def test_cleanup_and_security(guide_run: list[Outcome]) -> None:
     assert perms and {r["email"] for r in perms} == {"admin@alicesolutionsgroup.com"}
 
 
-@needs_guide
 def test_data_analysis(guide_run: list[Outcome]) -> None:
     users = guide_run[-1].after["users"]
     trends = find(guide_run, "User Analytics", "User registration trends").rows
