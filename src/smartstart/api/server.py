@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import errno
 import os
 import signal
 import socket
@@ -34,10 +33,11 @@ PR_SET_PDEATHSIG = 1
 
 def serve(settings: Settings) -> None:
     """Serve the Brain in this process (and its workers) until SIGTERM or Ctrl-C."""
+    # Callers have checked that the port is free (stack.check_api_port): SO_REUSEPORT
+    # would otherwise let a second Brain of ours share it.
     if settings.api_workers == 1:
         _run_uvicorn(settings, sockets=None)
         return
-    _check_port_free(settings.api_host, settings.api_port)
     Supervisor(settings, lambda: _worker(settings)).run()
 
 
@@ -64,21 +64,6 @@ def _run_uvicorn(settings: Settings, sockets: list[socket.socket] | None) -> Non
 
 def _family(host: str) -> socket.AddressFamily:
     return socket.AF_INET6 if ":" in host else socket.AF_INET
-
-
-def _check_port_free(host: str, port: int) -> None:
-    """Fail early and clearly: SO_REUSEPORT would let a second Brain of ours share it."""
-    with socket.socket(_family(host), socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((host, port))
-        except OSError as e:
-            if e.errno != errno.EADDRINUSE:
-                raise
-            raise SmartStartError(
-                f"port {port} on {host} is already in use",
-                "stop the program using it or set SMARTSTART_API_PORT to a free port",
-            ) from None
 
 
 def listen(host: str, port: int) -> socket.socket:

@@ -57,7 +57,8 @@ class PermissionCache:
         self._lock = threading.Lock()
         self.max_entries = max_entries
 
-    def _lookup(self, user_id: str, version: int) -> frozenset[str] | None:
+    def known(self, user_id: str, version: int) -> frozenset[str] | None:
+        """The cached set, without I/O; None when not cached for this version."""
         return self._sets.get(user_id) if version == self._version else None
 
     def _store(self, user_id: str, version: int, perms: frozenset[str]) -> frozenset[str]:
@@ -70,7 +71,7 @@ class PermissionCache:
         return perms
 
     def get(self, conn: psycopg.Connection[Any], user_id: str, version: int) -> frozenset[str]:
-        cached = self._lookup(user_id, version)
+        cached = self.known(user_id, version)
         if cached is not None:
             return cached
         return self._store(user_id, version, frozenset(effective_permissions(conn, user_id)))
@@ -79,7 +80,7 @@ class PermissionCache:
         self, conn: psycopg.AsyncConnection[Any], user_id: str, version: int
     ) -> frozenset[str]:
         """`get` on an async connection."""
-        cached = self._lookup(user_id, version)
+        cached = self.known(user_id, version)
         if cached is not None:
             return cached
         perms = frozenset(await aeffective_permissions(conn, user_id))

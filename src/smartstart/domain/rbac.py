@@ -22,7 +22,7 @@ import re
 import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Literal
 
 import psycopg
 from psycopg import sql
@@ -199,6 +199,26 @@ def _role_snapshot(role: dict[str, Any]) -> dict[str, Any]:
     return {"name": role["name"], "description": role["description"]}
 
 
+def _by_name(
+    conn: psycopg.Connection[Any],
+    query: str,
+    alias: Literal["r", "p"],
+    *,
+    limit: int | None,
+    after: str | None,
+) -> list[dict[str, Any]]:
+    """Rows of `query` (whose table is `alias`) by name, a page after `after`."""
+    params: list[Any] = []
+    if after is not None:
+        query += f" WHERE {alias}.name > %s"
+        params.append(after)
+    query += f" ORDER BY {alias}.name"
+    if limit is not None:
+        query += " LIMIT %s"
+        params.append(limit)
+    return _all(conn, query, params)
+
+
 # --- roles --------------------------------------------------------------------------
 
 
@@ -206,16 +226,7 @@ def list_roles(
     conn: psycopg.Connection[Any], *, limit: int | None = None, after: str | None = None
 ) -> list[dict[str, Any]]:
     """Roles by name; page with `after` (the last name of the previous page)."""
-    query = ROLE_SQL
-    params: list[Any] = []
-    if after is not None:
-        query += " WHERE r.name > %s"
-        params.append(after)
-    query += " ORDER BY r.name"
-    if limit is not None:
-        query += " LIMIT %s"
-        params.append(limit)
-    return _all(conn, query, params)
+    return _by_name(conn, ROLE_SQL, "r", limit=limit, after=after)
 
 
 def create_role(
@@ -334,16 +345,7 @@ def list_permissions(
     conn: psycopg.Connection[Any], *, limit: int | None = None, after: str | None = None
 ) -> list[dict[str, Any]]:
     """Permissions by name; page with `after` (the last name of the previous page)."""
-    query = PERMISSION_SQL
-    params: list[Any] = []
-    if after is not None:
-        query += " WHERE p.name > %s"
-        params.append(after)
-    query += " ORDER BY p.name"
-    if limit is not None:
-        query += " LIMIT %s"
-        params.append(limit)
-    return _all(conn, query, params)
+    return _by_name(conn, PERMISSION_SQL, "p", limit=limit, after=after)
 
 
 def _permission_snapshot(perm: dict[str, Any]) -> dict[str, Any]:
@@ -669,7 +671,8 @@ class SubjectCache:
                 self._status = {}
                 self._catalogue = None
 
-    def _known_status(self, user_id: str, version: int) -> str | None:
+    def known_status(self, user_id: str, version: int) -> str | None:
+        """The cached status, without I/O; None when not cached for this version."""
         return self._status.get(user_id) if version == self._version else None
 
     def _store_status(self, user_id: str, version: int, row: tuple[Any, ...] | None) -> str:
@@ -683,7 +686,7 @@ class SubjectCache:
 
     def status(self, conn: psycopg.Connection[Any], user_id: str, version: int) -> str:
         """The status of the user with this id (NotFound if there is none)."""
-        known = self._known_status(user_id, version)
+        known = self.known_status(user_id, version)
         if known is not None:
             return known
         row = conn.execute(STATUS_SQL, [user_id]).fetchone()
@@ -691,13 +694,14 @@ class SubjectCache:
 
     async def astatus(self, conn: psycopg.AsyncConnection[Any], user_id: str, version: int) -> str:
         """`status` on an async connection."""
-        known = self._known_status(user_id, version)
+        known = self.known_status(user_id, version)
         if known is not None:
             return known
         cur = await conn.execute(STATUS_SQL, [user_id])
         return self._store_status(user_id, version, await cur.fetchone())
 
-    def _known_catalogue(self, version: int) -> frozenset[str] | None:
+    def known_catalogue(self, version: int) -> frozenset[str] | None:
+        """The cached catalogue, without I/O; None when not cached for this version."""
         known = self._catalogue
         return known if version == self._version else None
 
@@ -711,14 +715,14 @@ class SubjectCache:
 
     def catalogue(self, conn: psycopg.Connection[Any], version: int) -> frozenset[str]:
         """Every permission name."""
-        known = self._known_catalogue(version)
+        known = self.known_catalogue(version)
         if known is not None:
             return known
         return self._store_catalogue(version, conn.execute(CATALOGUE_SQL))
 
     async def acatalogue(self, conn: psycopg.AsyncConnection[Any], version: int) -> frozenset[str]:
         """`catalogue` on an async connection."""
-        known = self._known_catalogue(version)
+        known = self.known_catalogue(version)
         if known is not None:
             return known
         cur = await conn.execute(CATALOGUE_SQL)
@@ -820,9 +824,9 @@ def check_cached(
     _check_args(user_ref, permission)
     if "@" in user_ref:
         return None
-    status = subjects._known_status(user_ref, version)
-    catalogue = subjects._known_catalogue(version)
-    held = cache._lookup(user_ref, version)
+    status = subjects.known_status(user_ref, version)
+    catalogue = subjects.known_catalogue(version)
+    held = cache.known(user_ref, version)
     if status is None or catalogue is None or held is None:
         return None
     return _check_result(

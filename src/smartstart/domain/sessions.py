@@ -129,9 +129,12 @@ async def aresolve(
     """`resolve` on an async connection."""
     cur = await conn.execute(RESOLVE_SQL, [hash_token(token), idle_timeout])
     row = await cur.fetchone()
-    if row is None:
-        return None
-    principal, stale = _principal(row, via)
+    return None if row is None else await _atouched(conn, row, via)
+
+
+async def _atouched(conn: psycopg.AsyncConnection[Any], row: Sequence[Any], via: str) -> Principal:
+    """The principal of a RESOLVE_SQL row, its session's lastSeenAt refreshed when due."""
+    principal, stale = _principal(tuple(row), via)
     if stale:
         await conn.execute(TOUCH_SQL, [principal.session_id])
     return principal
@@ -177,9 +180,7 @@ async def aresolve_riding(
     if row is None:
         return None
     width = RESOLVE_WIDTH
-    principal, stale = _principal(row[:width], via)
-    if stale:
-        await conn.execute(TOUCH_SQL, [principal.session_id])
+    principal = await _atouched(conn, row[:width], via)
     if not row[width]:  # the "found" column
         return principal, None
     # Names from the rider rather than cur.description, which psycopg builds anew
