@@ -193,3 +193,27 @@ def test_a_worker_ignoring_sigterm_is_killed(
     supervisor.run()
     assert supervisor.workers == {}
     assert time.monotonic() - started < 10
+
+
+def test_the_serving_process_freezes_its_startup_heap(
+    monkeypatch: pytest.MonkeyPatch, seeded_settings: Settings
+) -> None:
+    # Full garbage collections walking the startup heap stopped loaded workers for
+    # 90-190 ms (docs/benchmarks.md): it must be frozen before uvicorn serves.
+    import gc
+
+    import uvicorn
+
+    seen: dict[str, int] = {}
+
+    def fake_run(self: uvicorn.Server, sockets: Any = None) -> None:
+        seen["frozen"] = gc.get_freeze_count()
+        self.started = True
+
+    monkeypatch.setattr(uvicorn.Server, "run", fake_run)
+    gc.unfreeze()
+    try:
+        server._run_uvicorn(seeded_settings, sockets=None)
+    finally:
+        gc.unfreeze()
+    assert seen["frozen"] > 10_000
