@@ -301,6 +301,16 @@ def get_role(principal: RoleReader, conn: ConnDep, id: RoleId) -> RoleOut:
     return RoleOut(**rbac.get_role(conn, id))
 
 
+def _changes(body: RoleUpdate | PermissionUpdate) -> dict[str, Any]:
+    """What a PATCH of a role or a permission sets: a null description clears it."""
+    changes: dict[str, Any] = {}
+    if "name" in body.model_fields_set and body.name is not None:
+        changes["name"] = body.name
+    if "description" in body.model_fields_set:
+        changes["description"] = body.description
+    return changes
+
+
 @router.patch(
     "/api/roles/{id}",
     summary="Rename or describe a role (users' primary role follows a rename)",
@@ -310,12 +320,7 @@ def get_role(principal: RoleReader, conn: ConnDep, id: RoleId) -> RoleOut:
 def update_role(
     request: Request, principal: RoleManager, conn: ConnDep, id: RoleId, body: RoleUpdate
 ) -> RoleOut:
-    kwargs: dict[str, Any] = {}
-    if "name" in body.model_fields_set and body.name is not None:
-        kwargs["name"] = body.name
-    if "description" in body.model_fields_set:
-        kwargs["description"] = body.description
-    role = rbac.update_role(conn, actor_for(request, principal), id, **kwargs)
+    role = rbac.update_role(conn, actor_for(request, principal), id, **_changes(body))
     return RoleOut(**role)
 
 
@@ -376,12 +381,7 @@ def create_permission(
 def update_permission(
     request: Request, principal: RoleManager, conn: ConnDep, id: Ref, body: PermissionUpdate
 ) -> PermissionOut:
-    kwargs: dict[str, Any] = {}
-    if "name" in body.model_fields_set and body.name is not None:
-        kwargs["name"] = body.name
-    if "description" in body.model_fields_set:
-        kwargs["description"] = body.description
-    perm = rbac.update_permission(conn, actor_for(request, principal), id, **kwargs)
+    perm = rbac.update_permission(conn, actor_for(request, principal), id, **_changes(body))
     return PermissionOut(**perm)
 
 
