@@ -39,6 +39,8 @@ class Settings(BaseSettings):
     session_idle_minutes: float = Field(default=120.0, gt=0)
     cookie_secure: bool = False
     bcrypt_rounds: int = Field(default=12, ge=4, le=16)
+    # Signs cursors, CSRF tokens and device cookies; generated into $SMARTSTART_HOME when unset.
+    secret_key: SecretStr | None = Field(default=None, min_length=32)
 
     @model_validator(mode="after")
     def _refuse_unsafe_defaults(self) -> Settings:
