@@ -7,8 +7,9 @@ from typing import Annotated
 
 import typer
 
-from smartstart.cli.common import JsonOpt, err_console, handle_errors, print_json, print_table
+from smartstart.cli.common import JsonOpt, handle_errors, print_json, print_table, settings
 from smartstart.cli.context import transaction
+from smartstart.cli.paging import DEFAULT_LIMIT, CursorOpt, LimitOpt, more
 from smartstart.domain import audit
 
 app = typer.Typer(help="The audit log: who did what, to what, when.", no_args_is_help=True)
@@ -29,13 +30,6 @@ def parse_time(value: str | None, option: str) -> datetime | None:
             param_hint=option,
         ) from None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-
-
-def parse_cursor(value: str | None) -> str | None:
-    """The next_cursor of a previous page: a positive whole number."""
-    if value is not None and not (value.isascii() and value.isdigit() and len(value) <= 18):
-        raise typer.BadParameter(f"{value!r} is not a cursor (the number a previous page gave)")
-    return value
 
 
 TimeOpt = Annotated[
@@ -61,11 +55,8 @@ def list_(
     resource_id: Annotated[str | None, typer.Option(help="Resource id.")] = None,
     since: TimeOpt = None,
     until: TimeOpt = None,
-    limit: Annotated[int, typer.Option(min=1, max=500, help="Entries per page.")] = 50,
-    cursor: Annotated[
-        str | None,
-        typer.Option(callback=parse_cursor, help="Continue after a previous page (older)."),
-    ] = None,
+    limit: LimitOpt = DEFAULT_LIMIT,
+    cursor: CursorOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """List audit entries, newest first; filter by actor, action, resource and time."""
@@ -75,16 +66,18 @@ def list_(
         raise typer.BadParameter("--since must be before --until")
     filters = audit.AuditFilter(actor, action, resource, resource_id, start, end)
     with transaction() as (conn, _):
-        rows = audit.list_entries(
-            conn, filters, limit=limit + 1, before_id=int(cursor) if cursor else None
-        )
-    more = len(rows) > limit
-    rows = rows[:limit]
-    next_cursor = str(rows[-1]["id"]) if more and rows else None
+        page = audit.list_entries(conn, filters, settings=settings(), limit=limit, cursor=cursor)
     if as_json:
-        print_json({"items": rows, "next_cursor": next_cursor})
+        print_json(page.as_dict())
         return
-    shown = [{**r, "createdAt": r["createdAt"].astimezone(UTC).strftime("%F %T")} for r in rows]
+    shown = [
+        {
+            **r,
+            "createdAt": r["createdAt"].astimezone(UTC).strftime("%F %T"),
+            # The person, where the actor is one; cli:<os user> and anonymous as they are.
+            "actor": r["actorEmail"] or r["actor"],
+        }
+        for r in page.items
+    ]
     print_table(shown, COLUMNS, title="Audit log (UTC)")
-    if next_cursor:
-        err_console.print(f"more entries: --cursor {next_cursor}", highlight=False)
+    more(page)

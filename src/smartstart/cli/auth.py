@@ -19,7 +19,9 @@ from smartstart.cli.common import (
     settings,
 )
 from smartstart.cli.context import transaction
+from smartstart.cli.paging import DEFAULT_LIMIT, CursorOpt, LimitOpt, more
 from smartstart.domain import auth
+from smartstart.domain.paging import MAX_LIMIT
 
 app = typer.Typer(help="Sign-in throttles and sessions.", no_args_is_help=True)
 
@@ -53,19 +55,29 @@ def list_sessions(
     include_ended: Annotated[
         bool, typer.Option("--all", help="Also list revoked, expired and idle sessions.")
     ] = False,
+    limit: LimitOpt = DEFAULT_LIMIT,
+    cursor: CursorOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """List a user's sessions, newest first (live ones unless --all)."""
     with transaction() as (conn, _):
         found = auth.find_user(conn, user)
-        rows = auth.list_user_sessions(conn, found["id"], settings(), include_ended=include_ended)
+        page = auth.list_user_sessions(
+            conn,
+            found["id"],
+            settings(),
+            include_ended=include_ended,
+            limit=limit,
+            cursor=cursor,
+        )
     if as_json:
-        print_json(rows)
+        print_json(page.as_dict())
         return
-    if not rows:
+    if not page.items and cursor is None:
         console.print(f"{found['email']} has no {'' if include_ended else 'live '}sessions")
         return
-    print_table(rows, SESSION_COLUMNS, title=f"sessions of {found['email']}")
+    print_table(page.items, SESSION_COLUMNS, title=f"sessions of {found['email']}")
+    more(page)
 
 
 @app.command()
@@ -110,8 +122,9 @@ def revoke(
             return
         assert user is not None
         found = auth.find_user(conn, user)
-        live = auth.list_user_sessions(conn, found["id"], settings())
-        console.print(f"{found['email']} has {len(live)} live session(s)", highlight=False)
+        live = auth.list_user_sessions(conn, found["id"], settings(), limit=MAX_LIMIT)
+        shown = f"{len(live.items)}{' or more' if live.next_cursor else ''}"
+        console.print(f"{found['email']} has {shown} live session(s)", highlight=False)
         if dry_run:
             console.print("dry run: nothing was changed")
             return

@@ -16,8 +16,10 @@ from smartstart.cli.common import (
     handle_errors,
     print_json,
     print_table,
+    settings,
 )
 from smartstart.cli.context import transaction
+from smartstart.cli.paging import DEFAULT_LIMIT, CursorOpt, LimitOpt, more
 from smartstart.domain import journey
 
 app = typer.Typer(
@@ -47,14 +49,19 @@ def _stage_json(row: dict[str, Any]) -> dict[str, Any]:
 def stages(
     as_json: JsonOpt = False,
     all_: Annotated[bool, typer.Option("--all", help="Include inactive stages.")] = False,
+    limit: LimitOpt = DEFAULT_LIMIT,
+    cursor: CursorOpt = None,
 ) -> None:
     """List the journey stages by order (active ones unless --all)."""
     with transaction() as (conn, _):
-        rows = journey.list_stages(conn, include_inactive=all_)
+        page = journey.list_stages(
+            conn, settings=settings(), include_inactive=all_, limit=limit, cursor=cursor
+        )
     if as_json:
-        print_json([_stage_json(r) for r in rows])
-    else:
-        print_table(rows, STAGE_COLUMNS, title="Journey stages")
+        print_json({"items": [_stage_json(r) for r in page.items], "next_cursor": page.next_cursor})
+        return
+    print_table(page.items, STAGE_COLUMNS, title="Journey stages")
+    more(page)
 
 
 @app.command()

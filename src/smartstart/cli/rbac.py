@@ -20,8 +20,10 @@ from smartstart.cli.common import (
     handle_errors,
     print_json,
     print_table,
+    settings,
 )
 from smartstart.cli.context import transaction
+from smartstart.cli.paging import DEFAULT_LIMIT, CursorOpt, LimitOpt, more
 from smartstart.domain import rbac
 
 app = typer.Typer(
@@ -81,22 +83,30 @@ def _show_permission(perm: dict[str, Any], as_json: bool) -> None:
 
 
 @roles_app.callback(invoke_without_command=True)
-def roles(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+def roles(
+    ctx: typer.Context,
+    as_json: JsonOpt = False,
+    limit: LimitOpt = DEFAULT_LIMIT,
+    cursor: CursorOpt = None,
+) -> None:
     """List roles (`rbac roles` alone is `rbac roles list`)."""
     if ctx.invoked_subcommand is None:
-        role_list(as_json)
+        role_list(as_json, limit, cursor)
 
 
 @roles_app.command("list")
 @handle_errors
-def role_list(as_json: JsonOpt = False) -> None:
+def role_list(
+    as_json: JsonOpt = False, limit: LimitOpt = DEFAULT_LIMIT, cursor: CursorOpt = None
+) -> None:
     """List roles with their number of users and permissions."""
     with transaction() as (conn, _):
-        rows = rbac.list_roles(conn)
+        page = rbac.list_roles(conn, settings=settings(), limit=limit, cursor=cursor)
     if as_json:
-        print_json(rows)
-    else:
-        print_table(_role_rows(rows), title="roles")
+        print_json(page.as_dict())
+        return
+    print_table(_role_rows(page.items), title="roles")
+    more(page)
 
 
 @roles_app.command("show")
@@ -169,28 +179,36 @@ def role_delete(role: RoleArg, yes: YesOpt = False, dry_run: DryRunOpt = False) 
 
 
 @permissions_app.callback(invoke_without_command=True)
-def permissions(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+def permissions(
+    ctx: typer.Context,
+    as_json: JsonOpt = False,
+    limit: LimitOpt = DEFAULT_LIMIT,
+    cursor: CursorOpt = None,
+) -> None:
     """List permissions (`rbac permissions` alone is `rbac permissions list`)."""
     if ctx.invoked_subcommand is None:
-        permission_list(as_json)
+        permission_list(as_json, limit, cursor)
 
 
 @permissions_app.command("list")
 @handle_errors
-def permission_list(as_json: JsonOpt = False) -> None:
+def permission_list(
+    as_json: JsonOpt = False, limit: LimitOpt = DEFAULT_LIMIT, cursor: CursorOpt = None
+) -> None:
     """List permissions with the roles granting them."""
     with transaction() as (conn, _):
-        rows = rbac.list_permissions(conn)
+        page = rbac.list_permissions(conn, settings=settings(), limit=limit, cursor=cursor)
     if as_json:
-        print_json(rows)
-    else:
-        print_table(
-            [
-                {"name": p["name"], "roles": ", ".join(p["roles"]), "description": p["description"]}
-                for p in rows
-            ],
-            title="permissions",
-        )
+        print_json(page.as_dict())
+        return
+    print_table(
+        [
+            {"name": p["name"], "roles": ", ".join(p["roles"]), "description": p["description"]}
+            for p in page.items
+        ],
+        title="permissions",
+    )
+    more(page)
 
 
 @permissions_app.command("show")

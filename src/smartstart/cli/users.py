@@ -20,6 +20,7 @@ from smartstart.cli.common import (
     settings,
 )
 from smartstart.cli.context import transaction
+from smartstart.cli.paging import DEFAULT_LIMIT, CursorOpt, LimitOpt, more
 from smartstart.domain import users
 
 app = typer.Typer(
@@ -88,10 +89,8 @@ def list_(
         str, typer.Option("--sort", help="createdAt, email, username, xp or lastActive.")
     ] = "createdAt",
     asc: Annotated[bool, typer.Option("--asc", help="Ascending (default: descending).")] = False,
-    limit: Annotated[int, typer.Option("--limit", "-n", min=1, max=users.MAX_LIMIT)] = 50,
-    cursor: Annotated[
-        str | None, typer.Option("--cursor", help="Continue after a previous page.")
-    ] = None,
+    limit: LimitOpt = DEFAULT_LIMIT,
+    cursor: CursorOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """List users: search, filter by role/status/level, sort, one page at a time."""
@@ -99,17 +98,17 @@ def list_(
         page = users.list_users(
             conn,
             users.UserFilter(q=search, role=role, status=status, level=level),
+            settings=settings(),
             sort=sort,
             order="asc" if asc else "desc",
             limit=limit,
             cursor=cursor,
         )
     if as_json:
-        print_json({"items": page.items, "next_cursor": page.next_cursor})
+        print_json(page.as_dict())
         return
     print_table(page.items, LIST_COLUMNS)
-    if page.next_cursor:
-        console.print(f"more: --cursor {page.next_cursor}", highlight=False, soft_wrap=True)
+    more(page)
 
 
 @app.command()

@@ -11,6 +11,9 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
+from smartstart.config import Settings
+from smartstart.domain import paging
+
 # Never written to the audit log, at any depth.
 SECRET_KEYS = frozenset(
     {"password", "newPassword", "currentPassword", "token", "tokenHash", "secret", "csrf"}
@@ -124,16 +127,32 @@ def list_entries(
     conn: psycopg.Connection[Any],
     filters: AuditFilter,
     *,
-    limit: int = 50,
-    before_id: int | None = None,
-) -> list[dict[str, Any]]:
-    """Newest first; page with before_id (the last id of the previous page)."""
+    settings: Settings,
+    limit: int = paging.DEFAULT_LIMIT,
+    cursor: str | None = None,
+) -> paging.Page[dict[str, Any]]:
+    """A page of entries, newest first, each with the acting user's email (None when the
+    actor is not a user, or no longer exists)."""
+    limit = paging.check_limit(limit)
+    keyset = paging.Keyset(
+        "audit",
+        ("int",),
+        {
+            "actor": filters.actor,
+            "action": filters.action,
+            "resource": filters.resource,
+            "resource_id": filters.resource_id,
+            "since": filters.since.isoformat() if filters.since else None,
+            "until": filters.until.isoformat() if filters.until else None,
+        },
+    )
+    after = keyset.after(settings, cursor)
     clauses: list[str] = []
     params: list[Any] = []
     for column, value in (
-        ("actor", filters.actor),
-        ("resource", filters.resource),
-        ('"resourceId"', filters.resource_id),
+        ("a.actor", filters.actor),
+        ("a.resource", filters.resource),
+        ('a."resourceId"', filters.resource_id),
     ):
         if value is not None:
             clauses.append(f"{column} = %s")
@@ -141,25 +160,29 @@ def list_entries(
     if filters.action is not None:
         # "users.*" matches every users action
         if filters.action.endswith("*"):
-            clauses.append("action LIKE %s")
+            clauses.append("a.action LIKE %s")
             params.append(filters.action[:-1].replace("%", r"\%").replace("_", r"\_") + "%")
         else:
-            clauses.append("action = %s")
+            clauses.append("a.action = %s")
             params.append(filters.action)
     if filters.since is not None:
-        clauses.append('"createdAt" >= %s')
+        clauses.append('a."createdAt" >= %s')
         params.append(filters.since)
     if filters.until is not None:
-        clauses.append('"createdAt" < %s')
+        clauses.append('a."createdAt" < %s')
         params.append(filters.until)
-    if before_id is not None:
-        clauses.append("id < %s")
-        params.append(before_id)
+    if after is not None:
+        clauses.append("a.id < %s")
+        params.extend(after)
     where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
     with conn.cursor(row_factory=dict_row) as cur:
+        # Joined on the primary key: never adds or drops an entry, one lookup per row shown.
         cur.execute(
-            'SELECT id, actor, action, resource, "resourceId", details, ip, "createdAt"'
-            f" FROM audit_log {where} ORDER BY id DESC LIMIT %s",
-            [*params, limit],
+            'SELECT a.id, a.actor, u.email AS "actorEmail", a.action, a.resource,'
+            ' a."resourceId", a.details, a.ip, a."createdAt"'
+            ' FROM audit_log a LEFT JOIN "User" u ON u.id = a.actor'
+            f" {where} ORDER BY a.id DESC LIMIT %s",
+            [*params, limit + 1],
         )
-        return cur.fetchall()
+        rows = cur.fetchall()
+    return keyset.page(settings, rows, limit, lambda r: (r["id"],))

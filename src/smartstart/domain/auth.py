@@ -34,10 +34,8 @@ Rules (the API and the CLI both go through these functions):
 
 from __future__ import annotations
 
-import base64
-import binascii
 import math
-from datetime import datetime, timedelta
+from datetime import timedelta
 from functools import lru_cache
 from typing import Any
 
@@ -46,7 +44,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 from smartstart.config import Settings
-from smartstart.domain import audit, passwords, sessions
+from smartstart.domain import audit, paging, passwords, sessions
 from smartstart.domain.audit import Actor
 from smartstart.domain.errors import Forbidden, Invalid, NotFound, TooManyRequests, Unauthorized
 from smartstart.domain.permissions import effective_permissions
@@ -406,43 +404,30 @@ def _count_live(conn: psycopg.Connection[Any], user_id: str, settings: Settings)
     return int(row[0]) if row else 0
 
 
-def encode_cursor(created_at: datetime, session_id: str) -> str:
-    raw = f"{created_at.isoformat()}|{session_id}".encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> tuple[datetime, str]:
-    """(createdAt, id) from an opaque cursor; Invalid when it is not one of ours."""
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        stamp, _, session_id = raw.partition("|")
-        created = datetime.fromisoformat(stamp)
-        if not session_id or created.tzinfo is None:
-            raise ValueError(cursor)
-    except (ValueError, UnicodeDecodeError, binascii.Error):
-        raise Invalid("invalid cursor", details={"field": "cursor"}) from None
-    return created, session_id
-
-
 def list_user_sessions(
     conn: psycopg.Connection[Any],
     user_id: str,
     settings: Settings,
     *,
     include_ended: bool = False,
-    limit: int | None = None,
+    limit: int = paging.DEFAULT_LIMIT,
     cursor: str | None = None,
-) -> list[dict[str, Any]]:
-    """A user's sessions, newest first, each with its `state` (active, revoked, expired,
-    idle); only active ones unless include_ended. Page with cursor (see encode_cursor)."""
+) -> paging.Page[dict[str, Any]]:
+    """A page of a user's sessions, newest first, each with its `state` (active, revoked,
+    expired, idle); only active ones unless include_ended."""
+    limit = paging.check_limit(limit)
+    keyset = paging.Keyset(
+        "sessions", ("ts", "str"), {"user": user_id, "include_ended": include_ended}
+    )
+    after = keyset.after(settings, cursor)
     clauses = ['"userId" = %(user)s']
-    params: dict[str, Any] = {"user": user_id, "idle": _idle(settings)}
+    params: dict[str, Any] = {"user": user_id, "idle": _idle(settings), "limit": limit + 1}
     if not include_ended:
         clauses.append(
             '"revokedAt" IS NULL AND "expiresAt" > now() AND "lastSeenAt" > now() - %(idle)s'
         )
-    if cursor is not None:
-        params["c_at"], params["c_id"] = decode_cursor(cursor)
+    if after is not None:
+        params["c_at"], params["c_id"] = after
         clauses.append('("createdAt", id) < (%(c_at)s, %(c_id)s)')
     query = (
         f"SELECT {SESSION_COLUMNS}, CASE"
@@ -451,13 +436,12 @@ def list_user_sessions(
         " WHEN \"lastSeenAt\" <= now() - %(idle)s THEN 'idle'"
         " ELSE 'active' END AS state"
         f' FROM "Session" WHERE {" AND ".join(clauses)} ORDER BY "createdAt" DESC, id DESC'
+        " LIMIT %(limit)s"
     )
-    if limit is not None:
-        query += " LIMIT %(limit)s"
-        params["limit"] = limit
     with conn.cursor(row_factory=dict_row) as cur:
         cur.execute(query, params)
-        return cur.fetchall()
+        rows = cur.fetchall()
+    return keyset.page(settings, rows, limit, lambda r: (r["createdAt"], r["id"]))
 
 
 def get_session(conn: psycopg.Connection[Any], session_id: str) -> dict[str, Any]:

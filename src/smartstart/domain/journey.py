@@ -35,7 +35,8 @@ from psycopg import errors as pgerrors
 from psycopg import sql
 from psycopg.rows import dict_row
 
-from smartstart.domain import audit
+from smartstart.config import Settings
+from smartstart.domain import audit, paging
 from smartstart.domain.audit import Actor
 from smartstart.domain.errors import Conflict, Invalid, NotFound
 
@@ -111,30 +112,42 @@ def find_stage(conn: psycopg.Connection[Any], ref: str) -> dict[str, Any]:
     return rows[0]
 
 
+def _stages(conn: psycopg.Connection[Any], include_inactive: bool) -> list[dict[str, Any]]:
+    """Every stage by order (the whole, short list: for the faces after a reorder)."""
+    query = sql.SQL('SELECT {} FROM "JourneyStage"').format(_STAGE_COLUMNS)
+    if not include_inactive:
+        query += sql.SQL(" WHERE active")
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(query + sql.SQL(' ORDER BY "order"')).fetchall()
+
+
 def list_stages(
     conn: psycopg.Connection[Any],
     *,
+    settings: Settings,
     include_inactive: bool = False,
-    limit: int | None = None,
-    after_order: int | None = None,
-) -> list[dict[str, Any]]:
-    """Stages by order (active only unless include_inactive); page with after_order."""
+    limit: int = paging.DEFAULT_LIMIT,
+    cursor: str | None = None,
+) -> paging.Page[dict[str, Any]]:
+    """A page of stages by order (unique: the whole key), active only unless include_inactive."""
+    limit = paging.check_limit(limit)
+    keyset = paging.Keyset("stages", ("int",), {"include_inactive": include_inactive})
+    after = keyset.after(settings, cursor)
     clauses: list[sql.Composable] = []
     params: list[Any] = []
     if not include_inactive:
         clauses.append(sql.SQL("active"))
-    if after_order is not None:
+    if after is not None:
         clauses.append(sql.SQL('"order" > %s'))
-        params.append(after_order)
+        params.extend(after)
     query = sql.SQL('SELECT {} FROM "JourneyStage"').format(_STAGE_COLUMNS)
     if clauses:
         query += sql.SQL(" WHERE ") + sql.SQL(" AND ").join(clauses)
-    query += sql.SQL(' ORDER BY "order"')
-    if limit is not None:
-        query += sql.SQL(" LIMIT %s")
-        params.append(limit)
+    query += sql.SQL(' ORDER BY "order" LIMIT %s')
+    params.append(limit + 1)
     with conn.cursor(row_factory=dict_row) as cur:
-        return cur.execute(query, params).fetchall()
+        rows = cur.execute(query, params).fetchall()
+    return keyset.page(settings, rows, limit, lambda r: (r["order"],))
 
 
 _USER_COLUMNS = "id, email, username, name, role, status, xp, level"
@@ -411,7 +424,7 @@ def reorder_stages(
             before=before,
             after=final,
         )
-    return list_stages(conn, include_inactive=True)
+    return _stages(conn, include_inactive=True)
 
 
 # -- progress ---------------------------------------------------------------------------

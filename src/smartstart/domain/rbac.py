@@ -28,8 +28,9 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 
+from smartstart.config import Settings
 from smartstart.db.seed import PERMISSIONS as BUILTIN_PERMISSIONS
-from smartstart.domain import audit, guards
+from smartstart.domain import audit, guards, paging
 from smartstart.domain.audit import Actor
 from smartstart.domain.errors import Conflict, Invalid, NotFound
 from smartstart.domain.permissions import (
@@ -201,32 +202,38 @@ def _role_snapshot(role: dict[str, Any]) -> dict[str, Any]:
 
 def _by_name(
     conn: psycopg.Connection[Any],
+    settings: Settings,
     query: str,
     alias: Literal["r", "p"],
     *,
-    limit: int | None,
-    after: str | None,
-) -> list[dict[str, Any]]:
-    """Rows of `query` (whose table is `alias`) by name, a page after `after`."""
+    limit: int,
+    cursor: str | None,
+) -> paging.Page[dict[str, Any]]:
+    """A page of `query`'s rows (whose table is `alias`) by name (unique: the whole key)."""
+    limit = paging.check_limit(limit)
+    keyset = paging.Keyset("roles" if alias == "r" else "permissions", ("str",), {})
+    after = keyset.after(settings, cursor)
     params: list[Any] = []
     if after is not None:
         query += f" WHERE {alias}.name > %s"
-        params.append(after)
-    query += f" ORDER BY {alias}.name"
-    if limit is not None:
-        query += " LIMIT %s"
-        params.append(limit)
-    return _all(conn, query, params)
+        params.extend(after)
+    query += f" ORDER BY {alias}.name LIMIT %s"
+    params.append(limit + 1)
+    return keyset.page(settings, _all(conn, query, params), limit, lambda r: (r["name"],))
 
 
 # --- roles --------------------------------------------------------------------------
 
 
 def list_roles(
-    conn: psycopg.Connection[Any], *, limit: int | None = None, after: str | None = None
-) -> list[dict[str, Any]]:
-    """Roles by name; page with `after` (the last name of the previous page)."""
-    return _by_name(conn, ROLE_SQL, "r", limit=limit, after=after)
+    conn: psycopg.Connection[Any],
+    *,
+    settings: Settings,
+    limit: int = paging.DEFAULT_LIMIT,
+    cursor: str | None = None,
+) -> paging.Page[dict[str, Any]]:
+    """A page of roles by name, each with its permissions and number of users."""
+    return _by_name(conn, settings, ROLE_SQL, "r", limit=limit, cursor=cursor)
 
 
 def create_role(
@@ -342,10 +349,14 @@ def delete_role(conn: psycopg.Connection[Any], actor: Actor, ref: str) -> dict[s
 
 
 def list_permissions(
-    conn: psycopg.Connection[Any], *, limit: int | None = None, after: str | None = None
-) -> list[dict[str, Any]]:
-    """Permissions by name; page with `after` (the last name of the previous page)."""
-    return _by_name(conn, PERMISSION_SQL, "p", limit=limit, after=after)
+    conn: psycopg.Connection[Any],
+    *,
+    settings: Settings,
+    limit: int = paging.DEFAULT_LIMIT,
+    cursor: str | None = None,
+) -> paging.Page[dict[str, Any]]:
+    """A page of permissions by name, each with the roles granting it."""
+    return _by_name(conn, settings, PERMISSION_SQL, "p", limit=limit, cursor=cursor)
 
 
 def _permission_snapshot(perm: dict[str, Any]) -> dict[str, Any]:
@@ -530,7 +541,7 @@ def revoke(
 
 def matrix(conn: psycopg.Connection[Any]) -> dict[str, Any]:
     """Roles × permissions: every role with the permissions it grants."""
-    roles = list_roles(conn)
+    roles = _all(conn, ROLE_SQL + " ORDER BY r.name", [])
     perms = [r[0] for r in conn.execute('SELECT name FROM "Permission" ORDER BY name')]
     return {
         "roles": [r["name"] for r in roles],

@@ -19,13 +19,9 @@ permissions None) is trusted like the database owner.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 import psycopg
@@ -33,10 +29,12 @@ from psycopg import errors as pg_errors
 from psycopg import sql
 from psycopg.rows import dict_row
 
+from smartstart.config import Settings
 from smartstart.db.models import LEVELS, USER_STATUSES, level_for
-from smartstart.domain import audit, guards, passwords, sessions
+from smartstart.domain import audit, guards, paging, passwords, sessions
 from smartstart.domain.audit import Actor
 from smartstart.domain.errors import Conflict, Forbidden, Invalid, NotFound
+from smartstart.domain.paging import Page
 from smartstart.domain.permissions import effective_permissions
 
 PUBLIC_COLUMNS = (
@@ -65,7 +63,6 @@ MAX_NAME_LENGTH = 200
 MAX_EMAIL_LENGTH = 254
 MAX_SEARCH_LENGTH = 200
 MAX_REASON_LENGTH = 500
-MAX_LIMIT = 500
 USERNAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{1,49}$")
 EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+$")  # the same rule as the table's CHECK
 PROFILE_FIELDS = ("name", "firstName", "lastName", "username")
@@ -76,7 +73,7 @@ _NULLABLE = frozenset({"name", "firstName", "lastName"})
 _CONSTRAINT_FIELDS = {"User_email_lower_key": "email", "User_username_key": "username"}
 
 # Sort keys: expression and cursor value type. Only these constants ever reach the SQL.
-SORTS: dict[str, tuple[sql.Composable, str]] = {
+SORTS: dict[str, tuple[sql.Composable, paging.KeyKind]] = {
     "createdAt": (sql.SQL('u."createdAt"'), "ts"),
     "email": (sql.SQL("lower(u.email)"), "str"),
     "username": (sql.SQL("u.username"), "str"),
@@ -94,14 +91,6 @@ class UserFilter:
     role: str | None = None
     status: str | None = None
     level: str | None = None
-
-
-@dataclass(frozen=True)
-class Page:
-    """One page of users and the cursor of the next one (None on the last page)."""
-
-    items: list[dict[str, Any]]
-    next_cursor: str | None
 
 
 # -- validation -------------------------------------------------------------------
@@ -258,38 +247,6 @@ def _lock(conn: psycopg.Connection[Any], user_id: str) -> dict[str, Any]:
     return row
 
 
-def _encode_cursor(sort: str, order: str, value: Any, user_id: str) -> str:
-    if isinstance(value, datetime):
-        value = value.isoformat()
-    raw = json.dumps({"s": sort, "o": order, "v": value, "id": user_id}, separators=(",", ":"))
-    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str, sort: str, order: str) -> tuple[Any, str]:
-    bad = Invalid("the cursor is invalid or belongs to another sort", details={"field": "cursor"})
-    try:
-        padded = cursor + "=" * (-len(cursor) % 4)
-        data = json.loads(base64.urlsafe_b64decode(padded.encode("ascii")))
-    except (ValueError, UnicodeError, binascii.Error):
-        raise bad from None
-    if not isinstance(data, dict) or data.get("s") != sort or data.get("o") != order:
-        raise bad
-    value, user_id = data.get("v"), data.get("id")
-    if not isinstance(user_id, str) or not _valid_id(user_id):
-        raise bad
-    kind = SORTS[sort][1]
-    try:
-        if kind == "ts" and isinstance(value, str):
-            return datetime.fromisoformat(value), user_id
-        if kind == "int" and isinstance(value, int) and not isinstance(value, bool):
-            return value, user_id
-        if kind == "str" and isinstance(value, str) and "\x00" not in value:
-            return value, user_id
-    except ValueError:
-        pass
-    raise bad
-
-
 def escape_like(text: str) -> str:
     """text with LIKE's wildcards and escape character taken literally (ESCAPE '\\')."""
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
@@ -299,11 +256,12 @@ def list_users(
     conn: psycopg.Connection[Any],
     filters: UserFilter | None = None,
     *,
+    settings: Settings,
     sort: str = "createdAt",
     order: str = "desc",
-    limit: int = 50,
+    limit: int = paging.DEFAULT_LIMIT,
     cursor: str | None = None,
-) -> Page:
+) -> Page[dict[str, Any]]:
     """A page of users (keyset pagination: no duplicates or gaps while rows change)."""
     f = filters or UserFilter()
     if sort not in SORTS:
@@ -313,7 +271,7 @@ def list_users(
         )
     if order not in ORDERS:
         raise Invalid("order must be asc or desc", details={"field": "order"})
-    limit = _int(limit, "limit", 1, MAX_LIMIT)
+    limit = paging.check_limit(limit)
     clauses: list[sql.Composable] = []
     params: list[Any] = []
     q = _text(f.q, "q", max_length=MAX_SEARCH_LENGTH, nullable=True)
@@ -346,12 +304,24 @@ def list_users(
             )
         clauses.append(sql.SQL("u.level = %s"))
         params.append(f.level)
-    key, _ = SORTS[sort]
-    if cursor is not None:
-        value, after_id = _decode_cursor(cursor, sort, order)
+    key, kind = SORTS[sort]
+    keyset = paging.Keyset(
+        "users",
+        (kind, "str"),
+        {
+            "sort": sort,
+            "order": order,
+            "q": q,
+            "role": f.role,
+            "status": f.status,
+            "level": f.level,
+        },
+    )
+    after = keyset.after(settings, cursor)
+    if after is not None:
         op = sql.SQL(">") if order == "asc" else sql.SQL("<")
         clauses.append(sql.SQL("({}, u.id) {} (%s, %s)").format(key, op))
-        params.extend([value, after_id])
+        params.extend(after)
     where = sql.SQL(" WHERE ") + sql.SQL(" AND ").join(clauses) if clauses else sql.SQL("")
     direction = sql.SQL("ASC") if order == "asc" else sql.SQL("DESC")
     query = sql.SQL(
@@ -361,14 +331,10 @@ def list_users(
     with conn.cursor(row_factory=dict_row) as cur:
         cur.execute(query, [*params, limit + 1])
         rows = cur.fetchall()
-    more = len(rows) > limit
-    rows = rows[:limit]
-    next_cursor = (
-        _encode_cursor(sort, order, rows[-1]["_key"], rows[-1]["id"]) if more and rows else None
-    )
-    for row in rows:
+    page = keyset.page(settings, rows, limit, lambda r: (r["_key"], r["id"]))
+    for row in page.items:
         del row["_key"]
-    return Page(items=rows, next_cursor=next_cursor)
+    return page
 
 
 def delete_impact(conn: psycopg.Connection[Any], user_id: str) -> dict[str, Any]:

@@ -6,10 +6,12 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
-from smartstart.api.deps import ConnDep, require
+from smartstart.api.deps import ConnDep, SettingsDep, require
+from smartstart.api.paging import Cursor, Limit
 from smartstart.domain import audit
+from smartstart.domain.paging import DEFAULT_LIMIT
 
 router = APIRouter(prefix="/api/audit", tags=["audit"])
 
@@ -17,6 +19,7 @@ router = APIRouter(prefix="/api/audit", tags=["audit"])
 class AuditEntry(BaseModel):
     id: int
     actor: str | None
+    actorEmail: str | None = Field(description="The acting user's email (None: not a user)")
     action: str
     resource: str | None
     resourceId: str | None
@@ -38,6 +41,7 @@ class AuditPage(BaseModel):
 )
 def list_audit(
     conn: ConnDep,
+    settings: SettingsDep,
     actor: str | None = None,
     action: Annotated[
         str | None, Query(description="Exact action, or a prefix ending in *")
@@ -46,16 +50,12 @@ def list_audit(
     resource_id: str | None = None,
     since: datetime | None = None,
     until: datetime | None = None,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    cursor: Annotated[str | None, Query(pattern=r"^\d{1,18}$")] = None,
+    limit: Limit = DEFAULT_LIMIT,
+    cursor: Cursor = None,
 ) -> AuditPage:
     filters = audit.AuditFilter(actor, action, resource, resource_id, since, until)
-    rows = audit.list_entries(
-        conn, filters, limit=limit + 1, before_id=int(cursor) if cursor else None
-    )
-    more = len(rows) > limit
-    rows = rows[:limit]
+    page = audit.list_entries(conn, filters, settings=settings, limit=limit, cursor=cursor)
     return AuditPage(
-        items=[AuditEntry(**r) for r in rows],
-        next_cursor=str(rows[-1]["id"]) if more and rows else None,
+        items=[AuditEntry(**r) for r in page.items],
+        next_cursor=page.next_cursor,
     )

@@ -26,10 +26,12 @@ from smartstart.api.deps import (
     public,
     require,
 )
+from smartstart.api.paging import Cursor, Limit
 from smartstart.api.schemas import UserAccount
 from smartstart.config import Settings
 from smartstart.domain import auth
 from smartstart.domain.errors import Invalid
+from smartstart.domain.paging import DEFAULT_LIMIT
 from smartstart.domain.sessions import Principal
 
 router = APIRouter(prefix="/api/auth", tags=["auth"])
@@ -257,30 +259,26 @@ def list_sessions(
     include_ended: Annotated[
         bool, Query(description="Also list revoked, expired and idle sessions")
     ] = False,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    limit: Limit = DEFAULT_LIMIT,
+    cursor: Cursor = None,
 ) -> SessionPage:
-    rows = auth.list_user_sessions(
+    page = auth.list_user_sessions(
         conn,
         principal.user_id,
         settings,
         include_ended=include_ended,
-        limit=limit + 1,
+        limit=limit,
         cursor=cursor,
     )
-    more = len(rows) > limit
-    rows = rows[:limit]
     return SessionPage(
         items=[
             SessionOut(
                 **{k: v for k, v in r.items() if k != "userId"},
                 current=r["id"] == principal.session_id,
             )
-            for r in rows
+            for r in page.items
         ],
-        next_cursor=auth.encode_cursor(rows[-1]["createdAt"], rows[-1]["id"])
-        if more and rows
-        else None,
+        next_cursor=page.next_cursor,
     )
 
 

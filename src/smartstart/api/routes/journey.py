@@ -8,9 +8,11 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from smartstart.api.deps import ConnDep, actor_for, authenticated, require
+from smartstart.api.deps import ConnDep, SettingsDep, actor_for, authenticated, require
+from smartstart.api.paging import Cursor, Limit
 from smartstart.domain import journey
 from smartstart.domain.errors import Forbidden
+from smartstart.domain.paging import DEFAULT_LIMIT
 from smartstart.domain.sessions import Principal
 
 router = APIRouter(tags=["journey"])
@@ -134,29 +136,22 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 def list_stages(
     principal: Annotated[Principal, require("journey:read")],
     conn: ConnDep,
+    settings: SettingsDep,
     include_inactive: Annotated[
         bool, Query(description="Also inactive stages (needs journey:manage)")
     ] = False,
-    limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    cursor: Annotated[str | None, Query(pattern=r"^\d{1,9}$")] = None,
+    limit: Limit = DEFAULT_LIMIT,
+    cursor: Cursor = None,
 ) -> StagePage:
     if include_inactive and not principal.can("journey:manage"):
         raise Forbidden(
             "inactive stages are listed only with the 'journey:manage' permission",
             details={"permission": "journey:manage"},
         )
-    rows = journey.list_stages(
-        conn,
-        include_inactive=include_inactive,
-        limit=limit + 1,
-        after_order=int(cursor) if cursor else None,
+    page = journey.list_stages(
+        conn, settings=settings, include_inactive=include_inactive, limit=limit, cursor=cursor
     )
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return StagePage(
-        items=[Stage(**r) for r in rows],
-        next_cursor=str(rows[-1]["order"]) if more and rows else None,
-    )
+    return StagePage(items=[Stage(**r) for r in page.items], next_cursor=page.next_cursor)
 
 
 @router.get(

@@ -10,8 +10,6 @@ The user-role routes live here (full paths) beside the users router's `/api/user
 
 from __future__ import annotations
 
-import base64
-import binascii
 from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any, TypeVar
@@ -20,10 +18,12 @@ import psycopg
 from fastapi import APIRouter, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from smartstart.api.deps import ConnDep, actor_for, require
+from smartstart.api.deps import ConnDep, SettingsDep, actor_for, require
+from smartstart.api.paging import Cursor, Limit
 from smartstart.api.responses import trusted_json
 from smartstart.domain import audit, rbac
-from smartstart.domain.errors import Forbidden, Invalid
+from smartstart.domain.errors import Forbidden
+from smartstart.domain.paging import DEFAULT_LIMIT
 from smartstart.domain.sessions import Principal
 
 router = APIRouter(tags=["rbac"])
@@ -43,10 +43,6 @@ RoleId = Annotated[
 PermissionName = Annotated[str, Path(min_length=1, max_length=81, description="resource:action")]
 UserId = Annotated[
     str, Path(min_length=1, max_length=rbac.MAX_REF_LENGTH, description="id or email")
-]
-Limit = Annotated[int, Query(ge=1, le=500)]
-Cursor = Annotated[
-    str | None, Query(max_length=200, description="next_cursor of the previous page")
 ]
 Description = Annotated[str | None, Field(default=None, max_length=rbac.MAX_DESCRIPTION)]
 
@@ -177,28 +173,6 @@ class Matrix(BaseModel):
 # -- helpers -----------------------------------------------------------------------
 
 
-def _encode_cursor(name: str) -> str:
-    return base64.urlsafe_b64encode(name.encode()).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str | None) -> str | None:
-    if cursor is None:
-        return None
-    try:
-        name = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-    except (ValueError, UnicodeError, binascii.Error):
-        name = ""
-    if not name or "\x00" in name:
-        raise Invalid("the cursor is invalid", details={"field": "cursor"})
-    return name
-
-
-def _page(rows: list[dict[str, Any]], limit: int) -> tuple[list[dict[str, Any]], str | None]:
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return rows, (_encode_cursor(rows[-1]["name"]) if more and rows else None)
-
-
 def _granting(
     request: Request, conn: psycopg.Connection[Any], principal: Principal, call: Callable[[], T]
 ) -> T:
@@ -273,11 +247,14 @@ def _subject_cache(request: Request) -> rbac.SubjectCache:
 
 @router.get("/api/roles", summary="List roles with their permissions", response_model=RolePage)
 def list_roles(
-    principal: RoleReader, conn: ConnDep, limit: Limit = 100, cursor: Cursor = None
+    principal: RoleReader,
+    conn: ConnDep,
+    settings: SettingsDep,
+    limit: Limit = DEFAULT_LIMIT,
+    cursor: Cursor = None,
 ) -> RolePage:
-    rows = rbac.list_roles(conn, limit=limit + 1, after=_decode_cursor(cursor))
-    items, nxt = _page(rows, limit)
-    return RolePage(items=[RoleOut(**r) for r in items], next_cursor=nxt)
+    page = rbac.list_roles(conn, settings=settings, limit=limit, cursor=cursor)
+    return RolePage(items=[RoleOut(**r) for r in page.items], next_cursor=page.next_cursor)
 
 
 @router.post(
@@ -344,11 +321,16 @@ def delete_role(request: Request, principal: RoleManager, conn: ConnDep, id: Rol
     response_model=PermissionPage,
 )
 def list_permissions(
-    principal: PermissionReader, conn: ConnDep, limit: Limit = 100, cursor: Cursor = None
+    principal: PermissionReader,
+    conn: ConnDep,
+    settings: SettingsDep,
+    limit: Limit = DEFAULT_LIMIT,
+    cursor: Cursor = None,
 ) -> PermissionPage:
-    rows = rbac.list_permissions(conn, limit=limit + 1, after=_decode_cursor(cursor))
-    items, nxt = _page(rows, limit)
-    return PermissionPage(items=[PermissionOut(**r) for r in items], next_cursor=nxt)
+    page = rbac.list_permissions(conn, settings=settings, limit=limit, cursor=cursor)
+    return PermissionPage(
+        items=[PermissionOut(**r) for r in page.items], next_cursor=page.next_cursor
+    )
 
 
 @router.post(

@@ -16,9 +16,11 @@ from smartstart.api.deps import (
     authenticated,
     require,
 )
+from smartstart.api.paging import Cursor, Limit
 from smartstart.api.responses import trusted_json
 from smartstart.api.schemas import UserAccount
 from smartstart.domain import users
+from smartstart.domain.paging import DEFAULT_LIMIT
 from smartstart.domain.sessions import Principal
 
 router = APIRouter(prefix="/api/users", tags=["users"])
@@ -142,6 +144,7 @@ def update_me(
 def list_users(
     _: Reader,
     conn: ConnDep,
+    settings: SettingsDep,
     q: Annotated[
         str | None,
         Query(
@@ -157,12 +160,13 @@ def list_users(
     level: Level | None = None,
     sort: Sort = "createdAt",
     order: Literal["asc", "desc"] = "desc",
-    limit: Annotated[int, Query(ge=1, le=users.MAX_LIMIT)] = 50,
-    cursor: Annotated[str | None, Query(max_length=1024)] = None,
+    limit: Limit = DEFAULT_LIMIT,
+    cursor: Cursor = None,
 ) -> UserAccountPage:
     page = users.list_users(
         conn,
         users.UserFilter(q=q, role=role, status=status, level=level),
+        settings=settings,
         sort=sort,
         order=order,
         limit=limit,
