@@ -99,8 +99,6 @@ def test_pages_with_cursor(entries: None) -> None:
         (("--since", "yesterday"), "not an ISO 8601"),
         (("--until", "2025-13-01"), "not an ISO 8601"),
         (("--since", "2025-02-01", "--until", "2025-01-01"), "before --until"),
-        (("--cursor", "1; DROP TABLE audit_log"), "not a cursor"),
-        (("--limit", "0"), "greater than or equal to 1"),
     ],
 )
 def test_bad_input_is_a_clear_usage_error(

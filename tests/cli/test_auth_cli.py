@@ -86,9 +86,9 @@ def test_sessions_lists_a_users_sessions(db: psycopg.Connection[Any]) -> None:
     sessions.revoke(db, ended)
     result = run("auth", "sessions", ADMIN.upper(), "--json")
     assert result.exit_code == 0, result.output
-    rows = json.loads(result.output)
+    rows = json.loads(result.output)["items"]
     assert [(r["id"], r["state"], r["ip"]) for r in rows] == [(live, "active", "10.0.0.9")]
-    everything = json.loads(run("auth", "sessions", "admin", "--all", "--json").output)
+    everything = json.loads(run("auth", "sessions", "admin", "--all", "--json").output)["items"]
     assert {r["id"]: r["state"] for r in everything} == {live: "active", ended: "revoked"}
     table = run("auth", "sessions", ADMIN)
     assert table.exit_code == 0 and live[:8] in table.output

@@ -55,15 +55,15 @@ def test_stages_table_and_json(db: Any) -> None:
     table = run("stages")
     assert table.exit_code == 0, table.output
     assert "Welcome" in table.output and "Mentorship" in table.output
-    rows = json.loads(run("stages", "--json").output)
+    rows = json.loads(run("stages", "--json").output)["items"]
     assert [r["order"] for r in rows] == list(range(1, 9))
     assert rows[0]["name"] == "Welcome" and rows[0]["xpReward"] == 10
 
 
 def test_stages_all_includes_inactive(db: Any) -> None:
     assert run("stage-deactivate", "Mentorship").exit_code == 0
-    active = [r["name"] for r in json.loads(run("stages", "--json").output)]
-    every = [r["name"] for r in json.loads(run("stages", "--json", "--all").output)]
+    active = [r["name"] for r in json.loads(run("stages", "--json").output)["items"]]
+    every = [r["name"] for r in json.loads(run("stages", "--json", "--all").output)["items"]]
     assert "Mentorship" not in active and "Mentorship" in every
     assert len(audits(db, "journey_stage.deactivate")) == 1
 
@@ -154,7 +154,7 @@ def test_stage_delete_asks_dry_runs_and_refuses_stages_with_history(db: Any) -> 
 
 
 def test_reorder_swaps_two_stages(db: Any) -> None:
-    names = [r["name"] for r in json.loads(run("stages", "--json").output)]
+    names = [r["name"] for r in json.loads(run("stages", "--json").output)["items"]]
     names[0], names[1] = names[1], names[0]
     result = run("reorder", *names, "--json")
     assert result.exit_code == 0, result.output

@@ -39,14 +39,14 @@ def db(cli_env: Any, seeded_settings: Settings) -> Settings:
 def test_roles_and_permissions_listings(db: Settings) -> None:
     result = run("rbac", "roles", "--json")
     assert result.exit_code == 0, result.output
-    assert [r["name"] for r in json.loads(result.output)] == sorted(seed.ROLES)
+    assert [r["name"] for r in json.loads(result.output)["items"]] == sorted(seed.ROLES)
     assert json.loads(run("rbac", "roles", "list", "--json").output) == json.loads(result.output)
     table = run("rbac", "roles")
     assert table.exit_code == 0 and "SUPER_ADMIN" in table.output
     perm_table = run("rbac", "permissions", "list")
     assert perm_table.exit_code == 0 and "db:restore" in perm_table.output
     perms = json.loads(run("rbac", "permissions", "--json").output)
-    assert [p["name"] for p in perms] == sorted(seed.PERMISSIONS)
+    assert [p["name"] for p in perms["items"]] == sorted(seed.PERMISSIONS)
     shown = json.loads(run("rbac", "roles", "show", "GUEST", "--json").output)
     assert shown["permissions"] == ["journey:read"]
     perm = json.loads(run("rbac", "permissions", "show", "db:restore", "--json").output)

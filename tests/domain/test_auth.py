@@ -319,19 +319,21 @@ def test_list_sessions_states_and_paging(
         'UPDATE "Session" SET "expiresAt" = now() - interval \'1 second\' WHERE id = %s',
         [made[1]],
     )
-    live = auth.list_user_sessions(seeded_conn, user["id"], settings)
+    live = auth.list_user_sessions(seeded_conn, user["id"], settings).items
     assert {s["id"] for s in live} == {made[2], made[3]}
-    everything = auth.list_user_sessions(seeded_conn, user["id"], settings, include_ended=True)
+    everything = auth.list_user_sessions(
+        seeded_conn, user["id"], settings, include_ended=True
+    ).items
     states = {s["id"]: s["state"] for s in everything}
     assert states == {made[0]: "revoked", made[1]: "expired", made[2]: "active", made[3]: "active"}
     assert everything[-1]["id"] == made[3]  # oldest last
 
     first = auth.list_user_sessions(seeded_conn, user["id"], settings, include_ended=True, limit=3)
-    cursor = auth.encode_cursor(first[-1]["createdAt"], first[-1]["id"])
     rest = auth.list_user_sessions(
-        seeded_conn, user["id"], settings, include_ended=True, cursor=cursor
+        seeded_conn, user["id"], settings, include_ended=True, cursor=first.next_cursor
     )
-    assert [s["id"] for s in first + rest] == [s["id"] for s in everything]
+    assert rest.next_cursor is None
+    assert [s["id"] for s in first.items + rest.items] == [s["id"] for s in everything]
     with pytest.raises(Invalid):
         auth.list_user_sessions(seeded_conn, user["id"], settings, cursor="not-a-cursor")
 

@@ -66,17 +66,29 @@ def stages(seeded_conn: Conn) -> dict[str, str]:
     return stage_ids(seeded_conn)
 
 
+def listed(conn: Conn, settings: Settings, **kw: Any) -> list[dict[str, Any]]:
+    """The stages on the first page (the seed's eight fit in one)."""
+    return journey.list_stages(conn, settings=settings, **kw).items
+
+
 # -- stages -------------------------------------------------------------------------------
 
 
-def test_list_stages_is_active_only_and_ordered(seeded_conn: Conn, stages: dict[str, str]) -> None:
-    assert [s["name"] for s in journey.list_stages(seeded_conn)] == [s.name for s in JOURNEY_STAGES]
+def test_list_stages_is_active_only_and_ordered(
+    seeded_conn: Conn, seeded_settings: Settings, stages: dict[str, str]
+) -> None:
+    assert [s["name"] for s in listed(seeded_conn, seeded_settings)] == [
+        s.name for s in JOURNEY_STAGES
+    ]
     journey.deactivate_stage(seeded_conn, ACTOR, stages["Mentorship"])
-    assert "Mentorship" not in [s["name"] for s in journey.list_stages(seeded_conn)]
-    every = journey.list_stages(seeded_conn, include_inactive=True)
+    assert "Mentorship" not in [s["name"] for s in listed(seeded_conn, seeded_settings)]
+    every = listed(seeded_conn, seeded_settings, include_inactive=True)
     assert [s["name"] for s in every][-1] == "Mentorship"
-    page = journey.list_stages(seeded_conn, limit=3, after_order=2)
-    assert [s["order"] for s in page] == [3, 4, 5]
+    first = journey.list_stages(seeded_conn, settings=seeded_settings, limit=2)
+    page = journey.list_stages(
+        seeded_conn, settings=seeded_settings, limit=3, cursor=first.next_cursor
+    )
+    assert [s["order"] for s in page.items] == [3, 4, 5]
 
 
 def test_create_stage_defaults_to_the_end_and_audits_once(seeded_conn: Conn) -> None:
@@ -165,8 +177,10 @@ def test_delete_stage_with_history_suggests_deactivate(
     assert audits(seeded_conn, "journey_stage.delete") == 0
 
 
-def test_reorder_swaps_two_stages(seeded_conn: Conn, stages: dict[str, str]) -> None:
-    ids = [s["id"] for s in journey.list_stages(seeded_conn)]
+def test_reorder_swaps_two_stages(
+    seeded_conn: Conn, seeded_settings: Settings, stages: dict[str, str]
+) -> None:
+    ids = [s["id"] for s in listed(seeded_conn, seeded_settings)]
     ids[0], ids[1] = ids[1], ids[0]
     rows = journey.reorder_stages(seeded_conn, ACTOR, ids)
     assert [r["id"] for r in rows] == ids
@@ -181,28 +195,28 @@ def test_reorder_swap_inside_one_transaction(
     seeded_settings: Settings, stages: dict[str, str]
 ) -> None:
     with psycopg.connect(seeded_settings.url_for()) as conn:
-        ids = [s["id"] for s in journey.list_stages(conn)]
+        ids = [s["id"] for s in listed(conn, seeded_settings)]
         ids[2], ids[5] = ids[5], ids[2]
         journey.reorder_stages(conn, ACTOR, ids)
         # The transaction commits here, when the deferred unique check runs.
     with psycopg.connect(seeded_settings.url_for()) as conn:
-        assert [s["id"] for s in journey.list_stages(conn)] == ids
+        assert [s["id"] for s in listed(conn, seeded_settings)] == ids
 
 
 def test_reorder_puts_unlisted_inactive_stages_last(
-    seeded_conn: Conn, stages: dict[str, str]
+    seeded_conn: Conn, seeded_settings: Settings, stages: dict[str, str]
 ) -> None:
     journey.deactivate_stage(seeded_conn, ACTOR, stages["Welcome"])
-    active = [s["id"] for s in journey.list_stages(seeded_conn)]
+    active = [s["id"] for s in listed(seeded_conn, seeded_settings)]
     rows = journey.reorder_stages(seeded_conn, ACTOR, list(reversed(active)))
     assert [r["id"] for r in rows] == [*reversed(active), stages["Welcome"]]
     assert [r["order"] for r in rows] == list(range(1, len(JOURNEY_STAGES) + 1))
 
 
 def test_reorder_rejects_incomplete_unknown_and_repeated_lists(
-    seeded_conn: Conn, stages: dict[str, str]
+    seeded_conn: Conn, seeded_settings: Settings, stages: dict[str, str]
 ) -> None:
-    ids = [s["id"] for s in journey.list_stages(seeded_conn)]
+    ids = [s["id"] for s in listed(seeded_conn, seeded_settings)]
     with pytest.raises(Invalid) as e:
         journey.reorder_stages(seeded_conn, ACTOR, ids[1:])
     assert e.value.details["missing"] == [ids[0]]
@@ -372,9 +386,11 @@ def test_guide_raw_update_after_a_complete_awards_nothing_more(
     assert xp_of(seeded_conn, admin) == start_xp + 50
 
 
-def test_level_follows_xp_across_100_500_1000(seeded_conn: Conn, user: str) -> None:
+def test_level_follows_xp_across_100_500_1000(
+    seeded_conn: Conn, seeded_settings: Settings, user: str
+) -> None:
     levels = []
-    for stage in journey.list_stages(seeded_conn):
+    for stage in listed(seeded_conn, seeded_settings):
         result = journey.complete(seeded_conn, ACTOR, user, stage["id"])
         levels.append((result["xp"], result["level"]))
     # Rewards 10 20 50 75 150 200 250 300: cumulative 10 30 80 155 305 505 755 1055.

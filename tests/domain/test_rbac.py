@@ -48,13 +48,14 @@ def role_names(conn: Conn, user_id: str) -> set[str]:
 # -- roles ---------------------------------------------------------------------------
 
 
-def test_list_roles_pages_by_name(seeded_conn: Conn) -> None:
-    names = [r["name"] for r in rbac.list_roles(seeded_conn)]
-    assert names == sorted(seed.ROLES)
-    first = rbac.list_roles(seeded_conn, limit=2)
-    rest = rbac.list_roles(seeded_conn, after=first[-1]["name"])
-    assert [r["name"] for r in first + rest] == names
-    admin = next(r for r in rbac.list_roles(seeded_conn) if r["name"] == "SUPER_ADMIN")
+def test_list_roles_pages_by_name(seeded_conn: Conn, seeded_settings: Settings) -> None:
+    whole = rbac.list_roles(seeded_conn, settings=seeded_settings)
+    names = [r["name"] for r in whole.items]
+    assert names == sorted(seed.ROLES) and whole.next_cursor is None
+    first = rbac.list_roles(seeded_conn, settings=seeded_settings, limit=2)
+    rest = rbac.list_roles(seeded_conn, settings=seeded_settings, cursor=first.next_cursor)
+    assert [r["name"] for r in first.items + rest.items] == names
+    admin = next(r for r in whole.items if r["name"] == "SUPER_ADMIN")
     assert admin["permissions"] == sorted(seed.PERMISSIONS) and admin["users"] == 1
 
 

@@ -8,6 +8,7 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
+from functools import partial
 from typing import Any
 
 import psycopg
@@ -149,47 +150,48 @@ def test_find_by_id_email_in_any_case_or_username(seeded_conn: Conn) -> None:
 # -- list ------------------------------------------------------------------------------
 
 
-def test_search_filters_and_sort(seeded_conn: Conn, make: Callable[..., dict[str, Any]]) -> None:
+def test_search_filters_and_sort(
+    seeded_conn: Conn, seeded_settings: Settings, make: Callable[..., dict[str, Any]]
+) -> None:
+    ls = partial(users.list_users, seeded_conn, settings=seeded_settings)
     a = make(name="Grace Hopper", email="grace@navy.example", username="grace")
     b = make("MODERATOR", name="Alan Turing", username="alan_t")
     c = make(name="Katherine Johnson", status="SUSPENDED")
     users.set_xp(seeded_conn, CLI, b["id"], 600)
     ids = lambda page: [u["id"] for u in page.items]  # noqa: E731
 
-    assert ids(users.list_users(seeded_conn, users.UserFilter(q="HOPPER"))) == [a["id"]]
-    assert ids(users.list_users(seeded_conn, users.UserFilter(q="navy.EX"))) == [a["id"]]
-    assert ids(users.list_users(seeded_conn, users.UserFilter(role="MODERATOR"))) == [b["id"]]
-    assert ids(users.list_users(seeded_conn, users.UserFilter(status="SUSPENDED"))) == [c["id"]]
-    assert ids(users.list_users(seeded_conn, users.UserFilter(level="NIGHT_OWL"))) == [b["id"]]
-    top = users.list_users(seeded_conn, sort="xp", order="desc", limit=1)
+    assert ids(ls(users.UserFilter(q="HOPPER"))) == [a["id"]]
+    assert ids(ls(users.UserFilter(q="navy.EX"))) == [a["id"]]
+    assert ids(ls(users.UserFilter(role="MODERATOR"))) == [b["id"]]
+    assert ids(ls(users.UserFilter(status="SUSPENDED"))) == [c["id"]]
+    assert ids(ls(users.UserFilter(level="NIGHT_OWL"))) == [b["id"]]
+    top = ls(sort="xp", order="desc", limit=1)
     assert ids(top) == [b["id"]]
-    by_email = users.list_users(seeded_conn, sort="email", order="asc", limit=500).items
+    by_email = ls(sort="email", order="asc", limit=500).items
     assert [u["email"].lower() for u in by_email] == sorted(u["email"].lower() for u in by_email)
 
 
 def test_sql_metacharacters_in_search_are_taken_literally(
-    seeded_conn: Conn, make: Callable[..., dict[str, Any]]
+    seeded_conn: Conn, seeded_settings: Settings, make: Callable[..., dict[str, Any]]
 ) -> None:
+    ls = partial(users.list_users, seeded_conn, settings=seeded_settings)
     pct = make(name="100% sure")
     under = make(name="snake_case")
     make(name="snakeXcase")
     make(name="back\\slash")
-    assert [u["id"] for u in users.list_users(seeded_conn, users.UserFilter(q="%")).items] == [
-        pct["id"]
-    ]
-    found = users.list_users(seeded_conn, users.UserFilter(q="e_c")).items
+    assert [u["id"] for u in ls(users.UserFilter(q="%")).items] == [pct["id"]]
+    found = ls(users.UserFilter(q="e_c")).items
     assert [u["id"] for u in found] == [under["id"]]
-    assert len(users.list_users(seeded_conn, users.UserFilter(q="\\")).items) == 1
-    assert users.list_users(seeded_conn, users.UserFilter(q="' OR 1=1 --")).items == []
-    assert (
-        users.list_users(seeded_conn, users.UserFilter(q='\'); DROP TABLE "User"; --')).items == []
-    )
+    assert len(ls(users.UserFilter(q="\\")).items) == 1
+    assert ls(users.UserFilter(q="' OR 1=1 --")).items == []
+    assert ls(users.UserFilter(q='\'); DROP TABLE "User"; --')).items == []
     assert seeded_conn.execute('SELECT count(*) FROM "User"').fetchone() == (6,)
 
 
 def test_cursor_walks_every_page_without_duplicates(
-    seeded_conn: Conn, make: Callable[..., dict[str, Any]]
+    seeded_conn: Conn, seeded_settings: Settings, make: Callable[..., dict[str, Any]]
 ) -> None:
+    ls = partial(users.list_users, seeded_conn, settings=seeded_settings)
     for i in range(9):
         u = make()
         # Ties on xp and on timestamps: the id breaks them, so nothing repeats or is skipped.
@@ -201,19 +203,22 @@ def test_cursor_walks_every_page_without_duplicates(
             seen: list[str] = []
             cursor = None
             for _ in range(20):
-                page = users.list_users(seeded_conn, sort=sort, order=order, limit=2, cursor=cursor)
+                page = ls(sort=sort, order=order, limit=2, cursor=cursor)
                 seen.extend(u["id"] for u in page.items)
                 cursor = page.next_cursor
                 if cursor is None:
                     break
             assert len(seen) == len(set(seen)) == len(everyone), (sort, order)
             assert set(seen) == everyone
-            whole = [u["id"] for u in users.list_users(seeded_conn, sort=sort, order=order).items]
+            whole = [u["id"] for u in ls(sort=sort, order=order).items]
             assert seen == whole, (sort, order)
 
 
-def test_bad_cursor_sort_or_filter_values_are_invalid(seeded_conn: Conn) -> None:
-    page = users.list_users(seeded_conn, sort="xp", limit=1)
+def test_bad_cursor_sort_or_filter_values_are_invalid(
+    seeded_conn: Conn, seeded_settings: Settings
+) -> None:
+    ls = partial(users.list_users, seeded_conn, settings=seeded_settings)
+    page = ls(sort="xp", limit=1)
     assert page.next_cursor is not None
     for kwargs in (
         {"cursor": "not a cursor"},
@@ -226,10 +231,10 @@ def test_bad_cursor_sort_or_filter_values_are_invalid(seeded_conn: Conn) -> None
         {"limit": 501},
     ):
         with pytest.raises(Invalid):
-            users.list_users(seeded_conn, **kwargs)
+            ls(**kwargs)
     for f in (users.UserFilter(status="GONE"), users.UserFilter(level="EAGLE")):
         with pytest.raises(Invalid):
-            users.list_users(seeded_conn, f)
+            ls(f)
 
 
 # -- update / status / password / delete -------------------------------------------
