@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
+import httpx
 import psycopg
 import pytest
 from fastapi.testclient import TestClient
@@ -13,6 +14,7 @@ from fastapi.testclient import TestClient
 from smartstart.api.app import create_app
 from smartstart.api.edge import MAX_HEADER_BYTES, forwarded_client
 from smartstart.config import Settings
+from tests.api.test_server import serve  # noqa: F401 - the fixture
 
 PASSWORD = "correct horse battery staple"  # noqa: S105 - make_user's users
 
@@ -228,3 +230,34 @@ def test_a_csrf_pair_from_another_session_is_refused(fast: TestClient, make_user
     fast.cookies.clear()
     resp = fast.post("/api/auth/logout", headers={"Authorization": f"Bearer {attacker['token']}"})
     assert resp.status_code == 204
+
+
+# -- through a real server socket (uvicorn's own header handling) ----------------------
+
+
+def test_a_real_server_refuses_huge_headers_and_ignores_forwarded_for_by_default(
+    serve: Callable[..., Any], db: psycopg.Connection[Any], make_user: Any
+) -> None:
+    _, base, _ = serve("--workers", "1")
+    user = make_user()
+    before = db.execute("SELECT count(*) FROM audit_log").fetchone()
+    resp = httpx.post(
+        f"{base}/api/auth/login",
+        json={"identifier": user["email"], "password": "wrong password"},
+        headers={"User-Agent": "x" * (4 * 1024 * 1024)},
+        timeout=30,
+    )
+    assert_error(resp, 431, "headers_too_large")
+    assert db.execute("SELECT count(*) FROM audit_log").fetchone() == before
+
+    resp = httpx.post(
+        f"{base}/api/auth/login",
+        json={"identifier": user["email"], "password": PASSWORD},
+        headers={"X-Forwarded-For": "203.0.113.9"},
+        timeout=30,
+    )
+    assert resp.status_code == 200, resp.text
+    row = db.execute(
+        'SELECT host(ip::inet) FROM "Session" WHERE id = %s', [resp.json()["session_id"]]
+    ).fetchone()
+    assert row == ("127.0.0.1",)
