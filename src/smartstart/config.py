@@ -45,8 +45,9 @@ class Settings(BaseSettings):
     # Peers whose X-Forwarded-For the Brain believes (comma-separated IPs or CIDRs).
     trusted_proxies: str = ""
     # Bounds on the Brain's database work: a lock held elsewhere is a 409, not a hang.
-    api_lock_timeout_ms: int = Field(default=3000, ge=1, le=600_000)
-    api_statement_timeout_ms: int = Field(default=30_000, ge=1, le=3_600_000)
+    # 0 sends no setting (e.g. behind a PgBouncer that refuses the `options` parameter).
+    api_lock_timeout_ms: int = Field(default=3000, ge=0, le=600_000)
+    api_statement_timeout_ms: int = Field(default=30_000, ge=0, le=3_600_000)
 
     @model_validator(mode="after")
     def _refuse_unsafe_defaults(self) -> Settings:

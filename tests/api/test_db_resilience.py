@@ -15,7 +15,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from smartstart.api import edge
-from smartstart.api.app import create_app
+from smartstart.api.app import create_app, session_options
 from smartstart.config import Settings
 from smartstart.db import migrate
 from smartstart.pg.cluster import Cluster
@@ -121,6 +121,16 @@ def test_the_timeouts_are_settings_with_sane_defaults() -> None:
     settings = Settings(_env_file=None)  # type: ignore[call-arg]
     assert 0 < settings.api_lock_timeout_ms <= 5000
     assert 0 < settings.api_statement_timeout_ms <= 60_000
+    assert session_options(settings) == (
+        f"-c lock_timeout={settings.api_lock_timeout_ms}"
+        f" -c statement_timeout={settings.api_statement_timeout_ms}"
+    )
+    # Options of a configured URL are kept; 0 sends nothing.
+    url = "postgresql://u:p@db.example/app?options=-c%20search_path%3Dapp"
+    configured = Settings(  # type: ignore[call-arg]
+        _env_file=None, database_url=url, api_lock_timeout_ms=0, api_statement_timeout_ms=0
+    )
+    assert session_options(configured) == "-c search_path=app"
 
 
 # -- deadlocks (item 8) ---------------------------------------------------------------

@@ -236,7 +236,9 @@ def test_a_csrf_pair_from_another_session_is_refused(fast: TestClient, make_user
 
 
 def test_a_real_server_refuses_huge_headers_and_ignores_forwarded_for_by_default(
-    serve: Callable[..., Any], db: psycopg.Connection[Any], make_user: Any
+    serve: Callable[..., Any],  # noqa: F811 - the fixture imported above
+    db: psycopg.Connection[Any],
+    make_user: Any,
 ) -> None:
     _, base, _ = serve("--workers", "1")
     user = make_user()

@@ -79,12 +79,12 @@ def session_options(settings: Settings) -> str:
     """Server settings of the Brain's connections: bounded waits for locks and statements."""
     # Set once per connection, not per transaction: no round trip on the hot path. Any
     # options of SMARTSTART_DATABASE_URL are kept (ours come last and win).
-    given = conninfo_to_dict(settings.url_for()).get("options") or ""
-    ours = (
-        f"-c lock_timeout={settings.api_lock_timeout_ms}"
-        f" -c statement_timeout={settings.api_statement_timeout_ms}"
-    )
-    return f"{given} {ours}".strip()
+    parts = [str(conninfo_to_dict(settings.url_for()).get("options") or "")]
+    if settings.api_lock_timeout_ms:
+        parts.append(f"-c lock_timeout={settings.api_lock_timeout_ms}")
+    if settings.api_statement_timeout_ms:
+        parts.append(f"-c statement_timeout={settings.api_statement_timeout_ms}")
+    return " ".join(p for p in parts if p)
 
 
 class BodyLimit:

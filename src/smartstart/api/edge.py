@@ -33,6 +33,18 @@ RETRY_BACKOFF = 0.05  # seconds: the jittered pause before attempt n is up to n 
 NOSNIFF = (b"x-content-type-options", b"nosniff")
 NO_STORE = (b"cache-control", b"no-store")
 _RETRY = errors.RETRY_HEADER.encode()
+_WATCHED = frozenset(
+    {
+        b"authorization",
+        b"cookie",
+        b"host",
+        b"x-forwarded-for",
+        b"x-forwarded-proto",
+        b"content-type",
+    }
+)
+# Requests that carry no body: nothing to scan, nor to replay on a retry.
+_BODILESS = frozenset({"GET", "HEAD"})
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -120,16 +132,17 @@ class Edge:
         form = False
         for name, value in scope["headers"]:
             total += len(name) + len(value)
-            if name == b"authorization" or name == b"cookie":
-                credentialed = True
-            elif name == b"host":
-                host = value
-            elif name == b"x-forwarded-for":
-                forwarded = value if forwarded is None else forwarded + b"," + value
-            elif name == b"x-forwarded-proto":
-                proto = value
-            elif name == b"content-type":
-                form = value.startswith(b"application/x-www-form-urlencoded")
+            if name in _WATCHED:
+                if name == b"authorization" or name == b"cookie":
+                    credentialed = True
+                elif name == b"host":
+                    host = value
+                elif name == b"x-forwarded-for":
+                    forwarded = value if forwarded is None else forwarded + b"," + value
+                elif name == b"x-forwarded-proto":
+                    proto = value
+                else:
+                    form = value.startswith(b"application/x-www-form-urlencoded")
         if total > self.max_header_bytes:
             await self._reject(
                 scope,
@@ -166,22 +179,26 @@ class Edge:
         # Every message the app has read, so a retried attempt reads the same body.
         recorded: list[Message] = []
         replay: list[Message] = []
-        tail = b""
+        app_receive = receive
+        if scope["method"] not in _BODILESS:
+            tail = b""
 
-        async def edge_receive() -> Message:
-            nonlocal tail
-            if replay:
-                return replay.pop(0)
-            message = await receive()
-            recorded.append(message)
-            if message["type"] == "http.request":
-                body = message.get("body", b"")
-                if body:
-                    data = tail + body
-                    if _nul_in(data, form):
-                        raise errors.NulInput()
-                    tail = data[-16:]
-            return message
+            async def edge_receive() -> Message:
+                nonlocal tail
+                if replay:
+                    return replay.pop(0)
+                message = await receive()
+                recorded.append(message)
+                if message["type"] == "http.request":
+                    body = message.get("body", b"")
+                    if body:
+                        data = tail + body
+                        if _nul_in(data, form):
+                            raise errors.NulInput()
+                        tail = data[-16:]
+                return message
+
+            app_receive = edge_receive
 
         retry: bytes | None = None
         dropping = False
@@ -202,8 +219,12 @@ class Edge:
                     headers = [
                         (k, _relative(v, host)) if k == b"location" else (k, v) for k, v in headers
                     ]
-                if credentialed and not any(k == b"cache-control" for k, _ in headers):
-                    headers.append(NO_STORE)
+                if credentialed:
+                    for k, _ in headers:
+                        if k == b"cache-control":
+                            break
+                    else:
+                        headers.append(NO_STORE)
                 message["headers"] = headers
             elif dropping:
                 return
@@ -212,7 +233,7 @@ class Edge:
         attempt = 1
         stale_retried = False
         while True:
-            await self.app(scope, edge_receive, edge_send)
+            await self.app(scope, app_receive, edge_send)
             if retry is None:
                 return
             if retry == b"stale":
