@@ -237,3 +237,14 @@ def test_the_first_request_after_a_database_restart_succeeds(
             for url in urls * 2:
                 resp = client.get(url, headers=headers)
                 assert resp.status_code == 200, (round_, url, resp.text)
+        # One dead connection met per restart: the pools then dropped all their others.
+        assert unavailable_attempts(client) == 2
+
+
+def unavailable_attempts(client: TestClient) -> float:
+    """How many attempts of requests the Brain answered 503 (retried ones included)."""
+    total = 0.0
+    for line in client.get("/metrics").text.splitlines():
+        if line.startswith("smartstart_http_requests_total{") and 'status="503"' in line:
+            total += float(line.rsplit(" ", 1)[1])
+    return total
