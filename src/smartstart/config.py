@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from functools import lru_cache
+from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
 from typing import Literal
 from urllib.parse import quote
@@ -41,6 +42,12 @@ class Settings(BaseSettings):
     bcrypt_rounds: int = Field(default=12, ge=4, le=16)
     # Signs cursors, CSRF tokens and device cookies; generated into $SMARTSTART_HOME when unset.
     secret_key: SecretStr | None = Field(default=None, min_length=32)
+    # Peers whose X-Forwarded-For the Brain believes (comma-separated IPs or CIDRs).
+    trusted_proxies: str = ""
+    # Bounds on the Brain's database work: a lock held elsewhere is a 409, not a hang.
+    # 0 sends no setting (e.g. behind a PgBouncer that refuses the `options` parameter).
+    api_lock_timeout_ms: int = Field(default=3000, ge=0, le=600_000)
+    api_statement_timeout_ms: int = Field(default=30_000, ge=0, le=3_600_000)
 
     @model_validator(mode="after")
     def _refuse_unsafe_defaults(self) -> Settings:
@@ -57,7 +64,19 @@ class Settings(BaseSettings):
             raise ValueError("SMARTSTART_COOKIE_SECURE must be true when SMARTSTART_ENV=production")
         if self.env == "production" and self.bcrypt_rounds < 12:
             raise ValueError("SMARTSTART_BCRYPT_ROUNDS below 12 is for tests only")
+        self.trusted_networks()  # a typo must stop the start, not silently trust nobody
         return self
+
+    def trusted_networks(self) -> tuple[IPv4Network | IPv6Network, ...]:
+        """SMARTSTART_TRUSTED_PROXIES as networks."""
+        out = []
+        for item in self.trusted_proxies.split(","):
+            if item.strip():
+                try:
+                    out.append(ip_network(item.strip(), strict=False))
+                except ValueError as e:
+                    raise ValueError(f"SMARTSTART_TRUSTED_PROXIES: {item.strip()!r}: {e}") from e
+        return tuple(out)
 
     @property
     def home_dir(self) -> Path:

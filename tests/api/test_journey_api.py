@@ -386,7 +386,7 @@ def test_unknown_ids_are_404_never_500(
     too_long = client.get(f"/api/journey/stages/{'x' * 500}", headers=admin_headers)
     assert too_long.status_code == 422
     nul = client.get("/api/journey/stages/a%00b", headers=admin_headers)
-    assert nul.status_code == 404
+    assert nul.status_code == 422  # refused at the edge, like a NUL anywhere
     bad_action = client.post(f"/api/journey/me/stages/{sid}/finish", headers=admin_headers)
     assert bad_action.status_code == 422
 

@@ -23,6 +23,7 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -31,6 +32,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from smartstart import __version__
 from smartstart.api import access, errors
 from smartstart.api.deps import public
+from smartstart.api.edge import Edge
 from smartstart.config import Settings, get_settings
 from smartstart.db import migrate
 from smartstart.domain.permissions import PermissionCache
@@ -71,6 +73,18 @@ def readiness(settings: Settings) -> tuple[bool, dict[str, Any]]:
             "head": head,
         }
     return True, {"status": "ready", "revision": current}
+
+
+def session_options(settings: Settings) -> str:
+    """Server settings of the Brain's connections: bounded waits for locks and statements."""
+    # Set once per connection, not per transaction: no round trip on the hot path. Any
+    # options of SMARTSTART_DATABASE_URL are kept (ours come last and win).
+    parts = [str(conninfo_to_dict(settings.url_for()).get("options") or "")]
+    if settings.api_lock_timeout_ms:
+        parts.append(f"-c lock_timeout={settings.api_lock_timeout_ms}")
+    if settings.api_statement_timeout_ms:
+        parts.append(f"-c statement_timeout={settings.api_statement_timeout_ms}")
+    return " ".join(p for p in parts if p)
 
 
 class BodyLimit:
@@ -199,7 +213,7 @@ def create_app(
             min_size=1,
             max_size=pool_size,
             open=False,
-            kwargs={"connect_timeout": 5},
+            kwargs={"connect_timeout": 5, "options": session_options(settings)},
             timeout=pool_timeout,
             name="brain",
         )
@@ -209,7 +223,11 @@ def create_app(
             min_size=1,
             max_size=pool_size,
             open=False,
-            kwargs={"connect_timeout": 5, "autocommit": True},
+            kwargs={
+                "connect_timeout": 5,
+                "autocommit": True,
+                "options": session_options(settings),
+            },
             timeout=pool_timeout,
             name="brain-async",
         )
@@ -243,6 +261,7 @@ def create_app(
     errors.document_errors(app)
     _install_metrics(app)
     app.add_middleware(BodyLimit)
+    app.add_middleware(Edge, settings=settings)  # outermost: before anything reads a header
 
     @app.get("/healthz", tags=["health"], summary="The process is alive", dependencies=[public])
     async def healthz() -> dict[str, str]:

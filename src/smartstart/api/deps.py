@@ -20,6 +20,8 @@ from fastapi import Depends, Request
 from psycopg_pool import PoolTimeout
 from starlette.concurrency import run_in_threadpool
 
+from smartstart import signing
+from smartstart.api.errors import StaleConnection
 from smartstart.config import Settings
 from smartstart.domain import audit, sessions
 from smartstart.domain.audit import Actor
@@ -29,6 +31,7 @@ from smartstart.domain.sessions import Principal
 SESSION_COOKIE = "smartstart_session"
 CSRF_COOKIE = "smartstart_csrf"
 CSRF_HEADER = "X-CSRF-Token"
+CSRF_PURPOSE = "csrf"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 LAST_ACTIVE_INTERVAL = 60.0  # seconds: at most one "lastActive" write per user per minute
 
@@ -58,6 +61,12 @@ async def get_conn(request: Request) -> AsyncIterator[psycopg.Connection[Any]]:
         try:
             yield conn
             ok = True
+        except psycopg.OperationalError as e:
+            # Broken before the commit: the server rolled the transaction back, so the
+            # request may run again on a fresh connection (the edge replays it once).
+            if conn.broken and not isinstance(e, StaleConnection):
+                raise StaleConnection(str(e)) from e
+            raise
         finally:
             await run_in_threadpool(_finish, pool, conn, ok)
     finally:
@@ -66,6 +75,8 @@ async def get_conn(request: Request) -> AsyncIterator[psycopg.Connection[Any]]:
 
 def _finish(pool: Any, conn: psycopg.Connection[Any], ok: bool) -> None:
     try:
+        if conn.broken and not ok:
+            return  # nothing to roll back; the pool discards it
         if ok:
             conn.commit()
         else:
@@ -115,11 +126,16 @@ def _last_active_due(request: Request, user_id: str) -> bool:
     return True
 
 
-def _check_csrf(request: Request, via: str) -> None:
+def csrf_token(settings: Settings, session_token: str) -> str:
+    """The CSRF token of a session: a MAC of its token's hash, so no other session's fits."""
+    return signing.mac(settings, CSRF_PURPOSE, sessions.hash_token(session_token).encode()).hex()
+
+
+def _check_csrf(request: Request, token: str, via: str) -> None:
     if via == "cookie" and request.method not in SAFE_METHODS:
         sent = request.headers.get(CSRF_HEADER, "")
-        expected = request.cookies.get(CSRF_COOKIE, "")
-        if not expected or not secrets.compare_digest(sent, expected):
+        expected = csrf_token(request.app.state.settings, token)
+        if not secrets.compare_digest(sent.encode(), expected.encode()):
             raise Forbidden(
                 f"missing or wrong {CSRF_HEADER} header for a cookie-authenticated write",
                 details={"reason": "csrf"},
@@ -136,24 +152,33 @@ async def _authenticate(
     state = request.app.state
     idle = timedelta(minutes=state.settings.session_idle_minutes)
     ridden: dict[str, Any] | None = None
+    conn: psycopg.AsyncConnection[Any] | None = None
     # A connection of its own, held only for these statements (autocommit): a request
     # never holds it while it waits for another connection, so the two pools cannot
     # deadlock each other.
-    async with state.apool.connection() as conn:
-        if rider is None:
-            principal = await sessions.aresolve(conn, token, idle_timeout=idle, via=via)
-        else:
-            found = await sessions.aresolve_riding(conn, token, rider, idle_timeout=idle, via=via)
-            principal, ridden = found if found is not None else (None, None)
-        if principal is None:
-            raise Unauthorized("the session is invalid, expired or revoked; sign in again")
-        _check_csrf(request, via)
-        # The RBAC version came with the session row: a cached set is never stale.
-        principal.permissions = await state.permission_cache.aget(
-            conn, principal.user_id, principal.rbac_version
-        )
-        if _last_active_due(request, principal.user_id):
-            await conn.execute(LAST_ACTIVE_SQL, [principal.user_id])
+    try:
+        async with state.apool.connection() as conn:
+            if rider is None:
+                principal = await sessions.aresolve(conn, token, idle_timeout=idle, via=via)
+            else:
+                found = await sessions.aresolve_riding(
+                    conn, token, rider, idle_timeout=idle, via=via
+                )
+                principal, ridden = found if found is not None else (None, None)
+            if principal is None:
+                raise Unauthorized("the session is invalid, expired or revoked; sign in again")
+            _check_csrf(request, token, via)
+            # The RBAC version came with the session row: a cached set is never stale.
+            principal.permissions = await state.permission_cache.aget(
+                conn, principal.user_id, principal.rbac_version
+            )
+            if _last_active_due(request, principal.user_id):
+                await conn.execute(LAST_ACTIVE_SQL, [principal.user_id])
+    except psycopg.OperationalError as e:
+        # Reads and idempotent touches only: safe to run again on a fresh connection.
+        if conn is not None and conn.broken and not isinstance(e, StaleConnection):
+            raise StaleConnection(str(e)) from e
+        raise
     request.state.principal = principal
     return principal, ridden
 

@@ -6,11 +6,13 @@ from collections.abc import Mapping
 from typing import Any
 
 import psycopg
+import psycopg.errors
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from psycopg_pool import PoolTimeout
 from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from smartstart.domain.errors import DomainError, TooManyRequests
@@ -27,6 +29,7 @@ _HTTP_CODES = {
     415: "unsupported_media_type",
     422: "invalid",
     429: "too_many_requests",
+    431: "headers_too_large",
     503: "unavailable",
 }
 
@@ -48,11 +51,13 @@ ERROR_RESPONSES = {
     "401": "No valid session",
     "403": "The session lacks the permission this endpoint requires (or CSRF check failed)",
     "404": "No such resource",
-    "409": "Conflicts with the current state (e.g. a unique value is taken)",
+    "409": "Conflicts with the current state (e.g. a unique value is taken, or the rows are "
+    "locked by another transaction)",
     "413": "The request body is too large",
     "422": "The request is invalid: details.errors lists each problem",
     "429": "Too many attempts: retry after Retry-After seconds",
-    "503": "The database is unavailable: retry after Retry-After seconds",
+    "431": "The request headers are too large",
+    "503": "The database is unavailable or too slow: retry after Retry-After seconds",
 }
 
 
@@ -88,6 +93,31 @@ def document_errors(app: FastAPI) -> None:
         return schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+# Marks a response whose request may run again (see api/edge.py); never reaches a client.
+RETRY_HEADER = "x-smartstart-retry"
+
+
+class NulInput(StarletteHTTPException):
+    """A NUL character in a request body (raised while the body is read)."""
+
+    def __init__(self) -> None:
+        super().__init__(422, "the request's body contains a NUL character")
+
+
+class StaleConnection(psycopg.OperationalError):
+    """A pooled connection the server dropped (a restart), met before anything committed."""
+
+
+async def refresh_pools(app: FastAPI) -> None:
+    """Make both pools test their idle connections and replace the dead ones."""
+    pool = getattr(app.state, "pool", None)
+    if pool is not None:
+        await run_in_threadpool(pool.check)
+    apool = getattr(app.state, "apool", None)
+    if apool is not None:
+        await apool.check()
 
 
 def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
@@ -130,6 +160,60 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(SmartStartError)
     async def smartstart_error(_: Request, exc: SmartStartError) -> JSONResponse:
         return error_response(503, exc.code, str(exc))
+
+    @app.exception_handler(StaleConnection)
+    async def stale_connection(request: Request, exc: Exception) -> JSONResponse:
+        await refresh_pools(request.app)
+        return error_response(
+            503,
+            "database_unavailable",
+            "the database connection was lost; try again shortly",
+            headers={"Retry-After": "5", RETRY_HEADER: "stale"},
+        )
+
+    @app.exception_handler(psycopg.errors.DeadlockDetected)
+    @app.exception_handler(psycopg.errors.SerializationFailure)
+    async def transaction_conflict(_: Request, exc: Exception) -> JSONResponse:
+        reason = (
+            "deadlock"
+            if isinstance(exc, psycopg.errors.DeadlockDetected)
+            else "serialization_failure"
+        )
+        return error_response(
+            409,
+            "transaction_conflict",
+            "the change collided with a concurrent one (retried); try again",
+            {"reason": reason},
+            headers={RETRY_HEADER: "conflict"},
+        )
+
+    @app.exception_handler(psycopg.errors.LockNotAvailable)
+    async def locked(request: Request, _: Exception) -> JSONResponse:
+        waited = request.app.state.settings.api_lock_timeout_ms
+        return error_response(
+            409,
+            "locked",
+            f"the rows this request needs are locked by another transaction (waited {waited} ms);"
+            " try again",
+            {"reason": "lock_timeout", "lock_timeout_ms": waited},
+        )
+
+    @app.exception_handler(psycopg.errors.QueryCanceled)
+    async def too_slow(request: Request, _: Exception) -> JSONResponse:
+        limit = request.app.state.settings.api_statement_timeout_ms
+        return error_response(
+            503,
+            "statement_timeout",
+            f"the database did not answer within {limit} ms; try again shortly",
+            {"reason": "statement_timeout", "statement_timeout_ms": limit},
+            headers={"Retry-After": "5"},
+        )
+
+    @app.exception_handler(NulInput)
+    async def nul_input(_: Request, exc: NulInput) -> JSONResponse:
+        return error_response(
+            422, "invalid", str(exc.detail), {"reason": "nul_byte", "where": "body"}
+        )
 
     @app.exception_handler(PoolTimeout)
     @app.exception_handler(psycopg.OperationalError)

@@ -59,6 +59,9 @@ def _run_uvicorn(settings: Settings, sockets: list[socket.socket] | None) -> Non
         port=settings.api_port,
         log_level="info",
         access_log=settings.api_access_log,
+        # X-Forwarded-For is applied by the app, only from SMARTSTART_TRUSTED_PROXIES
+        # (uvicorn's default believed any peer on loopback).
+        proxy_headers=False,
     )
     server = uvicorn.Server(config)
     # Like uvicorn.run: uvicorn re-raises the signal that stopped it once it has shut

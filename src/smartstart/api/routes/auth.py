@@ -8,7 +8,6 @@ endpoints are sync `def`: they run in the threadpool, so bcrypt never blocks the
 
 from __future__ import annotations
 
-import secrets
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -23,6 +22,7 @@ from smartstart.api.deps import (
     actor_for,
     authenticated,
     client_ip,
+    csrf_token,
     public,
     require,
 )
@@ -125,8 +125,8 @@ class PasswordChange(BaseModel):
 
 
 def _set_session_cookies(response: Response, settings: Settings, token: str) -> str:
-    """Set the session and CSRF cookies; returns the CSRF token."""
-    csrf = secrets.token_urlsafe(32)
+    """Set the session and CSRF cookies; returns the CSRF token (bound to this session)."""
+    csrf = csrf_token(settings, token)
     max_age = int(settings.session_lifetime_hours * 3600)
     response.set_cookie(
         SESSION_COOKIE,
