@@ -49,6 +49,7 @@ def test_signed_in_users_are_served_during_a_login_flood(brain: str, make_user: 
     member = make_user("SUPER_ADMIN")
     flood_codes: list[int] = []
     retry_after: list[str | None] = []
+    error_codes: set[str] = set()
 
     def bad_login(i: int) -> None:
         with httpx.Client(timeout=60) as client:
@@ -58,6 +59,7 @@ def test_signed_in_users_are_served_during_a_login_flood(brain: str, make_user: 
             )
         flood_codes.append(resp.status_code)
         retry_after.append(resp.headers.get("retry-after"))
+        error_codes.add(resp.json()["error"]["code"])
 
     served: list[tuple[int, float]] = []
     start = time.monotonic()
@@ -80,6 +82,7 @@ def test_signed_in_users_are_served_during_a_login_flood(brain: str, make_user: 
     assert max(seconds for _, seconds in served) < 2.0, served
     # The flood is answered, not queued forever: wrong passwords, or "busy, retry".
     assert len(flood_codes) == FLOOD and set(flood_codes) <= {401, 503}
-    assert flood_codes.count(401) >= 1
+    assert flood_codes.count(401) >= 1 and flood_codes.count(503) >= 1
+    assert error_codes == {"unauthorized", "busy"}
     assert all(r is not None for c, r in zip(flood_codes, retry_after, strict=True) if c == 503)
     assert flood_time < 30
