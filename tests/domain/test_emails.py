@@ -88,6 +88,7 @@ def test_login_looks_emails_up_in_nfc_and_refuses_invisible_identifiers(
         with pytest.raises(Invalid) as e:
             login(identifier)
         assert e.value.details == {"field": "identifier"}
+    assert auth.find_user(seeded_conn, NFD)["id"] == user["id"]  # `auth sessions USER`
     # an unlock names the account the same way
     with pytest.raises(Invalid):
         auth.clear_throttle(seeded_conn, CLI, email="ca\u200bfe@example.com")

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import unicodedata
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -90,6 +91,7 @@ def _verify(password: str, hashed: str | None, rounds: int) -> bool:
 
 def _find_for_login(conn: psycopg.Connection[Any], identifier: str) -> dict[str, Any] | None:
     """The user an identifier names (with the password hash); an email match wins."""
+    identifier = unicodedata.normalize("NFC", identifier)  # as emails are stored
     with conn.cursor(row_factory=dict_row) as cur:
         cur.execute(
             f'SELECT {USER_COLUMNS}, password FROM "User"'
