@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 
 from smartstart.api.app import create_app
 from smartstart.config import Settings
-from smartstart.domain import auth
+from smartstart.domain import throttle
 from tests.conftest import TEST_ADMIN_PASSWORD
 
 PASSWORD = "correct horse battery staple"  # what make_user's users have (cost 4)
@@ -367,7 +367,7 @@ def test_five_failures_lock_the_account_until_an_admin_clears_it(
 
 
 def test_the_client_address_is_throttled_across_accounts(fast: TestClient, make_user: Any) -> None:
-    users = [make_user() for _ in range(auth.IP_MAX_FAILURES // 4)]
+    users = [make_user() for _ in range(throttle.IP_MAX_FAILURES // 4)]
     for user in users:
         for _ in range(4):  # below the per-account threshold
             assert login(fast, user["email"], WRONG).status_code == 401

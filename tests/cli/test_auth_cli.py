@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from smartstart.cli.main import app
 from smartstart.config import Settings
-from smartstart.domain import auth, sessions
+from smartstart.domain import sessions, throttle
 
 runner = CliRunner()
 ADMIN = "admin@alicesolutionsgroup.com"
@@ -61,7 +61,7 @@ def lock(db: psycopg.Connection[Any], key: str) -> None:
 
 
 def test_unlock_an_account_and_an_address(db: psycopg.Connection[Any]) -> None:
-    lock(db, auth.account_key(ADMIN))
+    lock(db, throttle.account_key(ADMIN))
     lock(db, "ip:10.1.2.3")
     result = run("auth", "unlock", "ADMIN@alicesolutionsgroup.com")
     assert result.exit_code == 0, result.output

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
 
@@ -11,7 +13,7 @@ import psycopg
 import pytest
 
 from smartstart.config import Settings
-from smartstart.domain import auth, passwords, sessions
+from smartstart.domain import auth, passwords, sessions, throttle
 from smartstart.domain.audit import Actor
 from smartstart.domain.errors import Forbidden, Invalid, NotFound, TooManyRequests, Unauthorized
 
@@ -41,6 +43,25 @@ def add_user(
     return {"id": row[0], "email": email, "username": username}
 
 
+def sign_in(
+    settings: Settings,
+    identifier: str,
+    password: str = PASSWORD,
+    ip: str | None = "203.0.113.7",
+    device: str | None = None,
+) -> auth.SignedIn:
+    """auth.login, each of its transactions on a connection of its own (as the API's)."""
+    return auth.login(
+        lambda: psycopg.connect(settings.url_for()),
+        identifier,
+        password,
+        ip=ip,
+        user_agent="pytest",
+        settings=settings,
+        device=device,
+    )
+
+
 def do_login(
     conn: psycopg.Connection[Any],
     settings: Settings,
@@ -48,7 +69,8 @@ def do_login(
     password: str = PASSWORD,
     ip: str | None = "203.0.113.7",
 ) -> tuple[str, dict[str, Any], dict[str, Any]]:
-    return auth.login(conn, identifier, password, ip=ip, user_agent="pytest", settings=settings)
+    signed = sign_in(settings, identifier, password, ip)
+    return signed.token, signed.session, signed.user
 
 
 def audit_rows(conn: psycopg.Connection[Any], prefix: str = "auth.") -> list[tuple[Any, ...]]:
@@ -106,26 +128,56 @@ def test_inactive_users_cannot_sign_in_and_only_learn_why_with_the_password(
     assert seeded_conn.execute('SELECT count(*) FROM "Session"').fetchone() == (0,)
 
 
-def test_a_failed_login_is_recorded_even_when_the_caller_rolls_back(
-    seeded_settings: Settings, settings: Settings, seeded_conn: psycopg.Connection[Any]
+def test_a_refused_login_is_recorded_although_it_raises(
+    seeded_conn: psycopg.Connection[Any], settings: Settings
 ) -> None:
     user = add_user(seeded_conn)
-    with psycopg.connect(seeded_settings.url_for()) as tx:  # a transaction, like the API's
-        with pytest.raises(Unauthorized):
-            do_login(tx, settings, user["email"], "not the password at all")
-        tx.rollback()
+    with pytest.raises(Unauthorized):
+        do_login(seeded_conn, settings, user["email"], "not the password at all")
     assert [r[0] for r in audit_rows(seeded_conn)] == ["auth.login_failed"]
     row = seeded_conn.execute(
-        'SELECT failures FROM "LoginThrottle" WHERE key = %s', [auth.account_key(user["email"])]
+        'SELECT failures FROM "LoginThrottle" WHERE key = %s',
+        [throttle.account_key(user["email"])],
     ).fetchone()
     assert row == (1,)
 
 
-def test_five_failures_lock_the_account_even_for_the_right_password(
+def test_no_connection_is_open_while_the_password_is_hashed(
+    seeded_conn: psycopg.Connection[Any], settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    user = add_user(seeded_conn)
+    open_now, seen = [0], []
+
+    @contextmanager
+    def transaction() -> Iterator[psycopg.Connection[Any]]:
+        with psycopg.connect(settings.url_for()) as conn:
+            open_now[0] += 1
+            try:
+                yield conn
+            finally:
+                open_now[0] -= 1
+
+    checkpw = bcrypt.checkpw
+
+    def watched(password: bytes, hashed: bytes) -> bool:
+        seen.append(open_now[0])
+        return checkpw(password, hashed)
+
+    monkeypatch.setattr(bcrypt, "checkpw", watched)
+    for identifier, password in ((user["email"], "a wrong password"), ("ghost", PASSWORD)):
+        with pytest.raises(Unauthorized):
+            auth.login(
+                transaction, identifier, password, ip=None, user_agent=None, settings=settings
+            )
+    auth.login(transaction, user["email"], PASSWORD, ip=None, user_agent=None, settings=settings)
+    assert seen == [0, 0, 0]
+
+
+def test_failures_from_many_addresses_lock_the_account_for_unknown_devices(
     seeded_conn: psycopg.Connection[Any], settings: Settings
 ) -> None:
     user = add_user(seeded_conn)
-    for i in range(auth.MAX_FAILURES):
+    for i in range(throttle.ACCOUNT_MAX_FAILURES):
         # email and username count against the same account
         who = user["username"] if i % 2 else user["email"]
         with pytest.raises(Unauthorized):
@@ -134,10 +186,10 @@ def test_five_failures_lock_the_account_even_for_the_right_password(
         do_login(seeded_conn, settings, user["username"])
     assert exc.value.retry_after >= 1
     actions = [r[0] for r in audit_rows(seeded_conn)]
-    assert actions == ["auth.login_failed"] * 5 + ["auth.throttled"]
+    assert actions == ["auth.login_failed"] * throttle.ACCOUNT_MAX_FAILURES + ["auth.throttled"]
 
     cleared = auth.clear_throttle(seeded_conn, Actor.cli(), email=user["email"].upper())
-    assert cleared == 1
+    assert cleared == 1 + throttle.ACCOUNT_MAX_FAILURES  # the account and its pairs
     do_login(seeded_conn, settings, user["email"])
     assert audit_rows(seeded_conn)[-2][0] == "auth.throttle_cleared"
 
@@ -146,7 +198,7 @@ def test_lock_grows_exponentially_up_to_the_cap_and_resets_after_quiet(
     seeded_conn: psycopg.Connection[Any], settings: Settings
 ) -> None:
     user = add_user(seeded_conn)
-    key = auth.account_key(user["email"])
+    key = throttle.account_key(user["email"])
 
     def fail_once() -> None:
         seeded_conn.execute(
@@ -166,7 +218,7 @@ def test_lock_grows_exponentially_up_to_the_cap_and_resets_after_quiet(
         assert row is not None
         return float(row[0] or 0)
 
-    for _ in range(4):
+    for _ in range(throttle.ACCOUNT_MAX_FAILURES - 1):
         fail_once()
     assert lock_seconds() == 0
     for expected in (1, 2, 4, 8):
@@ -204,7 +256,7 @@ def test_a_success_clears_the_account_key_but_not_the_address(
 def test_the_address_is_throttled_across_accounts(
     seeded_conn: psycopg.Connection[Any], settings: Settings
 ) -> None:
-    users = [add_user(seeded_conn) for _ in range(auth.IP_MAX_FAILURES // 4)]
+    users = [add_user(seeded_conn) for _ in range(throttle.IP_MAX_FAILURES // 4)]
     for user in users:
         for _ in range(4):  # under the per-account threshold
             with pytest.raises(Unauthorized):
@@ -213,7 +265,8 @@ def test_the_address_is_throttled_across_accounts(
     with pytest.raises(TooManyRequests):
         do_login(seeded_conn, settings, fresh["email"])
     do_login(seeded_conn, settings, fresh["email"], ip="192.0.2.1")  # another address is fine
-    assert auth.clear_throttle(seeded_conn, Actor.cli(), ip="203.0.113.7") == 1
+    # the address and its pairs with each account
+    assert auth.clear_throttle(seeded_conn, Actor.cli(), ip="203.0.113.7") == 1 + len(users)
     do_login(seeded_conn, settings, fresh["email"])
 
 
@@ -282,12 +335,12 @@ def test_change_own_password_requires_the_current_one(
     do_login(seeded_conn, settings, user["email"], "a brand new secret")
 
 
-def test_wrong_current_passwords_count_against_the_account(
+def test_wrong_current_passwords_lock_password_changes_not_sign_ins(
     seeded_conn: psycopg.Connection[Any], settings: Settings
 ) -> None:
     user = add_user(seeded_conn)
     actor = Actor.user(user["id"])
-    for _ in range(auth.MAX_FAILURES):
+    for _ in range(throttle.PASSWORD_MAX_FAILURES):
         with pytest.raises(Invalid):
             auth.change_own_password(
                 seeded_conn, actor, user["id"], "wrong password here", "a new passphrase", settings
@@ -296,10 +349,9 @@ def test_wrong_current_passwords_count_against_the_account(
         auth.change_own_password(
             seeded_conn, actor, user["id"], PASSWORD, "a new passphrase", settings
         )
-    with pytest.raises(TooManyRequests):
-        do_login(seeded_conn, settings, user["email"])
+    do_login(seeded_conn, settings, user["email"])  # a stolen session cannot lock the owner out
     actions = [r[0] for r in audit_rows(seeded_conn)]
-    assert actions == ["auth.password_change_failed"] * 5 + ["auth.throttled"] * 2
+    assert actions == ["auth.password_change_failed"] * 5 + ["auth.throttled", "auth.login"]
 
 
 def test_list_sessions_states_and_paging(

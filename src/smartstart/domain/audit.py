@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import getpass
+import itertools
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -46,15 +49,93 @@ class Actor:
         return cls(label="anonymous", ip=ip, user_agent=user_agent)
 
 
+# Bounds: every row has a bounded size whatever a client sends (a 4 MB User-Agent, a
+# deeply nested body). Strings are cut with a marker saying how much was dropped;
+# containers keep their first MAX_ITEMS entries and stop at MAX_DEPTH.
+MAX_USER_AGENT = 512  # characters, as in "Session"."userAgent"
+MAX_COLUMN = 512  # characters of actor, action, resource, resourceId and ip
+MAX_VALUE = 4096  # characters of any one string in details
+MAX_ITEMS = 100  # entries of any one object or array in details
+MAX_DEPTH = 6  # nesting of details
+MAX_DETAILS = 32768  # characters of every string in one row's details, together
+MAX_NODES = 2000  # values in one row's details
+_BIG_INT = 2**63
+
+
+def clip(text: str, limit: int) -> str:
+    """text cut to at most limit characters (a marker says how many were dropped), with
+    what PostgreSQL would refuse (NUL, lone surrogates) replaced."""
+    if len(text) > limit:
+        keep = max(0, limit - len(f"…[{len(text)} more characters]"))
+        text = text[:keep] + f"…[{len(text) - keep} more characters]"
+    if "\x00" in text:
+        text = text.replace("\x00", "\ufffd")
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        text = text.encode(errors="replace").decode()
+    return text
+
+
+class _Bounder:
+    """Redacts secrets and bounds one row's details (a budget shared by its values)."""
+
+    def __init__(self) -> None:
+        self.chars = MAX_DETAILS
+        self.nodes = MAX_NODES
+
+    def text(self, value: str, limit: int = MAX_VALUE) -> str:
+        out = clip(value, max(32, min(limit, self.chars)))
+        self.chars = max(0, self.chars - len(out))
+        return out
+
+    def value(self, value: Any, depth: int = 0) -> Any:
+        self.nodes -= 1
+        if self.nodes < 0:
+            return "…[omitted]"
+        if value is None or isinstance(value, bool):
+            return value
+        if isinstance(value, int):
+            # past int8, as text; str() of a huge int is slow (and refused past 4300 digits)
+            if -_BIG_INT < value < _BIG_INT:
+                return value
+            return (
+                str(value) if value.bit_length() < 256 else f"…[{value.bit_length()}-bit integer]"
+            )
+        if isinstance(value, float):
+            return value if math.isfinite(value) else str(value)  # jsonb has no NaN
+        if isinstance(value, str):
+            return self.text(value)
+        if isinstance(value, datetime):
+            return value.isoformat()
+        if isinstance(value, Mapping):
+            if depth >= MAX_DEPTH:
+                return f"…[object of {len(value)} entries nested too deep]"
+            out: dict[str, Any] = {}
+            for i, (k, v) in enumerate(value.items()):
+                if i == MAX_ITEMS:
+                    out["…"] = f"[{len(value) - MAX_ITEMS} more entries]"
+                    break
+                key = self.text(str(k), 128)
+                out[key] = "***" if k in SECRET_KEYS else self.value(v, depth + 1)
+            return out
+        if isinstance(value, list | tuple | set | frozenset):
+            if depth >= MAX_DEPTH:
+                return f"…[array of {len(value)} entries nested too deep]"
+            items = [self.value(v, depth + 1) for v in itertools.islice(value, MAX_ITEMS)]
+            if len(value) > MAX_ITEMS:
+                items.append(f"…[{len(value) - MAX_ITEMS} more entries]")
+            return items
+        return self.text(str(value))
+
+
 def redact(value: Any) -> Any:
-    """A copy of value with secret fields masked."""
-    if isinstance(value, dict):
-        return {k: ("***" if k in SECRET_KEYS else redact(v)) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [redact(v) for v in value]
-    if isinstance(value, datetime):
-        return value.isoformat()
-    return value
+    """A copy of value with secret fields masked, and every string and container bounded."""
+    return _Bounder().value(value)
+
+
+def _column(value: str | None) -> str | None:
+    return None if value is None else clip(value, MAX_COLUMN)
 
 
 INSERT_SQL = (
@@ -73,14 +154,23 @@ def _insert(
     details: dict[str, Any],
 ) -> tuple[str, list[Any]]:
     """The INSERT of one audit row: query and parameters."""
-    body: dict[str, Any] = dict(details)
+    body: dict[str, Any] = {}
+    if actor.user_agent and "userAgent" not in details:
+        # first: the budget of a huge row runs out on what comes last
+        body["userAgent"] = clip(actor.user_agent, MAX_USER_AGENT)
+    body.update(details)
     if before is not None:
         body["before"] = before
     if after is not None:
         body["after"] = after
-    if actor.user_agent:
-        body.setdefault("userAgent", actor.user_agent)
-    return INSERT_SQL, [actor.label, action, resource, resource_id, Jsonb(redact(body)), actor.ip]
+    return INSERT_SQL, [
+        _column(actor.label),
+        _column(action),
+        _column(resource),
+        _column(resource_id),
+        Jsonb(redact(body)),
+        _column(actor.ip),
+    ]
 
 
 def record(

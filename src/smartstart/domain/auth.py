@@ -1,40 +1,39 @@
-"""Signing in and out, one's own password and sessions, and login throttling.
+"""Signing in and out, one's own password and sessions.
 
 Rules (the API and the CLI both go through these functions):
 
-- Login takes an email (compared case-insensitively) or a username (exact), and
-  answers an unknown identifier and a wrong password with the same 401 after the
-  same bcrypt work: an unknown user is checked against a dummy hash of the
-  configured cost.
+- Login takes an email (compared case-insensitively, after NFC normalisation) or a
+  username (exact), and answers an unknown identifier and a wrong password with the
+  same 401 after the same bcrypt work: an unknown user is checked against a dummy
+  hash of the configured cost. An identifier holding spaces, control or invisible
+  characters names no account: 422.
 - A user whose status is not ACTIVE cannot sign in. Only once the password has
   been verified does the answer say so (403, `account_inactive`); with a wrong
   password such a user gets the same 401 as everyone else, so the status leaks
   to nobody who does not know the password.
-- Throttling, per account and per client address, is checked before the
-  password: after `MAX_FAILURES` (account) or `IP_MAX_FAILURES` (address)
-  failures the key is locked for 2^(failures - threshold) seconds, capped at
-  15 minutes, and every attempt meanwhile — even with the right password — gets
-  429 with Retry-After. Attempts refused while locked do not count as failures.
-  A key's count starts over after 15 quiet minutes (no failure and no lock).
-  The account key is `account:<lower-cased email>` for an existing user (so
-  alternating email and username does not double the allowance) and
-  `account:<lower-cased identifier>` otherwise; the address key is `ip:<addr>`.
-  A successful login clears the account key, never the address key (an attacker
-  would otherwise reset it with a login of their own). The address allowance is
-  larger than the account one because many people can share an address (NAT).
-  Concurrent attempts are not serialised, so a burst can overshoot the threshold
-  by its concurrency before the lock applies.
+- Throttling (`throttle`: per device, per account and address, per address, and per
+  account for unknown devices) is checked before the password; a locked attempt gets
+  429 with Retry-After, even with the right password. A success returns a new device
+  token: the device's later attempts on the account are exempt from locks that
+  others' failures caused.
+- No database connection is held while bcrypt runs: login looks up and checks the
+  throttle in one short transaction, hashes with none open, and records the outcome
+  in a second one (a flood of sign-ins would otherwise hold every pooled connection).
+  The caller hands in `transaction`, which opens a connection in a transaction that
+  commits when the block ends normally: the refusals' audit and throttle rows are
+  committed before the error is raised.
 - Every attempt leaves exactly one audit row: `auth.login`, `auth.login_failed`
-  (reason, identifier; never the password) or `auth.throttled`. A refused attempt
-  raises, so its audit and throttle rows are committed before raising: these
-  functions commit on the failure path, unlike the rest of the domain layer.
+  (reason, identifier; never the password) or `auth.throttled`.
 - A hash below the configured cost (or not `$2b$`) is replaced on login; the
   database trigger then ends the user's other sessions, as for any new hash.
 """
 
 from __future__ import annotations
 
-import math
+import unicodedata
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from datetime import timedelta
 from functools import lru_cache
 from typing import Any
@@ -44,16 +43,19 @@ import psycopg
 from psycopg.rows import dict_row
 
 from smartstart.config import Settings
-from smartstart.domain import audit, paging, passwords, sessions
+from smartstart.domain import audit, paging, passwords, sessions, throttle, users
 from smartstart.domain.audit import Actor
-from smartstart.domain.errors import Forbidden, Invalid, NotFound, TooManyRequests, Unauthorized
+from smartstart.domain.errors import (
+    DomainError,
+    Forbidden,
+    Invalid,
+    NotFound,
+    TooManyRequests,
+    Unauthorized,
+)
 from smartstart.domain.permissions import effective_permissions
 
 INVALID_CREDENTIALS = "invalid email/username or password"
-MAX_FAILURES = 5
-IP_MAX_FAILURES = 20
-WINDOW = timedelta(minutes=15)
-MAX_LOCK = timedelta(minutes=15)
 
 USER_COLUMNS = (
     'id, email, username, name, "firstName", "lastName", role, level, status, xp,'
@@ -62,6 +64,10 @@ USER_COLUMNS = (
 SESSION_COLUMNS = (
     'id, "userId", "createdAt", "expiresAt", "lastSeenAt", ip, "userAgent", "revokedAt"'
 )
+
+# Opens a connection in a transaction, committed when the block ends normally and
+# rolled back when it raises (`psycopg.connect`, or a pool's connection).
+Transaction = Callable[[], AbstractContextManager[psycopg.Connection[Any]]]
 
 
 @lru_cache(maxsize=4)
@@ -83,6 +89,7 @@ def _verify(password: str, hashed: str | None, rounds: int) -> bool:
 
 def _find_for_login(conn: psycopg.Connection[Any], identifier: str) -> dict[str, Any] | None:
     """The user an identifier names (with the password hash); an email match wins."""
+    identifier = unicodedata.normalize("NFC", identifier)  # as emails are stored
     with conn.cursor(row_factory=dict_row) as cur:
         cur.execute(
             f'SELECT {USER_COLUMNS}, password FROM "User"'
@@ -106,69 +113,7 @@ def find_user(conn: psycopg.Connection[Any], identifier: str) -> dict[str, Any]:
     return public_user(row)
 
 
-# -- throttling --------------------------------------------------------------------
-
-
-def account_key(identifier: str) -> str:
-    return f"account:{identifier.strip().lower()}"
-
-
-def ip_key(ip: str) -> str:
-    return f"ip:{ip}"
-
-
-def _locked_for(conn: psycopg.Connection[Any], keys: list[str]) -> tuple[int, list[str]]:
-    """Seconds until every one of keys is unlocked (0 when none is), and the locked keys."""
-    rows = conn.execute(
-        'SELECT key, EXTRACT(EPOCH FROM "lockedUntil" - now())::float8 FROM "LoginThrottle"'
-        ' WHERE key = ANY(%s) AND "lockedUntil" > now() ORDER BY key',
-        [keys],
-    ).fetchall()
-    if not rows:
-        return 0, []
-    return max(1, math.ceil(max(r[1] for r in rows))), [r[0] for r in rows]
-
-
-# A key's count starts over once it has been quiet (no failure, no lock) for WINDOW.
-_QUIET = (
-    'GREATEST("LoginThrottle"."lastFailureAt",'
-    ' COALESCE("LoginThrottle"."lockedUntil", "LoginThrottle"."lastFailureAt"))'
-    " < now() - %(window)s"
-)
-THROTTLE_FAILURE_SQL = f"""
-INSERT INTO "LoginThrottle" (key, failures, "firstFailureAt", "lastFailureAt")
-VALUES (%(key)s, 1, now(), now())
-ON CONFLICT (key) DO UPDATE SET
-    failures = CASE WHEN {_QUIET} THEN 1 ELSE "LoginThrottle".failures + 1 END,
-    "firstFailureAt" = CASE WHEN {_QUIET} THEN now() ELSE "LoginThrottle"."firstFailureAt" END,
-    "lockedUntil" = CASE WHEN {_QUIET} THEN NULL ELSE "LoginThrottle"."lockedUntil" END,
-    "lastFailureAt" = now()
-RETURNING failures
-"""
-
-THROTTLE_LOCK_SQL = """
-UPDATE "LoginThrottle"
-SET "lockedUntil" = "lastFailureAt" + LEAST(make_interval(secs => power(2, %(exp)s)), %(cap)s)
-WHERE key = %(key)s
-"""
-
-
-def _record_failure(conn: psycopg.Connection[Any], keys: list[tuple[str, int]]) -> None:
-    """Count one failure against each (key, threshold); lock the keys at or over it."""
-    for key, threshold in keys:
-        row = conn.execute(THROTTLE_FAILURE_SQL, {"key": key, "window": WINDOW}).fetchone()
-        failures = int(row[0]) if row else 1
-        if failures >= threshold:
-            # capped well below float overflow: 2^20 s is already past the 15-minute cap
-            exp = min(failures - threshold, 20)
-            conn.execute(THROTTLE_LOCK_SQL, {"key": key, "exp": exp, "cap": MAX_LOCK})
-
-
-def _throttle_keys(identifier: str, user: dict[str, Any] | None, ip: str | None) -> list[str]:
-    keys = [account_key(user["email"] if user else identifier)]
-    if ip:
-        keys.append(ip_key(ip))
-    return keys
+# -- throttle reset ----------------------------------------------------------------
 
 
 def clear_throttle(
@@ -178,128 +123,193 @@ def clear_throttle(
     email: str | None = None,
     ip: str | None = None,
 ) -> int:
-    """Lift the login throttle of an account (email or username) and/or an address."""
+    """Lift the login throttle of an account (email or username: its devices too) and/or
+    an address (its pairs with every account too); how many counters it deleted."""
     if not email and not ip:
         raise Invalid("give an email (or username) or an IP address to unlock")
-    keys: list[str] = []
+    accounts: list[str] = []
+    user_id = None
     if email:
-        keys.append(account_key(email))
+        email = users.login_identifier(email)
+        accounts.append(email)
         row = _find_for_login(conn, email)
-        if row is not None and account_key(row["email"]) not in keys:
-            keys.append(account_key(row["email"]))
+        if row is not None:
+            accounts.append(row["email"])
+            user_id = row["id"]
+    cleared = throttle.clear(
+        conn, accounts=accounts, user_id=user_id, ip=ip.strip() if ip else None
+    )
+    target = [throttle.account_key(a) for a in dict.fromkeys(a.lower() for a in accounts)]
     if ip:
-        keys.append(ip_key(ip.strip()))
-    cur = conn.execute('DELETE FROM "LoginThrottle" WHERE key = ANY(%s)', [keys])
+        target.append(throttle.ip_key(ip.strip()))
     audit.record(
         conn,
         actor,
         "auth.throttle_cleared",
         resource="throttle",
-        resource_id=",".join(keys),
-        keys=keys,
-        cleared=cur.rowcount,
+        resource_id=",".join(target),
+        keys=cleared,
+        cleared=len(cleared),
     )
-    return cur.rowcount
+    return len(cleared)
 
 
 # -- login / logout ----------------------------------------------------------------
 
 
-def _fail(
-    conn: psycopg.Connection[Any], actor: Actor, action: str, error: Exception, **details: Any
-) -> Exception:
-    """Record one audit row for a refused attempt, commit it, and hand back the error."""
-    resource_id = details.pop("user_id", None)
-    audit.record(conn, actor, action, resource="user", resource_id=resource_id, **details)
-    conn.commit()  # the request fails, yet the attempt stays recorded
-    return error
+@dataclass(frozen=True)
+class SignedIn:
+    """A successful login: the session token (shown once), its row, the user, and a new
+    device token for the device cookie."""
+
+    token: str
+    session: dict[str, Any]
+    user: dict[str, Any]
+    device: str
+
+
+@dataclass(frozen=True)
+class _Attempt:
+    identifier: str
+    user: dict[str, Any] | None
+    keys: list[throttle.Key]
+    trusted: bool  # a genuine device token of this account came with it
+    actor: Actor
+
+    @property
+    def user_id(self) -> str | None:
+        return self.user["id"] if self.user else None
+
+
+def _refusal(conn: psycopg.Connection[Any], attempt: _Attempt, action: str, **details: Any) -> None:
+    audit.record(
+        conn,
+        attempt.actor,
+        action,
+        resource="user",
+        resource_id=attempt.user_id,
+        identifier=attempt.identifier,
+        **details,
+    )
+
+
+def _begin(
+    conn: psycopg.Connection[Any],
+    identifier: str,
+    actor: Actor,
+    device: str | None,
+    settings: Settings,
+) -> tuple[_Attempt, TooManyRequests | None]:
+    """Look the user up and check the throttle; a refusal is audited here."""
+    user = _find_for_login(conn, identifier) if identifier else None
+    device_id = throttle.device_id(settings, device, user["id"]) if user else None
+    keys = throttle.keys_for(
+        user["email"] if user else identifier,
+        actor.ip,
+        user_id=user["id"] if user else None,
+        device=device_id,
+    )
+    attempt = _Attempt(identifier, user, keys, device_id is not None, actor)
+    retry_after, locked = throttle.locked_for(conn, keys)
+    if not retry_after:
+        return attempt, None
+    _refusal(
+        conn,
+        attempt,
+        "auth.throttled",
+        locked=locked,
+        retry_after=retry_after,
+        device=attempt.trusted,
+    )
+    return attempt, TooManyRequests(
+        f"too many failed sign-ins; try again in {retry_after} s", retry_after=retry_after
+    )
+
+
+def _settle(
+    conn: psycopg.Connection[Any],
+    attempt: _Attempt,
+    verified: bool,
+    new_hash: str | None,
+    settings: Settings,
+) -> SignedIn | DomainError:
+    """Record the outcome of a checked password: a session, or the failure to raise."""
+    current = None
+    if verified and attempt.user is not None:
+        # Read again, locked: the password may have changed (or the user gone) while
+        # bcrypt ran, and a password change now waits for this session to exist, so
+        # its trigger ends it.
+        current = conn.execute(
+            'SELECT password, status FROM "User" WHERE id = %s FOR NO KEY UPDATE',
+            [attempt.user_id],
+        ).fetchone()
+    if current is None or attempt.user is None or current[0] != attempt.user["password"]:
+        throttle.record_failure(conn, attempt.keys)
+        reason = "wrong_password" if attempt.user else "unknown_user"
+        _refusal(conn, attempt, "auth.login_failed", reason=reason, device=attempt.trusted)
+        return Unauthorized(INVALID_CREDENTIALS)
+    status = current[1]
+    if status != "ACTIVE":
+        _refusal(conn, attempt, "auth.login_failed", reason="inactive", status=status)
+        return Forbidden(
+            f"this account is {status}, not ACTIVE; ask an administrator",
+            details={"reason": "account_inactive", "status": status},
+        )
+    user_id = attempt.user["id"]
+    throttle.record_success(conn, attempt.keys)
+    if new_hash is not None:
+        # before the session is made: the trigger ends sessions when the hash changes
+        conn.execute('UPDATE "User" SET password = %s WHERE id = %s', [new_hash, user_id])
+    token, session = sessions.create(
+        conn,
+        user_id,
+        lifetime=timedelta(hours=settings.session_lifetime_hours),
+        ip=attempt.actor.ip,
+        user_agent=attempt.actor.user_agent,
+    )
+    audit.record(
+        conn,
+        Actor.user(user_id, attempt.actor.ip, attempt.actor.user_agent),
+        "auth.login",
+        resource="session",
+        resource_id=session["id"],
+        identifier=attempt.identifier,
+        rehashed=new_hash is not None,
+        device=attempt.trusted,
+    )
+    user = {**public_user(attempt.user), "status": status}
+    return SignedIn(token, session, user, throttle.issue_device(settings, user_id))
 
 
 def login(
-    conn: psycopg.Connection[Any],
+    transaction: Transaction,
     identifier: str,
     password: str,
     *,
     ip: str | None,
     user_agent: str | None,
     settings: Settings,
-) -> tuple[str, dict[str, Any], dict[str, Any]]:
-    """Sign in: (token, session row, user). Unauthorized, Forbidden or TooManyRequests."""
-    identifier = identifier.strip()
-    anonymous = Actor.anonymous(ip, user_agent)
-    user = _find_for_login(conn, identifier) if identifier else None
-    keys = _throttle_keys(identifier, user, ip)
-    user_id = user["id"] if user else None
-
-    retry_after, locked = _locked_for(conn, keys)
-    if retry_after:
-        raise _fail(
-            conn,
-            anonymous,
-            "auth.throttled",
-            TooManyRequests(
-                f"too many failed sign-ins; try again in {retry_after} s",
-                retry_after=retry_after,
-            ),
-            user_id=user_id,
-            identifier=identifier,
-            locked=locked,
-            retry_after=retry_after,
+    device: str | None = None,
+) -> SignedIn:
+    """Sign in (device: the device token from an earlier login, if any).
+    Invalid, Unauthorized, Forbidden or TooManyRequests otherwise."""
+    identifier = users.login_identifier(identifier)
+    with transaction() as conn:
+        attempt, refused = _begin(
+            conn, identifier, Actor.anonymous(ip, user_agent), device, settings
         )
-
-    if not _verify(password, user["password"] if user else None, settings.bcrypt_rounds):
-        thresholds = [(k, IP_MAX_FAILURES if k.startswith("ip:") else MAX_FAILURES) for k in keys]
-        _record_failure(conn, thresholds)
-        raise _fail(
-            conn,
-            anonymous,
-            "auth.login_failed",
-            Unauthorized(INVALID_CREDENTIALS),
-            user_id=user_id,
-            identifier=identifier,
-            reason="wrong_password" if user else "unknown_user",
-        )
-    assert user is not None  # _verify is False without a user
-    if user["status"] != "ACTIVE":
-        raise _fail(
-            conn,
-            anonymous,
-            "auth.login_failed",
-            Forbidden(
-                f"this account is {user['status']}, not ACTIVE; ask an administrator",
-                details={"reason": "account_inactive", "status": user["status"]},
-            ),
-            user_id=user_id,
-            identifier=identifier,
-            reason="inactive",
-            status=user["status"],
-        )
-
-    conn.execute('DELETE FROM "LoginThrottle" WHERE key = %s', [keys[0]])
-    rehashed = passwords.needs_rehash(user["password"], settings.bcrypt_rounds)
-    if rehashed:
-        # before the session is made: the trigger ends sessions when the hash changes
-        conn.execute(
-            'UPDATE "User" SET password = %s WHERE id = %s',
-            [passwords.hash_password(password, settings.bcrypt_rounds), user["id"]],
-        )
-    token, session = sessions.create(
-        conn,
-        user["id"],
-        lifetime=timedelta(hours=settings.session_lifetime_hours),
-        ip=ip,
-        user_agent=user_agent,
-    )
-    audit.record(
-        conn,
-        Actor.user(user["id"], ip, user_agent),
-        "auth.login",
-        resource="session",
-        resource_id=session["id"],
-        identifier=identifier,
-        rehashed=rehashed,
-    )
-    return token, session, public_user(user)
+    if refused is not None:
+        raise refused
+    hashed = attempt.user["password"] if attempt.user else None
+    verified = _verify(password, hashed, settings.bcrypt_rounds)
+    new_hash = None
+    if verified and hashed and passwords.needs_rehash(hashed, settings.bcrypt_rounds):
+        new_hash = passwords.hash_password(password, settings.bcrypt_rounds)
+    with transaction() as conn:
+        outcome = _settle(conn, attempt, verified, new_hash, settings)
+    if isinstance(outcome, DomainError):
+        raise outcome
+    return outcome
 
 
 def logout(conn: psycopg.Connection[Any], actor: Actor, session_id: str) -> None:
@@ -313,6 +323,16 @@ def logout(conn: psycopg.Connection[Any], actor: Actor, session_id: str) -> None
 # -- one's own password ------------------------------------------------------------
 
 
+def _fail(
+    conn: psycopg.Connection[Any], actor: Actor, action: str, error: Exception, **details: Any
+) -> Exception:
+    """Record one audit row for a refused attempt, commit it, and hand back the error."""
+    resource_id = details.pop("user_id", None)
+    audit.record(conn, actor, action, resource="user", resource_id=resource_id, **details)
+    conn.commit()  # the request fails, yet the attempt stays recorded
+    return error
+
+
 def change_own_password(
     conn: psycopg.Connection[Any],
     actor: Actor,
@@ -324,17 +344,18 @@ def change_own_password(
     """Replace one's password (the current one required); every session ends and a new
     one is returned (token, session row) for the caller.
 
-    A wrong current password is 422 (a 401 would read as "signed out") and counts as
-    a failed sign-in against the account's throttle.
+    A wrong current password is 422 (a 401 would read as "signed out") and counts
+    against the user's password-change throttle (not the sign-in one: a stolen session
+    must not be able to lock the owner out).
     """
     passwords.validate(new, field="new_password")
     with conn.cursor(row_factory=dict_row) as cur:
-        cur.execute('SELECT id, email, password FROM "User" WHERE id = %s FOR UPDATE', [user_id])
+        cur.execute('SELECT id, password FROM "User" WHERE id = %s FOR UPDATE', [user_id])
         user = cur.fetchone()
     if user is None:
         raise NotFound("no such user", details={"id": user_id})
-    key = account_key(user["email"])
-    retry_after, locked = _locked_for(conn, [key])
+    keys = [throttle.Key(throttle.password_key(user_id), throttle.PASSWORD_MAX_FAILURES)]
+    retry_after, locked = throttle.locked_for(conn, keys)
     if retry_after:
         raise _fail(
             conn,
@@ -349,7 +370,7 @@ def change_own_password(
             operation="password_change",
         )
     if not passwords.verify(current, user["password"]):
-        _record_failure(conn, [(key, MAX_FAILURES)])
+        throttle.record_failure(conn, keys)
         raise _fail(
             conn,
             actor,

@@ -17,6 +17,7 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
+from smartstart.domain.audit import MAX_USER_AGENT, clip
 from smartstart.domain.errors import NotFound
 
 # lastSeenAt is refreshed at most this often: the idle timeout is precise to it.
@@ -65,7 +66,13 @@ def create(
             'INSERT INTO "Session" ("tokenHash", "userId", "expiresAt", ip, "userAgent")'
             " VALUES (%s, %s, now() + %s, %s, %s)"
             ' RETURNING id, "userId", "createdAt", "expiresAt", "lastSeenAt", ip, "userAgent"',
-            [hash_token(token), user_id, lifetime, ip, (user_agent or "")[:512] or None],
+            [
+                hash_token(token),
+                user_id,
+                lifetime,
+                ip,
+                clip(user_agent or "", MAX_USER_AGENT) or None,
+            ],
         )
         row = cur.fetchone()
     assert row is not None
@@ -188,16 +195,6 @@ async def aresolve_riding(
     return principal, dict(zip(rider.columns, row[width + 1 :], strict=True))
 
 
-def list_for_user(conn: psycopg.Connection[Any], user_id: str) -> list[dict[str, Any]]:
-    with conn.cursor(row_factory=dict_row) as cur:
-        cur.execute(
-            'SELECT id, "createdAt", "expiresAt", "lastSeenAt", ip, "userAgent", "revokedAt"'
-            ' FROM "Session" WHERE "userId" = %s ORDER BY "createdAt" DESC',
-            [user_id],
-        )
-        return cur.fetchall()
-
-
 def revoke(conn: psycopg.Connection[Any], session_id: str, *, user_id: str | None = None) -> bool:
     """End one session (of user_id, when given); False if it was already ended."""
     query = 'UPDATE "Session" SET "revokedAt" = now() WHERE id = %s'
@@ -216,10 +213,10 @@ def revoke(conn: psycopg.Connection[Any], session_id: str, *, user_id: str | Non
     return bool(exists[0])
 
 
-def revoke_all(conn: psycopg.Connection[Any], user_id: str, *, except_id: str | None = None) -> int:
+def revoke_all(conn: psycopg.Connection[Any], user_id: str) -> int:
+    """End every live session of a user; how many it ended."""
     cur = conn.execute(
-        'UPDATE "Session" SET "revokedAt" = now()'
-        ' WHERE "userId" = %s AND "revokedAt" IS NULL AND id IS DISTINCT FROM %s',
-        [user_id, except_id],
+        'UPDATE "Session" SET "revokedAt" = now() WHERE "userId" = %s AND "revokedAt" IS NULL',
+        [user_id],
     )
     return cur.rowcount

@@ -20,6 +20,7 @@ permissions None) is trusted like the database owner.
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -65,6 +66,9 @@ MAX_SEARCH_LENGTH = 200
 MAX_REASON_LENGTH = 500
 USERNAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{1,49}$")
 EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+$")  # the same rule as the table's CHECK
+# Unicode categories no email or sign-in identifier may hold: controls, format characters
+# (zero-width spaces and joiners, bidi marks), lone surrogates, spaces and separators.
+_INVISIBLE = frozenset({"Cc", "Cf", "Cs", "Zs", "Zl", "Zp"})
 PROFILE_FIELDS = ("name", "firstName", "lastName", "username")
 UPDATE_FIELDS = ("email", "username", "name", "firstName", "lastName", "role", "status")
 _NULLABLE = frozenset({"name", "firstName", "lastName"})
@@ -111,12 +115,34 @@ def _text(value: Any, field: str, *, max_length: int, nullable: bool = False) ->
     return value
 
 
+def _visible(text: str, field: str) -> str:
+    """text in NFC; Invalid when it holds a control, format or space character.
+
+    Such characters make look-alike addresses (a zero-width space, NFD's separate
+    accents) that are different accounts to the database but the same to a person.
+    """
+    text = unicodedata.normalize("NFC", text)
+    if any(ch.isspace() or unicodedata.category(ch) in _INVISIBLE for ch in text):
+        raise Invalid(
+            f"{field} cannot contain spaces, control or invisible characters",
+            details={"field": field},
+        )
+    return text
+
+
 def _email(value: Any) -> str:
+    """An email as it is stored and compared: NFC, visible characters only."""
     email = _text(value, "email", max_length=MAX_EMAIL_LENGTH)
     assert email is not None
-    if not EMAIL_RE.match(email):
+    email = _visible(email, "email")
+    if len(email) > MAX_EMAIL_LENGTH or not EMAIL_RE.match(email):
         raise Invalid("email is not a valid address", details={"field": "email"})
     return email
+
+
+def login_identifier(value: str) -> str:
+    """A sign-in identifier (email or username) in the form accounts are looked up by."""
+    return _visible(value.strip(), "identifier")
 
 
 def _username(value: Any) -> str:

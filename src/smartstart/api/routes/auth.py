@@ -2,8 +2,11 @@
 
 Login returns the session token twice: in the body for API clients (`Authorization:
 Bearer`) and as an HttpOnly, SameSite=Lax cookie for the dashboard, with a readable
-CSRF cookie whose value cookie-authenticated writes echo in `X-CSRF-Token`. All
-endpoints are sync `def`: they run in the threadpool, so bcrypt never blocks the loop.
+CSRF cookie whose value cookie-authenticated writes echo in `X-CSRF-Token`, and a
+device cookie (`smartstart_device`, sent back only to the login route) that exempts
+this device from the account locks others' failures cause (see `domain.throttle`).
+Login runs in the anonymous lane (`api.lanes`): bcrypt in a worker thread with no
+database connection held. The other endpoints are sync `def` in the threadpool.
 """
 
 from __future__ import annotations
@@ -13,7 +16,9 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from starlette.concurrency import run_in_threadpool
 
+from smartstart.api import lanes
 from smartstart.api.deps import (
     CSRF_COOKIE,
     SESSION_COOKIE,
@@ -29,7 +34,7 @@ from smartstart.api.deps import (
 from smartstart.api.paging import Cursor, Limit
 from smartstart.api.schemas import UserAccount
 from smartstart.config import Settings
-from smartstart.domain import auth
+from smartstart.domain import auth, throttle
 from smartstart.domain.errors import Invalid
 from smartstart.domain.paging import DEFAULT_LIMIT
 from smartstart.domain.sessions import Principal
@@ -39,6 +44,8 @@ router = APIRouter(prefix="/api/auth", tags=["auth"])
 SignedIn = Annotated[Principal, authenticated]
 UserAdmin = Annotated[Principal, require("users:write")]
 SessionId = Annotated[str, Path(min_length=1, max_length=64)]
+DEVICE_COOKIE = "smartstart_device"
+LOGIN_PATH = "/api/auth/login"
 
 
 # -- models ------------------------------------------------------------------------
@@ -149,6 +156,18 @@ def _set_session_cookies(response: Response, settings: Settings, token: str) -> 
     return csrf
 
 
+def _set_device_cookie(response: Response, settings: Settings, device: str) -> None:
+    response.set_cookie(
+        DEVICE_COOKIE,
+        device,
+        max_age=int(throttle.DEVICE_LIFETIME.total_seconds()),
+        path=LOGIN_PATH,  # the only route that reads it
+        httponly=True,
+        samesite="strict",
+        secure=settings.cookie_secure,
+    )
+
+
 def _clear_session_cookies(response: Response, settings: Settings) -> None:
     for name in (SESSION_COOKIE, CSRF_COOKIE):
         response.delete_cookie(
@@ -183,6 +202,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     403: {"description": "The password is right but the account is not ACTIVE"},
     422: {"description": "The request is malformed"},
     429: {"description": "Throttled after repeated failures; see Retry-After"},
+    503: {"description": "Too many sign-ins in progress (`busy`); see Retry-After"},
 }
 
 
@@ -202,22 +222,25 @@ _SIGNED_IN: dict[int | str, dict[str, Any]] = {
     responses=_ERRORS,
     dependencies=[public],
 )
-def login(
+async def login(
     body: LoginRequest,
     request: Request,
     response: Response,
-    conn: ConnDep,
     settings: SettingsDep,
 ) -> LoginResponse:
-    token, session, user = auth.login(
-        conn,
-        body.who,
-        body.password,
-        ip=client_ip(request),
-        user_agent=request.headers.get("user-agent"),
-        settings=settings,
-    )
-    return _session_response(response, settings, token, session, user)
+    async with lanes.anonymous(request).slot():
+        signed = await run_in_threadpool(
+            auth.login,
+            lanes.transactions(request),
+            body.who,
+            body.password,
+            ip=client_ip(request),
+            user_agent=request.headers.get("user-agent"),
+            settings=settings,
+            device=request.cookies.get(DEVICE_COOKIE),
+        )
+    _set_device_cookie(response, settings, signed.device)
+    return _session_response(response, settings, signed.token, signed.session, signed.user)
 
 
 @router.post(
