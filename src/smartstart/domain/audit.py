@@ -11,6 +11,8 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
+from smartstart.netaddr import ip_or_none
+
 # Never written to the audit log, at any depth.
 SECRET_KEYS = frozenset(
     {"password", "newPassword", "currentPassword", "token", "tokenHash", "secret", "csrf"}
@@ -77,7 +79,8 @@ def _insert(
         body["after"] = after
     if actor.user_agent:
         body.setdefault("userAgent", actor.user_agent)
-    return INSERT_SQL, [actor.label, action, resource, resource_id, Jsonb(redact(body)), actor.ip]
+    ip = ip_or_none(actor.ip)
+    return INSERT_SQL, [actor.label, action, resource, resource_id, Jsonb(redact(body)), ip]
 
 
 def record(
