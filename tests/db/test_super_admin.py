@@ -261,3 +261,11 @@ def test_concurrent_unassigns_through_the_api(seeded_settings: Settings, seeded_
             assert json.loads(bodies[codes.index(409)])["error"]["code"] == "last_super_admin"
             assert active_super_admins(db) == 1
             survivors = [(pair[codes.index(409)],)]
+
+
+def test_the_domain_guard_takes_the_databases_lock(conn: Conn) -> None:
+    """guards.ensure_not_last_super_admin serialises with the commit-time check."""
+    from smartstart.domain import guards
+
+    source = one(conn, "SELECT prosrc FROM pg_proc WHERE proname = 'smartstart_keep_super_admin'")
+    assert f"pg_advisory_xact_lock({guards.SUPER_ADMIN_LOCK_KEY})" in source
