@@ -157,7 +157,11 @@ def test_set_constraints_immediate_reports_inside_the_transaction(conn: Conn, ad
 # -- races ------------------------------------------------------------------------------
 
 
-def race(settings: Settings, work: list[Callable[[Conn], None]]) -> list[BaseException | None]:
+def race(
+    settings: Settings,
+    work: list[Callable[[Conn], None]],
+    isolation: psycopg.IsolationLevel | None = None,
+) -> list[BaseException | None]:
     """Run each piece of work in its own thread, connection and transaction, at once."""
     barrier = threading.Barrier(len(work))
     results: list[BaseException | None] = [None] * len(work)
@@ -165,6 +169,7 @@ def race(settings: Settings, work: list[Callable[[Conn], None]]) -> list[BaseExc
     def run(i: int) -> None:
         try:
             with psycopg.connect(settings.url_for()) as c:
+                c.isolation_level = isolation
                 barrier.wait(timeout=30)
                 work[i](c)
                 c.commit()
@@ -269,3 +274,33 @@ def test_the_domain_guard_takes_the_databases_lock(conn: Conn) -> None:
 
     source = one(conn, "SELECT prosrc FROM pg_proc WHERE proname = 'smartstart_keep_super_admin'")
     assert f"pg_advisory_xact_lock({guards.SUPER_ADMIN_LOCK_KEY})" in source
+
+
+def test_concurrent_removals_under_repeatable_read(
+    conn: Conn, db_settings: Settings, roles: None
+) -> None:
+    """A transaction snapshot cannot see the other commit: the check refuses all the same."""
+    survivor = None
+    for trial in range(TRIALS):
+        pair = [add_user(conn, f"{w}{trial}@example.com", "SUPER_ADMIN") for w in ("x", "y")]
+        if survivor:
+            conn.execute('DELETE FROM "User" WHERE id = %s', [survivor])
+        work = [
+            (
+                lambda c, u=uid: (
+                    c.execute("UPDATE \"User\" SET status = 'SUSPENDED' WHERE id = %s", [u])
+                    and None
+                )
+            )
+            for uid in pair
+        ]
+        results = race(db_settings, work, psycopg.IsolationLevel.REPEATABLE_READ)
+        failures = [r for r in results if r is not None]
+        assert len(failures) == 1, (trial, results)
+        # 40001 or 40P01: the usual "retry me" of REPEATABLE READ; either way, refused.
+        assert isinstance(
+            failures[0],
+            errors.CheckViolation | errors.SerializationFailure | errors.DeadlockDetected,
+        )
+        assert active_super_admins(conn) == 1
+        survivor = pair[results.index(failures[0])]
