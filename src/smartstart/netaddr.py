@@ -17,6 +17,8 @@ def ip_or_none(value: str | None) -> str | None:
     if not value:
         return None
     try:
-        return str(ipaddress.ip_address(value.strip()))
+        address = ipaddress.ip_address(value.strip())
     except ValueError:
         return None
+    # inet has no IPv6 zone ("fe80::1%eth0"): the address without it.
+    return str(address).partition("%")[0]

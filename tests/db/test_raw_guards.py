@@ -165,6 +165,7 @@ def test_triggers_work_with_an_empty_search_path(conn: Conn, user: str) -> None:
     [
         ("203.0.113.7", "203.0.113.7"),
         (" 2001:DB8::1 ", "2001:db8::1"),
+        ("fe80::1%eth0", "fe80::1"),
         ("testclient", None),
         ("1.2.3.4, 5.6.7.8", None),
         ("", None),
