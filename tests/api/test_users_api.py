@@ -23,7 +23,8 @@ PW = "a perfectly fine passphrase"
 def api(seeded_settings: Settings) -> Iterator[TestClient]:
     """The Brain with bcrypt cost 4, so that creating users and passwords is fast."""
     fast = seeded_settings.model_copy(update={"bcrypt_rounds": 4})
-    with TestClient(create_app(fast)) as c:
+    # An address, not TestClient's "testclient" (which the inet column stores as NULL).
+    with TestClient(create_app(fast), client=("203.0.113.5", 50000)) as c:
         yield c
 
 
@@ -491,7 +492,7 @@ def test_every_write_leaves_exactly_one_audit_row(
     assert action == f"users.{verb}" and resource == "user"
     assert actor == (target["id"] if path == "/me" else admin_id(db))
     assert resource_id == (resp.json()["id"] if verb == "create" else target["id"])
-    assert ip is not None
+    assert ip == "203.0.113.5"
     if verb != "create":
         assert "before" in details
     if verb != "delete":

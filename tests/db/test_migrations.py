@@ -166,3 +166,23 @@ def test_guide_index_and_constraint_are_drift(url: str, db_settings: Settings) -
     differences = migrate.diff(url)
     assert ("remove_index", "idx_user_email") in kinds_and_names(differences)
     assert ("remove_constraint", "unique_username") in kinds_and_names(differences)
+
+
+def test_check_says_which_side_each_difference_is_on(url: str, db_settings: Settings) -> None:
+    """The guide's ADD COLUMN by hand is only in the database; autogenerate would drop it."""
+    with psycopg.connect(db_settings.url_for()) as c:
+        c.execute('ALTER TABLE "User" ADD COLUMN "newField" VARCHAR(255)')
+        c.execute('DROP INDEX "User_xp_idx"')
+        c.execute('ALTER TABLE "User" ALTER COLUMN reputation TYPE bigint')
+        c.execute(
+            'CREATE TRIGGER "User_extra" BEFORE UPDATE ON "User" FOR EACH ROW'
+            " EXECUTE FUNCTION smartstart_touch_updated_at()"
+        )
+    result = migrate.check(url)
+    assert not result["ok"]
+    differences = result["differences"]
+    assert "only in the database: column User.newField" in differences
+    assert "only in the models: index User_xp_idx on User" in differences
+    assert "only in the database: trigger User_extra on User" in differences
+    changed = [d for d in differences if d.startswith("differs: column User.reputation type")]
+    assert changed and "in the database" in changed[0] and "in the models" in changed[0]

@@ -15,6 +15,7 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from smartstart.domain import guards
 from smartstart.domain.errors import DomainError, TooManyRequests
 from smartstart.errors import SmartStartError
 
@@ -156,6 +157,13 @@ def install(app: FastAPI) -> None:
         elif exc.status == 401:
             headers = {"WWW-Authenticate": "Bearer"}
         return error_response(exc.status, exc.code, exc.message, exc.details, headers)
+
+    @app.exception_handler(psycopg.errors.CheckViolation)
+    async def check_violation(_: Request, exc: Exception) -> JSONResponse:
+        # The database's own last-SUPER_ADMIN check (at commit, whatever the route did).
+        if guards.is_last_super_admin_error(exc):
+            return error_response(409, "last_super_admin", guards.LAST_SUPER_ADMIN_MESSAGE)
+        raise exc
 
     @app.exception_handler(SmartStartError)
     async def smartstart_error(_: Request, exc: SmartStartError) -> JSONResponse:

@@ -134,23 +134,34 @@ def check(url: str) -> dict[str, Any]:
     }
 
 
+_WHAT = {"column": "column", "index": "index", "constraint": "constraint", "table": "table"}
+_WHAT.update({"fk": "foreign key", "unique": "unique constraint", "check": "check constraint"})
+
+
 def _describe(d: Any) -> str:
-    """One readable line for an autogenerate difference tuple."""
+    """One readable line for an autogenerate difference, naming the side it is on.
+
+    "add_*" means autogenerate would create it: it exists only in the models. "remove_*"
+    means it exists only in the database (autogenerate would drop it: edit the models)."""
     if isinstance(d, list):  # column modifications come grouped
         return "; ".join(_describe(x) for x in d)
     kind, *rest = d
     if kind.startswith("modify_"):
         _, schema, table, column, info, old, new = d
-        return f"{kind}: {table}.{column}: {old!r} in the database, {new!r} in the models"
+        what = kind.removeprefix("modify_")
+        return (
+            f"differs: column {table}.{column} {what}: {old!r} in the database,"
+            f" {new!r} in the models"
+        )
+    action, _, what = kind.partition("_")
+    side = "only in the models" if action == "add" else "only in the database"
+    if what == "column":
+        table, column = rest[-2], rest[-1]
+        return f"{side}: column {table}.{column.name}"
     obj = rest[-1] if rest else None
     name = getattr(obj, "name", None) or obj
     table = getattr(getattr(obj, "table", None), "name", None)
-    if kind in ("add_column", "remove_column"):
-        table, column = rest[-2], rest[-1]
-        where = "models only" if kind == "add_column" else "database only"
-        return f"{kind}: {table}.{column.name} ({where})"
-    where = "models only" if kind.startswith("add") else "database only"
-    return f"{kind}: {name}" + (f" on {table}" if table else "") + f" ({where})"
+    return f"{side}: {_WHAT.get(what, what)} {name}" + (f" on {table}" if table else "")
 
 
 def catalog_drift(url: str) -> list[str]:
@@ -193,14 +204,16 @@ def catalog_drift(url: str) -> list[str]:
     present = {(table, name) for table, name, _ in triggers}
     for table, names in sorted(TRIGGERS.items()):
         for name in sorted(names - {n for t, n in present if t == table}):
-            out.append(f"missing trigger: {name} on {table} (its invariant is not enforced)")
+            out.append(
+                f"only in the models: trigger {name} on {table} (its invariant is not enforced)"
+            )
     for table, name, enabled in sorted(triggers):
         if name not in TRIGGERS.get(table, frozenset()):
-            out.append(f"unexpected trigger: {name} on {table} (database only)")
+            out.append(f"only in the database: trigger {name} on {table}")
         elif enabled == "D":
             out.append(f"disabled trigger: {name} on {table} (its invariant is not enforced)")
     for table, name in sorted(expected_checks - checks):
-        out.append(f"missing check constraint: {name} on {table}")
+        out.append(f"only in the models: check constraint {name} on {table}")
     for table, name in sorted(checks - expected_checks):
-        out.append(f"unexpected check constraint: {name} on {table} (database only)")
+        out.append(f"only in the database: check constraint {name} on {table}")
     return out

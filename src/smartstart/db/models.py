@@ -26,8 +26,10 @@ from sqlalchemy import (
     func,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import INET, JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from smartstart.db import triggers
 
 USER_STATUSES = ("ACTIVE", "INACTIVE", "SUSPENDED", "PENDING")
 JOURNEY_STATUSES = ("NOT_STARTED", "IN_PROGRESS", "COMPLETED", "SKIPPED")
@@ -233,7 +235,7 @@ class Session(Base):
     lastSeenAt: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), nullable=False, server_default=NOW
     )
-    ip: Mapped[str | None] = mapped_column(Text)
+    ip: Mapped[str | None] = mapped_column(INET)
     userAgent: Mapped[str | None] = mapped_column(Text)
     revokedAt: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
@@ -254,7 +256,7 @@ class AuditLog(Base):
     details: Mapped[dict[str, Any]] = mapped_column(
         JSONB, nullable=False, server_default=text("'{}'::jsonb")
     )
-    ip: Mapped[str | None] = mapped_column(Text)
+    ip: Mapped[str | None] = mapped_column(INET)
     createdAt: Mapped[datetime] = _created()
 
 
@@ -288,29 +290,5 @@ class LoginThrottle(Base):
 
 
 # The triggers the migrations at head create (Alembic cannot compare triggers, so
-# `smartstart db check` compares the catalog with this list).
-TRIGGERS: dict[str, frozenset[str]] = {
-    "User": frozenset(
-        {"User_derive", "User_primary_role", "User_end_sessions", "User_rbac_changed"}
-    ),
-    "UserRole": frozenset(
-        {
-            "UserRole_dedupe",
-            "UserRole_keep_primary",
-            "UserRole_keep_primary_update",
-            "UserRole_rbac_changed",
-        }
-    ),
-    "UserJourneyState": frozenset(
-        {
-            "UserJourneyState_derive",
-            "UserJourneyState_award_insert",
-            "UserJourneyState_award_update",
-            "UserJourneyState_keep_awarded",
-        }
-    ),
-    "Role": frozenset({"Role_touch", "Role_rbac_changed"}),
-    "Permission": frozenset({"Permission_touch", "Permission_rbac_changed"}),
-    "JourneyStage": frozenset({"JourneyStage_touch"}),
-    "RolePermission": frozenset({"RolePermission_rbac_changed"}),
-}
+# `smartstart db check` compares the catalog with this list; see db/triggers.py).
+TRIGGERS = triggers.TRIGGERS

@@ -16,6 +16,7 @@ from psycopg.types.json import Jsonb
 
 from smartstart.config import Settings
 from smartstart.domain import paging
+from smartstart.netaddr import ip_or_none
 
 # Never written to the audit log, at any depth.
 SECRET_KEYS = frozenset(
@@ -169,7 +170,7 @@ def _insert(
         _column(resource),
         _column(resource_id),
         Jsonb(redact(body)),
-        _column(actor.ip),
+        ip_or_none(actor.ip),
     ]
 
 

@@ -42,6 +42,12 @@ class Conflict(DomainError):
         self.field = field
 
 
+class LastSuperAdmin(Conflict):
+    """The change would leave no ACTIVE SUPER_ADMIN (the database refuses it too)."""
+
+    code = "last_super_admin"
+
+
 class Unauthorized(DomainError):
     status = 401
     code = "unauthorized"

@@ -6,9 +6,14 @@ from typing import Any
 
 import psycopg
 
-from smartstart.domain.errors import Conflict, Forbidden
+from smartstart.domain.errors import Forbidden, LastSuperAdmin
 
 SUPER_ADMIN = "SUPER_ADMIN"
+# The key the database's last-SUPER_ADMIN check (migration 0003) locks at commit.
+SUPER_ADMIN_LOCK_KEY = 7_274_637_361
+LAST_SUPER_ADMIN_MESSAGE = (
+    "this is the last active SUPER_ADMIN; make someone else SUPER_ADMIN first"
+)
 
 
 def active_super_admins(conn: psycopg.Connection[Any], *, lock: bool = False) -> list[str]:
@@ -25,13 +30,22 @@ def active_super_admins(conn: psycopg.Connection[Any], *, lock: bool = False) ->
 
 def ensure_not_last_super_admin(conn: psycopg.Connection[Any], user_id: str) -> None:
     """Refuse a change that would leave no ACTIVE SUPER_ADMIN (call before demoting,
-    suspending, deactivating or deleting user_id, or unassigning their SUPER_ADMIN)."""
-    admins = active_super_admins(conn, lock=True)
+    suspending, deactivating or deleting user_id, or unassigning their SUPER_ADMIN).
+
+    The lock is the one the database's commit-time check takes: a concurrent removal
+    waits here until the other commits, then counts what is left."""
+    conn.execute("SELECT pg_advisory_xact_lock(%s)", [SUPER_ADMIN_LOCK_KEY])
+    admins = active_super_admins(conn)
     if admins == [user_id]:
-        raise Conflict(
-            "this is the last active SUPER_ADMIN; make someone else SUPER_ADMIN first",
-            details={"reason": "last_super_admin"},
-        )
+        raise LastSuperAdmin(LAST_SUPER_ADMIN_MESSAGE, details={"reason": "last_super_admin"})
+
+
+def is_last_super_admin_error(exc: BaseException) -> bool:
+    """Whether a database error is the last-SUPER_ADMIN check's refusal."""
+    diag = getattr(exc, "diag", None)
+    return isinstance(exc, psycopg.errors.CheckViolation) and (
+        getattr(diag, "constraint_name", None) == "last_super_admin"
+    )
 
 
 def ensure_can_grant(holder_permissions: frozenset[str] | None, permissions: set[str]) -> None:

@@ -19,6 +19,7 @@ from psycopg.rows import dict_row
 
 from smartstart.domain.audit import MAX_USER_AGENT, clip
 from smartstart.domain.errors import NotFound
+from smartstart.netaddr import ip_or_none
 
 # lastSeenAt is refreshed at most this often: the idle timeout is precise to it.
 TOUCH_INTERVAL = timedelta(seconds=60)
@@ -61,6 +62,7 @@ def create(
 ) -> tuple[str, dict[str, Any]]:
     """A new session; returns the token (shown once) and the session row."""
     token = new_token()
+    ip = ip_or_none(ip)  # the column is inet: "testclient" and the like are stored as NULL
     with conn.cursor(row_factory=dict_row) as cur:
         cur.execute(
             'INSERT INTO "Session" ("tokenHash", "userId", "expiresAt", ip, "userAgent")'
