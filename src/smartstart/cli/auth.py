@@ -20,6 +20,7 @@ from smartstart.cli.common import (
 )
 from smartstart.cli.context import transaction
 from smartstart.domain import auth
+from smartstart.domain.resolve import resolve_user
 
 app = typer.Typer(help="Sign-in throttles and sessions.", no_args_is_help=True)
 
@@ -49,7 +50,7 @@ def unlock(
 @app.command("sessions")
 @handle_errors
 def list_sessions(
-    user: Annotated[str, typer.Argument(help="The user's email (or username).")],
+    user: Annotated[str, typer.Argument(help="The user's id, email or username.")],
     include_ended: Annotated[
         bool, typer.Option("--all", help="Also list revoked, expired and idle sessions.")
     ] = False,
@@ -57,7 +58,7 @@ def list_sessions(
 ) -> None:
     """List a user's sessions, newest first (live ones unless --all)."""
     with transaction() as (conn, _):
-        found = auth.find_user(conn, user)
+        found = resolve_user(conn, user)
         rows = auth.list_user_sessions(conn, found["id"], settings(), include_ended=include_ended)
     if as_json:
         print_json(rows)
@@ -109,7 +110,7 @@ def revoke(
             )
             return
         assert user is not None
-        found = auth.find_user(conn, user)
+        found = resolve_user(conn, user)
         live = auth.list_user_sessions(conn, found["id"], settings())
         console.print(f"{found['email']} has {len(live)} live session(s)", highlight=False)
         if dry_run:

@@ -6,7 +6,7 @@ from typing import Any
 
 import psycopg
 
-from smartstart.domain.errors import Conflict, Forbidden
+from smartstart.domain.errors import Conflict
 
 SUPER_ADMIN = "SUPER_ADMIN"
 
@@ -31,16 +31,4 @@ def ensure_not_last_super_admin(conn: psycopg.Connection[Any], user_id: str) -> 
         raise Conflict(
             "this is the last active SUPER_ADMIN; make someone else SUPER_ADMIN first",
             details={"reason": "last_super_admin"},
-        )
-
-
-def ensure_can_grant(holder_permissions: frozenset[str] | None, permissions: set[str]) -> None:
-    """Nobody hands out a permission they do not hold themselves (None: a CLI operator)."""
-    if holder_permissions is None:
-        return
-    missing = sorted(permissions - holder_permissions)
-    if missing:
-        raise Forbidden(
-            "you cannot grant permissions you do not hold yourself",
-            details={"missing": missing},
         )

@@ -10,13 +10,17 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from smartstart.api.deps import ConnDep, actor_for, authenticated, require
 from smartstart.domain import journey
-from smartstart.domain.errors import Forbidden
+from smartstart.domain.authorize import authorize, permits
 from smartstart.domain.sessions import Principal
 
 router = APIRouter(tags=["journey"])
 
-StageId = Annotated[str, Path(min_length=1, max_length=journey.ID_MAX, description="Stage id")]
-UserId = Annotated[str, Path(min_length=1, max_length=journey.ID_MAX, description="User id")]
+StageId = Annotated[
+    str, Path(min_length=1, max_length=journey.ID_MAX, description="Stage id or name")
+]
+UserId = Annotated[
+    str, Path(min_length=1, max_length=320, description="User id, email or username")
+]
 Action = Annotated[
     Literal["start", "complete", "skip"],
     Path(description="start (-> IN_PROGRESS), complete (-> COMPLETED) or skip (-> SKIPPED)"),
@@ -78,8 +82,8 @@ class StageList(BaseModel):
 
 class JourneyUser(BaseModel):
     id: str
-    email: str
-    username: str
+    email: str | None = Field(description="Null unless you may read users (users:read)")
+    username: str | None = Field(description="Null unless you may read users (users:read)")
     name: str | None
     xp: int
     level: str
@@ -132,6 +136,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     response_model=StagePage,
 )
 def list_stages(
+    request: Request,
     principal: Annotated[Principal, require("journey:read")],
     conn: ConnDep,
     include_inactive: Annotated[
@@ -140,11 +145,8 @@ def list_stages(
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
     cursor: Annotated[str | None, Query(pattern=r"^\d{1,9}$")] = None,
 ) -> StagePage:
-    if include_inactive and not principal.can("journey:manage"):
-        raise Forbidden(
-            "inactive stages are listed only with the 'journey:manage' permission",
-            details={"permission": "journey:manage"},
-        )
+    if include_inactive:
+        authorize(conn, actor_for(request, principal), "journey:manage")
     rows = journey.list_stages(
         conn,
         include_inactive=include_inactive,
@@ -161,13 +163,13 @@ def list_stages(
 
 @router.get(
     "/api/journey/stages/{stage_id}",
-    summary="One journey stage",
+    summary="One journey stage, by id or name",
     response_model=Stage,
     responses={404: _ERRORS[404]},
     dependencies=[require("journey:read")],
 )
 def get_stage(conn: ConnDep, stage_id: StageId) -> Stage:
-    return Stage(**journey.get_stage(conn, stage_id))
+    return Stage(**journey.resolve_stage(conn, stage_id))
 
 
 @router.post(
@@ -286,10 +288,19 @@ def my_progress(
     summary="A user's journey: every active stage with their state",
     response_model=Journey,
     responses={404: _ERRORS[404]},
-    dependencies=[require("journey:read")],
 )
-def user_journey(conn: ConnDep, user_id: UserId) -> Journey:
-    return Journey(**journey.journey(conn, user_id))
+def user_journey(
+    request: Request,
+    principal: Annotated[Principal, require("journey:read")],
+    conn: ConnDep,
+    user_id: UserId,
+) -> Journey:
+    data = journey.journey(conn, user_id)
+    user = data["user"]
+    # Who the user is (email, username, name) is for those who may read users, or themselves.
+    if user["id"] != principal.user_id and not permits(actor_for(request, principal), "users:read"):
+        data["user"] = {**user, "email": None, "username": None, "name": None}
+    return Journey(**data)
 
 
 @router.post(
