@@ -208,7 +208,10 @@ def test_members_are_forbidden_journey_manage(
     for method, url, body in _manage_calls(stages, member["id"]):
         resp = client.request(method, url, json=body, headers=member["headers"])
         assert resp.status_code == 403, (method, url, resp.text)
-        assert resp.json()["error"]["details"] == {"permission": "journey:manage", "reason": "missing"}
+        assert resp.json()["error"]["details"] == {
+            "permission": "journey:manage",
+            "reason": "missing",
+        }
     assert audit_count(db) == 0  # only the denials were recorded
     assert xp_of(db, member["id"]) == 0
 
