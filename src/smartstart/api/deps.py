@@ -192,12 +192,10 @@ class Require:
 
     async def check(self, request: Request, principal: Principal) -> None:
         """403 (`Denied`), recorded in the audit log, unless authorize's rule allows it."""
-        if self.permission is None:
-            return
-        actor = actor_for(request, principal)
-        denied = authorize.decide(actor, self.permission)
+        denied = authorize.require_permission(principal.permissions, self.permission)
         if denied is None:
             return
+        actor = actor_for(request, principal)
         # The async pool (autocommit): the denial is recorded though the request fails.
         async with request.app.state.apool.connection() as conn:
             await audit.arecord(

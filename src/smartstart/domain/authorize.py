@@ -13,6 +13,7 @@ The CLI operator holds every permission and outranks everyone. A denial raises
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
@@ -25,6 +26,7 @@ from smartstart.domain.errors import Forbidden
 from smartstart.domain.permissions import effective_permissions
 
 DENIED_ACTION = "authz.denied"
+log = logging.getLogger(__name__)
 
 
 class Denied(Forbidden):
@@ -49,6 +51,21 @@ def target(conn: psycopg.Connection[Any], user_id: str) -> Target:
     return Target(user_id, frozenset(effective_permissions(conn, user_id)))
 
 
+def require_permission(
+    held: frozenset[str], permission: str | None, *, operator: bool = False
+) -> Denied | None:
+    """The permission rule alone: None when `held` (or the operator) has it, else the denial.
+
+    Cheap enough for every request: a route's own permission is checked with this
+    before any `Actor` is built (the hot paths).
+    """
+    if permission is None or operator or permission in held:
+        return None
+    return Denied(
+        f"you need the {permission!r} permission", permission=permission, reason="missing"
+    )
+
+
 def decide(
     actor: Actor,
     permission: str | None,
@@ -58,10 +75,9 @@ def decide(
     not_on_self: str | None = None,
 ) -> Denied | None:
     """The decision, without I/O: None when allowed, else the denial to raise."""
-    if permission is not None and not actor.holds(permission):
-        return Denied(
-            f"you need the {permission!r} permission", permission=permission, reason="missing"
-        )
+    denied = require_permission(actor.permissions, permission, operator=actor.is_operator)
+    if denied is not None:
+        return denied
     if target is not None:
         if not_on_self is not None and target.id == actor.user_id:
             return Denied(
@@ -105,10 +121,14 @@ def record_denial(conn: psycopg.Connection[Any], actor: Actor, denied: Denied) -
     """Record the denial on a new autocommit connection to conn's database."""
     info = conn.info
     # conn's transaction is about to roll back: the row must not be part of it.
-    with psycopg.connect(
-        info.dsn, password=info.password, autocommit=True, connect_timeout=5
-    ) as apart:
-        audit.record(apart, actor, DENIED_ACTION, **denial_record(denied))
+    try:
+        with psycopg.connect(
+            info.dsn, password=info.password, autocommit=True, connect_timeout=5
+        ) as apart:
+            audit.record(apart, actor, DENIED_ACTION, **denial_record(denied))
+    except psycopg.Error as e:
+        # The refusal stands either way: a 403 must not become a 503.
+        log.warning("could not record a denial (%s): %s", denied.reason, type(e).__name__)
 
 
 def authorize(
