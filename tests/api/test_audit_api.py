@@ -22,7 +22,7 @@ def test_audit_requires_the_permission_and_records_the_denial(
     member = make_user("MEMBER")
     resp = client.get("/api/audit", headers=member["headers"])
     assert resp.status_code == 403
-    assert resp.json()["error"]["details"] == {"permission": "audit:read"}
+    assert resp.json()["error"]["details"] == {"permission": "audit:read", "reason": "missing"}
     row = db.execute(
         "SELECT actor, \"resourceId\" FROM audit_log WHERE action = 'authz.denied'"
     ).fetchone()
@@ -33,8 +33,8 @@ def test_audit_lists_filters_and_pages(
     client: TestClient, admin_headers: dict[str, str], db: psycopg.Connection[Any]
 ) -> None:
     for i in range(5):
-        audit.record(db, audit.Actor.cli(), "test.thing", resource="thing", resource_id=str(i))
-    audit.record(db, audit.Actor.cli(), "other.thing", resource="other", password="hunter2")
+        audit.record(db, audit.Actor.operator(), "test.thing", resource="thing", resource_id=str(i))
+    audit.record(db, audit.Actor.operator(), "other.thing", resource="other", password="hunter2")
     page = client.get(
         "/api/audit", params={"action": "test.*", "limit": 2}, headers=admin_headers
     ).json()

@@ -208,7 +208,10 @@ def test_members_are_forbidden_journey_manage(
     for method, url, body in _manage_calls(stages, member["id"]):
         resp = client.request(method, url, json=body, headers=member["headers"])
         assert resp.status_code == 403, (method, url, resp.text)
-        assert resp.json()["error"]["details"] == {"permission": "journey:manage"}
+        assert resp.json()["error"]["details"] == {
+            "permission": "journey:manage",
+            "reason": "missing",
+        }
     assert audit_count(db) == 0  # only the denials were recorded
     assert xp_of(db, member["id"]) == 0
 
@@ -236,7 +239,7 @@ def test_a_guest_reads_others_journeys_only_with_journey_read(
     assert client.get(url, headers=guest["headers"]).status_code == 200
     denied = client.get(url, headers=nobody["headers"])
     assert denied.status_code == 403
-    assert denied.json()["error"]["details"] == {"permission": "journey:read"}
+    assert denied.json()["error"]["details"] == {"permission": "journey:read", "reason": "missing"}
 
 
 # -- one's own journey ----------------------------------------------------------------------

@@ -94,7 +94,7 @@ def test_moderator_reads_roles_but_cannot_manage(client: TestClient, make_user: 
     assert client.get("/api/roles", headers=mod["headers"]).status_code == 200
     assert client.get("/api/permissions", headers=mod["headers"]).status_code == 403
     resp = client.post("/api/roles", json={"name": "EDITOR"}, headers=mod["headers"])
-    assert error(resp)["details"] == {"permission": "roles:manage"}
+    assert error(resp)["details"] == {"permission": "roles:manage", "reason": "missing"}
 
 
 # -- roles -------------------------------------------------------------------------------
@@ -286,7 +286,13 @@ def test_an_admin_cannot_hand_out_what_they_lack(
     ).fetchone()
     assert granted == (1,)  # SUPER_ADMIN's only
     denials = [r for r in audit_rows(db) if r[0] == "authz.denied"]
-    assert len(denials) == 4 and denials[0] == ("authz.denied", "db:restore")
+    # the permission the operation needed, and why it was refused
+    assert len(denials) == 4 and denials[0] == ("authz.denied", "rbac:manage")
+    reasons = db.execute(
+        "SELECT details->>'reason', details->'missing' FROM audit_log"
+        " WHERE action = 'authz.denied' ORDER BY id LIMIT 1"
+    ).fetchone()
+    assert reasons == ("grant_beyond_own", ["db:restore"])
     assert len(audit_rows(db)) == 4
     # what they hold they may hand out
     ok = client.put(f"/api/users/{target['id']}/roles/MODERATOR", headers=admin["headers"])

@@ -406,7 +406,7 @@ def test_moderator_without_users_delete_gets_403(api: TestClient, make_user: Any
     member = make_user("MEMBER")
     resp = api.delete(f"/api/users/{member['id']}", headers=moderator["headers"])
     assert resp.status_code == 403
-    assert resp.json()["error"]["details"] == {"permission": "users:delete"}
+    assert resp.json()["error"]["details"] == {"permission": "users:delete", "reason": "missing"}
 
 
 # -- XP and reputation -----------------------------------------------------------------

@@ -40,7 +40,7 @@ def entries(db: psycopg.Connection[Any]) -> None:
     alice = audit.Actor.user("user-alice", ip="10.0.0.1")
     for i in range(3):
         audit.record(db, alice, "journey.start", resource="journey", resource_id=f"u{i}")
-    audit.record(db, audit.Actor.cli(), "journey_stage.create", resource="journey_stage")
+    audit.record(db, audit.Actor.operator(), "journey_stage.create", resource="journey_stage")
     audit.record(db, alice, "users.update", resource="user", resource_id="u1", password="pw")
     # One old entry, to filter by time.
     db.execute(

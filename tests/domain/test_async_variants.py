@@ -12,7 +12,7 @@ import psycopg
 import pytest
 
 from smartstart.config import Settings
-from smartstart.domain import audit, rbac, sessions, users
+from smartstart.domain import audit, rbac, resolve, sessions
 from smartstart.domain.audit import Actor
 from smartstart.domain.errors import Invalid, NotFound
 from smartstart.domain.permissions import PermissionCache, rbac_version
@@ -149,7 +149,7 @@ def test_a_rider_comes_back_with_the_session(seeded_settings: Settings, seeded_c
     idle = timedelta(minutes=30)
     expected = sessions.resolve(seeded_conn, token, idle_timeout=idle)
     for target in (uid, other[0]):
-        rider = users.rider(target)
+        rider = resolve.user_rider(target)
         assert rider is not None
         got = on_async(
             seeded_settings,
@@ -158,7 +158,7 @@ def test_a_rider_comes_back_with_the_session(seeded_settings: Settings, seeded_c
         assert got is not None
         principal, row = got
         assert principal == expected
-        assert users.ridden(target, row) == users.get(seeded_conn, target)
+        assert row == resolve.resolve_user(seeded_conn, target)
 
 
 def test_a_rider_without_a_row_is_told_from_a_row_of_nulls(
@@ -166,14 +166,12 @@ def test_a_rider_without_a_row_is_told_from_a_row_of_nulls(
 ) -> None:
     token, _ = sessions.create(seeded_conn, admin_id(seeded_conn), lifetime=timedelta(hours=1))
     idle = timedelta(minutes=30)
-    missing = users.rider(str(uuid.uuid4()))
+    missing = resolve.user_rider(str(uuid.uuid4()))
     assert missing is not None
     got = on_async(
         seeded_settings, lambda c: sessions.aresolve_riding(c, token, missing, idle_timeout=idle)
     )
     assert got is not None and got[1] is None
-    with pytest.raises(NotFound):
-        users.ridden("x", got[1])
     nulls = sessions.Rider("SELECT NULL::text AS a, NULL::int AS b", (), ("a", "b"))
     got = on_async(
         seeded_settings, lambda c: sessions.aresolve_riding(c, token, nulls, idle_timeout=idle)
@@ -187,7 +185,7 @@ def test_a_rider_gets_nothing_without_a_live_session(
     uid = admin_id(seeded_conn)
     token, session = sessions.create(seeded_conn, uid, lifetime=timedelta(hours=1))
     idle = timedelta(minutes=30)
-    rider = users.rider(uid)
+    rider = resolve.user_rider(uid)
     assert rider is not None
 
     def ride(tok: str) -> Any:
@@ -207,7 +205,7 @@ def test_a_rider_touches_a_stale_session(seeded_settings: Settings, seeded_conn:
         'UPDATE "Session" SET "lastSeenAt" = now() - interval \'5 minutes\' WHERE id = %s',
         [session["id"]],
     )
-    rider = users.rider(uid)
+    rider = resolve.user_rider(uid)
     assert rider is not None
     on_async(
         seeded_settings,
@@ -222,4 +220,6 @@ def test_a_rider_touches_a_stale_session(seeded_settings: Settings, seeded_conn:
 
 @pytest.mark.parametrize("bad", ["", "x" * 500, "a\x00b"])
 def test_no_rider_for_an_id_that_cannot_exist(bad: str) -> None:
-    assert users.rider(bad) is None
+    # and none for an email, which is never an id: it takes resolve_user's path
+    assert resolve.user_rider("admin@alicesolutionsgroup.com") is None
+    assert resolve.user_rider(bad) is None

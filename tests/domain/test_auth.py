@@ -188,7 +188,7 @@ def test_failures_from_many_addresses_lock_the_account_for_unknown_devices(
     actions = [r[0] for r in audit_rows(seeded_conn)]
     assert actions == ["auth.login_failed"] * throttle.ACCOUNT_MAX_FAILURES + ["auth.throttled"]
 
-    cleared = auth.clear_throttle(seeded_conn, Actor.cli(), email=user["email"].upper())
+    cleared = auth.clear_throttle(seeded_conn, Actor.operator(), email=user["email"].upper())
     assert cleared == 1 + throttle.ACCOUNT_MAX_FAILURES  # the account and its pairs
     do_login(seeded_conn, settings, user["email"])
     assert audit_rows(seeded_conn)[-2][0] == "auth.throttle_cleared"
@@ -266,13 +266,13 @@ def test_the_address_is_throttled_across_accounts(
         do_login(seeded_conn, settings, fresh["email"])
     do_login(seeded_conn, settings, fresh["email"], ip="192.0.2.1")  # another address is fine
     # the address and its pairs with each account
-    assert auth.clear_throttle(seeded_conn, Actor.cli(), ip="203.0.113.7") == 1 + len(users)
+    assert auth.clear_throttle(seeded_conn, Actor.operator(), ip="203.0.113.7") == 1 + len(users)
     do_login(seeded_conn, settings, fresh["email"])
 
 
 def test_clear_throttle_needs_a_target(seeded_conn: psycopg.Connection[Any]) -> None:
     with pytest.raises(Invalid):
-        auth.clear_throttle(seeded_conn, Actor.cli())
+        auth.clear_throttle(seeded_conn, Actor.operator())
     assert audit_rows(seeded_conn) == []
 
 
@@ -396,11 +396,11 @@ def test_revoke_own_session_only(seeded_conn: psycopg.Connection[Any]) -> None:
     actor = Actor.user(alice["id"])
     with pytest.raises(NotFound):
         auth.revoke_session(seeded_conn, actor, bobs["id"], user_id=alice["id"])
-    assert auth.revoke_session(seeded_conn, Actor.cli(), bobs["id"]) is True
+    assert auth.revoke_session(seeded_conn, Actor.operator(), bobs["id"]) is True
     assert [r[0] for r in audit_rows(seeded_conn)] == ["auth.session_revoked"]
     sessions.create(seeded_conn, bob["id"], lifetime=timedelta(hours=1))
     sessions.create(seeded_conn, bob["id"], lifetime=timedelta(hours=1))
-    assert auth.revoke_all_sessions(seeded_conn, Actor.cli(), bob["id"]) == 2
+    assert auth.revoke_all_sessions(seeded_conn, Actor.operator(), bob["id"]) == 2
     assert audit_rows(seeded_conn)[-1][0] == "auth.sessions_revoked"
 
 

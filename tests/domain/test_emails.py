@@ -13,6 +13,7 @@ from smartstart.config import Settings
 from smartstart.domain import auth, users
 from smartstart.domain.audit import Actor
 from smartstart.domain.errors import Conflict, Invalid
+from smartstart.domain.resolve import resolve_user
 
 Conn = psycopg.Connection[Any]
 CLI = Actor.cli()
@@ -63,7 +64,7 @@ def test_invisible_characters_are_refused_on_create_and_update(seeded_conn: Conn
         with pytest.raises(Invalid):
             users.update(seeded_conn, CLI, user["id"], {"email": email})
     assert seeded_conn.execute('SELECT count(*) FROM "User"').fetchone() == before
-    assert users.get(seeded_conn, user["id"])["email"] == "cafe@example.com"
+    assert resolve_user(seeded_conn, user["id"])["email"] == "cafe@example.com"
 
 
 def test_login_looks_emails_up_in_nfc_and_refuses_invisible_identifiers(
@@ -88,7 +89,7 @@ def test_login_looks_emails_up_in_nfc_and_refuses_invisible_identifiers(
         with pytest.raises(Invalid) as e:
             login(identifier)
         assert e.value.details == {"field": "identifier"}
-    assert auth.find_user(seeded_conn, NFD)["id"] == user["id"]  # `auth sessions USER`
+    assert resolve_user(seeded_conn, NFD)["id"] == user["id"]  # `auth sessions USER`
     # an unlock names the account the same way
     with pytest.raises(Invalid):
         auth.clear_throttle(seeded_conn, CLI, email="ca\u200bfe@example.com")

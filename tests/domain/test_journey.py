@@ -14,10 +14,11 @@ from smartstart.db.seed import JOURNEY_STAGES
 from smartstart.domain import journey
 from smartstart.domain.audit import Actor
 from smartstart.domain.errors import Conflict, Invalid, NotFound
+from smartstart.domain.resolve import resolve_user
 
 Conn = psycopg.Connection[Any]
 PW = "$2b$12$" + "a" * 53
-ACTOR = Actor.cli()
+ACTOR = Actor.operator()
 _n = itertools.count()
 
 
@@ -102,7 +103,7 @@ def test_create_stage_defaults_to_the_end_and_audits_once(seeded_conn: Conn) -> 
         True,
     )
     assert audits(seeded_conn, "journey_stage.create", row["id"]) == 1
-    assert journey.get_stage(seeded_conn, row["id"])["description"] == "Done"
+    assert journey.resolve_stage(seeded_conn, row["id"])["description"] == "Done"
 
 
 def test_create_stage_conflicts_name_the_field(seeded_conn: Conn) -> None:
@@ -162,7 +163,7 @@ def test_delete_unused_stage(seeded_conn: Conn) -> None:
     row = journey.create_stage(seeded_conn, ACTOR, name="Temporary")
     journey.delete_stage(seeded_conn, ACTOR, row["id"])
     with pytest.raises(NotFound):
-        journey.get_stage(seeded_conn, row["id"])
+        journey.resolve_stage(seeded_conn, row["id"])
     assert audits(seeded_conn, "journey_stage.delete", row["id"]) == 1
 
 
@@ -173,7 +174,7 @@ def test_delete_stage_with_history_suggests_deactivate(
         journey.delete_stage(seeded_conn, ACTOR, stages["Welcome"])  # seeded users have states
     assert e.value.details["suggestion"] == "deactivate"
     assert "deactivate" in str(e.value)
-    assert journey.get_stage(seeded_conn, stages["Welcome"])["name"] == "Welcome"
+    assert journey.resolve_stage(seeded_conn, stages["Welcome"])["name"] == "Welcome"
     assert audits(seeded_conn, "journey_stage.delete") == 0
 
 
@@ -184,8 +185,8 @@ def test_reorder_swaps_two_stages(
     ids[0], ids[1] = ids[1], ids[0]
     rows = journey.reorder_stages(seeded_conn, ACTOR, ids)
     assert [r["id"] for r in rows] == ids
-    assert journey.get_stage(seeded_conn, stages["Email Verification"])["order"] == 1
-    assert journey.get_stage(seeded_conn, stages["Welcome"])["order"] == 2
+    assert journey.resolve_stage(seeded_conn, stages["Email Verification"])["order"] == 1
+    assert journey.resolve_stage(seeded_conn, stages["Welcome"])["order"] == 2
     assert audits(seeded_conn, "journey_stage.reorder") == 1
     journey.reorder_stages(seeded_conn, ACTOR, ids)  # same order: nothing to do
     assert audits(seeded_conn, "journey_stage.reorder") == 1
@@ -230,12 +231,12 @@ def test_reorder_rejects_incomplete_unknown_and_repeated_lists(
 
 
 def test_find_stage_by_name_or_id(seeded_conn: Conn, stages: dict[str, str]) -> None:
-    assert journey.find_stage(seeded_conn, "Welcome")["id"] == stages["Welcome"]
-    assert journey.find_stage(seeded_conn, "profile setup")["id"] == stages["Profile Setup"]
-    assert journey.find_stage(seeded_conn, stages["Mentorship"])["name"] == "Mentorship"
+    assert journey.resolve_stage(seeded_conn, "Welcome")["id"] == stages["Welcome"]
+    assert journey.resolve_stage(seeded_conn, "profile setup")["id"] == stages["Profile Setup"]
+    assert journey.resolve_stage(seeded_conn, stages["Mentorship"])["name"] == "Mentorship"
     for ref in ("Nope", "x" * 500, "bad\x00id"):
         with pytest.raises(NotFound):
-            journey.find_stage(seeded_conn, ref)
+            journey.resolve_stage(seeded_conn, ref)
 
 
 # -- progress -----------------------------------------------------------------------------
@@ -437,17 +438,17 @@ def test_unknown_users_and_stages_are_not_found(
     with pytest.raises(NotFound):
         journey.journey(seeded_conn, "no-such-user")
     with pytest.raises(NotFound):
-        journey.get_stage(seeded_conn, "x" * 1000)
+        journey.resolve_stage(seeded_conn, "x" * 1000)
     with pytest.raises(Invalid):
         journey.progress(seeded_conn, ACTOR, user, stages["Welcome"], "finish")
 
 
 def test_resolve_user_by_email_username_or_id(seeded_conn: Conn, user: str) -> None:
-    row = journey.get_user(seeded_conn, user)
+    row = resolve_user(seeded_conn, user)
     for ref in (user, row["email"].upper(), row["username"]):
-        assert journey.resolve_user(seeded_conn, ref)["id"] == user
+        assert resolve_user(seeded_conn, ref)["id"] == user
     with pytest.raises(NotFound):
-        journey.resolve_user(seeded_conn, "nobody@example.com")
+        resolve_user(seeded_conn, "nobody@example.com")
 
 
 def test_an_award_past_the_largest_xp_is_409_not_500(

@@ -13,13 +13,16 @@ from smartstart.domain import rbac
 from smartstart.domain.audit import Actor
 from smartstart.domain.errors import Conflict, Forbidden, Invalid, NotFound
 from smartstart.domain.permissions import PermissionCache, rbac_version
+from smartstart.domain.resolve import resolve_user
 
 Conn = psycopg.Connection[Any]
-CLI = Actor.cli()
+CLI = Actor.operator()
+
 ADMIN_EMAIL = "admin@alicesolutionsgroup.com"
 DEV_EMAIL = "developer@alicesolutionsgroup.com"
 PW = "$2b$04$" + "a" * 53
 ADMIN_PERMS = frozenset(seed.ROLE_PERMISSIONS["ADMIN"])
+AS_ADMIN = Actor(label="test-admin", permissions=ADMIN_PERMS)  # no "User" row
 
 
 def audit_count(conn: Conn, action: str | None = None) -> int:
@@ -75,18 +78,18 @@ def test_create_role_validates_and_audits(seeded_conn: Conn) -> None:
 
 
 def test_get_role_by_id_or_name_and_not_found(seeded_conn: Conn) -> None:
-    role = rbac.get_role(seeded_conn, "ADMIN")
-    assert rbac.get_role(seeded_conn, role["id"])["name"] == "ADMIN"
+    role = rbac.resolve_role(seeded_conn, "ADMIN")
+    assert rbac.resolve_role(seeded_conn, role["id"])["name"] == "ADMIN"
     for ref in ("NOPE", "", "x" * 1000, "a\x00b", '\'; DROP TABLE "Role"; --'):
         with pytest.raises(NotFound):
-            rbac.get_role(seeded_conn, ref)
+            rbac.resolve_role(seeded_conn, ref)
 
 
 def test_rename_cascades_to_primary_roles(seeded_conn: Conn) -> None:
-    dev = rbac.get_user(seeded_conn, DEV_EMAIL)
+    dev = resolve_user(seeded_conn, DEV_EMAIL)
     role = rbac.update_role(seeded_conn, CLI, "DEVELOPER", name="ENGINEER")
     assert role["name"] == "ENGINEER" and role["users"] == 1
-    assert rbac.get_user(seeded_conn, DEV_EMAIL)["role"] == "ENGINEER"
+    assert resolve_user(seeded_conn, DEV_EMAIL)["role"] == "ENGINEER"
     assert role_names(seeded_conn, dev["id"]) == {"ENGINEER"}
     perms = {p["name"]: p["roles"] for p in rbac.effective(seeded_conn, dev["id"])["permissions"]}
     assert perms["db:backup"] == ["ENGINEER"]
@@ -120,12 +123,12 @@ def test_delete_role_in_use_system_and_unused(seeded_conn: Conn) -> None:
     with pytest.raises(Conflict):
         rbac.delete_role(seeded_conn, CLI, "SUPER_ADMIN")
     # an additional assignment and grants go with the role
-    rbac.assign(seeded_conn, CLI, DEV_EMAIL, "GUEST", grantor=None)
+    rbac.assign(seeded_conn, CLI, DEV_EMAIL, "GUEST")
     deleted = rbac.delete_role(seeded_conn, CLI, "GUEST")
     assert deleted["permissions"] == ["journey:read"]
     with pytest.raises(NotFound):
-        rbac.get_role(seeded_conn, "GUEST")
-    assert role_names(seeded_conn, rbac.get_user(seeded_conn, DEV_EMAIL)["id"]) == {"DEVELOPER"}
+        rbac.resolve_role(seeded_conn, "GUEST")
+    assert role_names(seeded_conn, resolve_user(seeded_conn, DEV_EMAIL)["id"]) == {"DEVELOPER"}
     assert audit_count(seeded_conn, "roles.delete") == 1
 
 
@@ -169,7 +172,7 @@ def test_update_and_delete_permission(seeded_conn: Conn) -> None:
     deleted = rbac.delete_permission(seeded_conn, CLI, "reports:view")
     assert deleted["roles"] == ["SUPER_ADMIN"]
     with pytest.raises(NotFound):
-        rbac.get_permission(seeded_conn, "reports:view")
+        rbac.resolve_permission(seeded_conn, "reports:view")
     assert audit_count(seeded_conn, "permissions.update") == 2
     assert audit_count(seeded_conn, "permissions.delete") == 1
 
@@ -178,44 +181,45 @@ def test_update_and_delete_permission(seeded_conn: Conn) -> None:
 
 
 def test_grant_and_revoke_are_idempotent_and_audited(seeded_conn: Conn) -> None:
-    role, changed = rbac.grant(seeded_conn, CLI, "MEMBER", "users:read", grantor=None)
+    role, changed = rbac.grant(seeded_conn, CLI, "MEMBER", "users:read")
     assert changed and "users:read" in role["permissions"]
-    _, again = rbac.grant(seeded_conn, CLI, "MEMBER", "users:read", grantor=None)
+    _, again = rbac.grant(seeded_conn, CLI, "MEMBER", "users:read")
     assert not again
     assert audit_count(seeded_conn, "rbac.grant") == 2
-    role, changed = rbac.revoke(seeded_conn, CLI, "MEMBER", "users:read", grantor=None)
+    role, changed = rbac.revoke(seeded_conn, CLI, "MEMBER", "users:read")
     assert changed and "users:read" not in role["permissions"]
-    _, again = rbac.revoke(seeded_conn, CLI, "MEMBER", "users:read", grantor=None)
+    _, again = rbac.revoke(seeded_conn, CLI, "MEMBER", "users:read")
     assert not again
     rows = seeded_conn.execute(
         "SELECT details->>'changed' FROM audit_log WHERE action LIKE 'rbac.%' ORDER BY id"
     ).fetchall()
     assert [r[0] for r in rows] == ["true", "false", "true", "false"]
     with pytest.raises(NotFound):
-        rbac.grant(seeded_conn, CLI, "MEMBER", "nope:nope", grantor=None)
+        rbac.grant(seeded_conn, CLI, "MEMBER", "nope:nope")
     with pytest.raises(NotFound):
-        rbac.grant(seeded_conn, CLI, "NOPE", "users:read", grantor=None)
+        rbac.grant(seeded_conn, CLI, "NOPE", "users:read")
 
 
 def test_nobody_grants_what_they_lack(seeded_conn: Conn) -> None:
     with pytest.raises(Forbidden) as refused:
-        rbac.grant(seeded_conn, CLI, "ADMIN", "db:restore", grantor=ADMIN_PERMS)
+        rbac.grant(seeded_conn, AS_ADMIN, "ADMIN", "db:restore")
     assert refused.value.details["missing"] == ["db:restore"]
     with pytest.raises(Forbidden):
-        rbac.revoke(seeded_conn, CLI, "DEVELOPER", "db:restore", grantor=ADMIN_PERMS)
+        rbac.revoke(seeded_conn, AS_ADMIN, "DEVELOPER", "db:restore")
     user = add_user(seeded_conn, "someone@example.com")
     with pytest.raises(Forbidden) as assign:
-        rbac.assign(seeded_conn, CLI, user, "SUPER_ADMIN", grantor=ADMIN_PERMS)
+        rbac.assign(seeded_conn, AS_ADMIN, user, "SUPER_ADMIN")
     assert set(assign.value.details["missing"]) == {"db:restore", "db:admin", "roles:manage"}
-    assert audit_count(seeded_conn) == 0
+    # each refusal is recorded (on a connection of its own), and nothing else
+    assert audit_count(seeded_conn) == audit_count(seeded_conn, "authz.denied") == 3
     # what one holds, one may hand out
-    rbac.assign(seeded_conn, CLI, user, "MODERATOR", grantor=ADMIN_PERMS)
-    rbac.grant(seeded_conn, CLI, "MEMBER", "users:read", grantor=ADMIN_PERMS)
+    rbac.assign(seeded_conn, AS_ADMIN, user, "MODERATOR")
+    rbac.grant(seeded_conn, AS_ADMIN, "MEMBER", "users:read")
 
 
 def test_super_admin_keeps_every_permission(seeded_conn: Conn) -> None:
     with pytest.raises(Conflict) as refused:
-        rbac.revoke(seeded_conn, CLI, "SUPER_ADMIN", "users:read", grantor=None)
+        rbac.revoke(seeded_conn, CLI, "SUPER_ADMIN", "users:read")
     assert refused.value.details["reason"] == "super_admin_holds_all"
 
 
@@ -232,20 +236,20 @@ def test_matrix_follows_the_seed(seeded_conn: Conn) -> None:
 
 def test_assign_and_unassign(seeded_conn: Conn) -> None:
     user = add_user(seeded_conn, "member@example.com")
-    roles, changed = rbac.assign(seeded_conn, CLI, "MEMBER@example.com", "MODERATOR", grantor=None)
+    roles, changed = rbac.assign(seeded_conn, CLI, "MEMBER@example.com", "MODERATOR")
     assert changed and [r["name"] for r in roles["roles"]] == ["MEMBER", "MODERATOR"]
     assert roles["roles"][0]["primary"] and not roles["roles"][1]["primary"]
-    _, again = rbac.assign(seeded_conn, CLI, user, "MODERATOR", grantor=None)
+    _, again = rbac.assign(seeded_conn, CLI, user, "MODERATOR")
     assert not again
-    _, primary = rbac.assign(seeded_conn, CLI, user, "MEMBER", grantor=None)
+    _, primary = rbac.assign(seeded_conn, CLI, user, "MEMBER")
     assert not primary
     perms = {p["name"]: p["roles"] for p in rbac.effective(seeded_conn, user)["permissions"]}
     assert perms["journey:read"] == ["MEMBER", "MODERATOR"] and perms["users:write"] == [
         "MODERATOR"
     ]
-    _, removed = rbac.unassign(seeded_conn, CLI, user, "MODERATOR", grantor=None)
+    _, removed = rbac.unassign(seeded_conn, CLI, user, "MODERATOR")
     assert removed and role_names(seeded_conn, user) == {"MEMBER"}
-    _, again = rbac.unassign(seeded_conn, CLI, user, "MODERATOR", grantor=None)
+    _, again = rbac.unassign(seeded_conn, CLI, user, "MODERATOR")
     assert not again
     assert audit_count(seeded_conn, "rbac.assign") == 3
     assert audit_count(seeded_conn, "rbac.unassign") == 2
@@ -260,7 +264,7 @@ def test_assign_and_unassign(seeded_conn: Conn) -> None:
 def test_unassigning_the_primary_role_is_refused(seeded_conn: Conn) -> None:
     user = add_user(seeded_conn, "member@example.com")
     with pytest.raises(Conflict) as refused:
-        rbac.unassign(seeded_conn, CLI, user, "MEMBER", grantor=None)
+        rbac.unassign(seeded_conn, CLI, user, "MEMBER")
     assert "change the primary role instead" in refused.value.message
     assert refused.value.details["reason"] == "primary_role"
     assert role_names(seeded_conn, user) == {"MEMBER"}
@@ -278,17 +282,17 @@ def test_the_trigger_refusal_maps_to_conflict(seeded_conn: Conn) -> None:
 
 def test_the_last_super_admin_keeps_the_role(seeded_conn: Conn) -> None:
     second = add_user(seeded_conn, "second@example.com")
-    rbac.assign(seeded_conn, CLI, second, "SUPER_ADMIN", grantor=None)
+    rbac.assign(seeded_conn, CLI, second, "SUPER_ADMIN")
     # with the seeded admin suspended, `second` is the last active SUPER_ADMIN
     seeded_conn.execute("UPDATE \"User\" SET status = 'SUSPENDED' WHERE email = %s", [ADMIN_EMAIL])
     before = audit_count(seeded_conn)
     with pytest.raises(Conflict) as refused, seeded_conn.transaction():
-        rbac.unassign(seeded_conn, CLI, second, "SUPER_ADMIN", grantor=None)
+        rbac.unassign(seeded_conn, CLI, second, "SUPER_ADMIN")
     assert refused.value.details["reason"] == "last_super_admin"
     assert "SUPER_ADMIN" in role_names(seeded_conn, second)
     assert audit_count(seeded_conn) == before
     seeded_conn.execute("UPDATE \"User\" SET status = 'ACTIVE' WHERE email = %s", [ADMIN_EMAIL])
-    _, changed = rbac.unassign(seeded_conn, CLI, second, "SUPER_ADMIN", grantor=None)
+    _, changed = rbac.unassign(seeded_conn, CLI, second, "SUPER_ADMIN")
     assert changed
 
 
@@ -314,7 +318,7 @@ def test_check_explains(seeded_conn: Conn) -> None:
     yes = rbac.check(seeded_conn, DEV_EMAIL, "db:backup")
     assert yes["allowed"] and yes["via_roles"] == ["DEVELOPER"]
     assert yes["reason"] == "granted by role DEVELOPER"
-    assert yes["user"] == {"id": rbac.get_user(seeded_conn, DEV_EMAIL)["id"], "status": "ACTIVE"}
+    assert yes["user"] == {"id": resolve_user(seeded_conn, DEV_EMAIL)["id"], "status": "ACTIVE"}
     no = rbac.check(seeded_conn, DEV_EMAIL, "db:restore")
     assert not no["allowed"] and no["via_roles"] == []
     assert no["reason"] == "none of the user's roles grants it"
@@ -330,11 +334,11 @@ def test_check_explains(seeded_conn: Conn) -> None:
 
 def test_check_with_the_caches_follows_the_version(seeded_conn: Conn) -> None:
     caches = {"cache": PermissionCache(), "subjects": rbac.SubjectCache(), "explain": False}
-    dev = rbac.get_user(seeded_conn, DEV_EMAIL)["id"]
+    dev = resolve_user(seeded_conn, DEV_EMAIL)["id"]
     version = rbac_version(seeded_conn)
     first = rbac.check(seeded_conn, dev, "db:restore", version=version, **caches)
     assert not first["allowed"] and first["via_roles"] is None
-    rbac.grant(seeded_conn, CLI, "DEVELOPER", "db:restore", grantor=None)
+    rbac.grant(seeded_conn, CLI, "DEVELOPER", "db:restore")
     # same version: the cached answer; the new version (bumped by trigger): the new one
     stale = rbac.check(seeded_conn, dev, "db:restore", version=version, **caches)
     assert not stale["allowed"]
@@ -363,7 +367,7 @@ def test_check_with_the_caches_follows_the_version(seeded_conn: Conn) -> None:
 def test_a_warm_check_by_id_sends_no_query(seeded_settings: Settings) -> None:
     caches = {"cache": PermissionCache(), "subjects": rbac.SubjectCache(), "explain": False}
     conn = psycopg.connect(seeded_settings.url_for(), autocommit=True)
-    dev = rbac.get_user(conn, DEV_EMAIL)["id"]
+    dev = resolve_user(conn, DEV_EMAIL)["id"]
     version = rbac_version(conn)
     warm = rbac.check(conn, dev, "db:backup", version=version, **caches)
     unknown = rbac.check(conn, dev, "reports:read", version=version, **caches)

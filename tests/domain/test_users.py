@@ -19,9 +19,10 @@ from smartstart.db.seed import ROLE_PERMISSIONS
 from smartstart.domain import passwords, sessions, users
 from smartstart.domain.audit import Actor
 from smartstart.domain.errors import Conflict, Forbidden, Invalid, NotFound
+from smartstart.domain.resolve import resolve_user
 
 Conn = psycopg.Connection[Any]
-CLI = Actor.cli()
+CLI = Actor.operator()
 PW = "a perfectly fine passphrase"
 ADMIN_EMAIL = "admin@alicesolutionsgroup.com"
 _n = itertools.count()
@@ -36,13 +37,19 @@ def make(seeded_conn: Conn) -> Callable[..., dict[str, Any]]:
         kw.setdefault("email", f"user{n}@example.com")
         kw.setdefault("username", f"user{n}")
         kw.setdefault("password", PW)
-        return users.create(seeded_conn, CLI, role=role, rounds=4, **kw)
+        actor = kw.pop("actor", CLI)
+        return users.create(seeded_conn, actor, role=role, rounds=4, **kw)
 
     return make
 
 
+def as_(permissions: frozenset[str]) -> Actor:
+    """A signed-in user (not in the database) holding these permissions."""
+    return Actor(label="test-actor", permissions=permissions)
+
+
 def admin_id(conn: Conn) -> str:
-    return str(users.find(conn, ADMIN_EMAIL)["id"])
+    return str(resolve_user(conn, ADMIN_EMAIL)["id"])
 
 
 def audit_rows(conn: Conn, user_id: str) -> list[tuple[str, dict[str, Any]]]:
@@ -81,7 +88,7 @@ def test_create_returns_the_public_row_and_audits_it_without_the_hash(
     assert [a for a, _ in rows] == ["users.create"]
     assert rows[0][1]["after"]["email"] == user["email"]
     assert "$2b$" not in json.dumps(rows[0][1])
-    assert users.get(seeded_conn, user["id"]) == user
+    assert resolve_user(seeded_conn, user["id"]) == user
 
 
 def test_duplicate_email_in_any_case_and_duplicate_username_are_conflicts(
@@ -123,17 +130,17 @@ def test_nobody_creates_a_user_with_a_role_granting_more_than_they_hold(
 ) -> None:
     admin_perms = frozenset(ROLE_PERMISSIONS["ADMIN"])
     with pytest.raises(Forbidden) as e:
-        make("SUPER_ADMIN", actor_permissions=admin_perms)
+        make("SUPER_ADMIN", actor=as_(admin_perms))
     assert "db:restore" in e.value.details["missing"]
-    assert make("ADMIN", actor_permissions=admin_perms)["role"] == "ADMIN"
+    assert make("ADMIN", actor=as_(admin_perms))["role"] == "ADMIN"
 
 
 def test_unknown_or_malformed_ids_are_not_found(seeded_conn: Conn) -> None:
     for bad in ["nope", "", "x" * 500, "a\x00b", '\'; DROP TABLE "User"; --']:
         with pytest.raises(NotFound):
-            users.get(seeded_conn, bad)
+            resolve_user(seeded_conn, bad)
         with pytest.raises(NotFound):
-            users.find(seeded_conn, bad)
+            resolve_user(seeded_conn, bad)
         with pytest.raises(NotFound):
             users.suspend(seeded_conn, CLI, bad)
         with pytest.raises(NotFound):
@@ -142,9 +149,9 @@ def test_unknown_or_malformed_ids_are_not_found(seeded_conn: Conn) -> None:
 
 def test_find_by_id_email_in_any_case_or_username(seeded_conn: Conn) -> None:
     uid = admin_id(seeded_conn)
-    assert users.find(seeded_conn, uid)["id"] == uid
-    assert users.find(seeded_conn, "ADMIN@AliceSolutionsGroup.com")["id"] == uid
-    assert users.find(seeded_conn, "admin")["id"] == uid
+    assert resolve_user(seeded_conn, uid)["id"] == uid
+    assert resolve_user(seeded_conn, "ADMIN@AliceSolutionsGroup.com")["id"] == uid
+    assert resolve_user(seeded_conn, "admin")["id"] == uid
 
 
 # -- list ------------------------------------------------------------------------------
@@ -324,7 +331,7 @@ def test_the_last_super_admin_is_protected_until_there_is_another(
         with pytest.raises(Conflict) as e:
             attempt()
         assert e.value.details["reason"] == "last_super_admin"
-    assert users.get(seeded_conn, aid)["status"] == "ACTIVE"
+    assert resolve_user(seeded_conn, aid)["status"] == "ACTIVE"
     make("SUPER_ADMIN")
     assert users.update(seeded_conn, CLI, aid, {"role": "ADMIN"})["role"] == "ADMIN"
 
@@ -338,22 +345,20 @@ def test_nobody_acts_on_a_user_holding_permissions_they_lack(
     make("SUPER_ADMIN")  # so that the last-SUPER_ADMIN rule is not what refuses
     for attempt in (
         lambda: users.set_password(
-            seeded_conn, CLI, aid, "hijacked passphrase", rounds=4, actor_permissions=admin_perms
+            seeded_conn, as_(admin_perms), aid, "hijacked passphrase", rounds=4
         ),
-        lambda: users.suspend(seeded_conn, CLI, aid, actor_permissions=admin_perms),
-        lambda: users.delete(seeded_conn, CLI, aid, actor_permissions=admin_perms),
-        lambda: users.update(seeded_conn, CLI, aid, {"name": "x"}, actor_permissions=admin_perms),
+        lambda: users.suspend(seeded_conn, as_(admin_perms), aid),
+        lambda: users.delete(seeded_conn, as_(admin_perms), aid),
+        lambda: users.update(seeded_conn, as_(admin_perms), aid, {"name": "x"}),
     ):
         with pytest.raises(Forbidden) as e:
             attempt()
         assert e.value.details["reason"] == "outranked"
     member = make()
     # A moderator may suspend a member, but not promote one past themselves.
-    users.suspend(seeded_conn, CLI, member["id"], actor_permissions=moderator_perms)
+    users.suspend(seeded_conn, as_(moderator_perms), member["id"])
     with pytest.raises(Forbidden):
-        users.update(
-            seeded_conn, CLI, member["id"], {"role": "ADMIN"}, actor_permissions=moderator_perms
-        )
+        users.update(seeded_conn, as_(moderator_perms), member["id"], {"role": "ADMIN"})
 
 
 def test_delete_is_hard_cascades_and_keeps_the_before_image(
@@ -442,7 +447,7 @@ def test_concurrent_xp_additions_are_never_lost(
     with ThreadPoolExecutor(20) as pool:
         for f in [pool.submit(add_five) for _ in range(20)]:
             f.result()
-    after = users.get(seeded_conn, u["id"])
+    after = resolve_user(seeded_conn, u["id"])
     assert (after["xp"], after["level"]) == (150, "FLEDGLING")
     row = seeded_conn.execute(
         "SELECT count(*) FROM audit_log WHERE action = 'users.add_xp' AND \"resourceId\" = %s",
@@ -463,4 +468,4 @@ def test_a_database_check_the_domain_did_not_foresee_is_invalid_not_an_error(
     assert e.value.details == {"field": "name", "constraint": "User_name_check"}
     with pytest.raises(Invalid):
         make(name="forbidden")
-    assert users.get(seeded_conn, u["id"])["name"] is None
+    assert resolve_user(seeded_conn, u["id"])["name"] is None

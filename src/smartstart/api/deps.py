@@ -23,7 +23,7 @@ from starlette.concurrency import run_in_threadpool
 from smartstart import signing
 from smartstart.api.errors import StaleConnection
 from smartstart.config import Settings
-from smartstart.domain import audit, sessions
+from smartstart.domain import audit, authorize, sessions
 from smartstart.domain.audit import Actor
 from smartstart.domain.errors import Forbidden, Unauthorized
 from smartstart.domain.sessions import Principal
@@ -95,10 +95,11 @@ def client_ip(request: Request) -> str | None:
 
 
 def actor_for(request: Request, principal: Principal | None) -> Actor:
+    """The request's actor: the signed-in user with their permissions, or anonymous."""
     ua = request.headers.get("user-agent")
     if principal is None:
         return Actor.anonymous(client_ip(request), ua)
-    return Actor.user(principal.user_id, client_ip(request), ua)
+    return Actor.user(principal.user_id, client_ip(request), ua, permissions=principal.permissions)
 
 
 def _token(request: Request) -> tuple[str | None, str]:
@@ -215,24 +216,20 @@ class Require:
         return principal
 
     async def check(self, request: Request, principal: Principal) -> None:
-        """403, recorded in the audit log, unless the principal holds the permission."""
-        if self.permission is None or self.permission in principal.permissions:
+        """403 (`Denied`), recorded in the audit log, unless authorize's rule allows it."""
+        denied = authorize.require_permission(principal.permissions, self.permission)
+        if denied is None:
             return
-        # autocommit: the denial is recorded even though the request fails.
+        actor = actor_for(request, principal)
+        # The async pool (autocommit): the denial is recorded though the request fails.
         async with request.app.state.apool.connection() as conn:
             await audit.arecord(
                 conn,
-                actor_for(request, principal),
-                "authz.denied",
-                resource="permission",
-                resource_id=self.permission,
-                method=request.method,
-                path=request.url.path,
+                actor,
+                authorize.DENIED_ACTION,
+                **authorize.denial_record(denied, method=request.method, path=request.url.path),
             )
-        raise Forbidden(
-            f"you need the {self.permission!r} permission",
-            details={"permission": self.permission},
-        )
+        raise denied
 
 
 @dataclass

@@ -22,6 +22,7 @@ from smartstart.cli.context import transaction
 from smartstart.cli.paging import DEFAULT_LIMIT, CursorOpt, LimitOpt, more
 from smartstart.domain import auth
 from smartstart.domain.paging import MAX_LIMIT
+from smartstart.domain.resolve import resolve_user
 
 app = typer.Typer(help="Sign-in throttles and sessions.", no_args_is_help=True)
 
@@ -51,7 +52,7 @@ def unlock(
 @app.command("sessions")
 @handle_errors
 def list_sessions(
-    user: Annotated[str, typer.Argument(help="The user's email (or username).")],
+    user: Annotated[str, typer.Argument(help="The user's id, email or username.")],
     include_ended: Annotated[
         bool, typer.Option("--all", help="Also list revoked, expired and idle sessions.")
     ] = False,
@@ -61,7 +62,7 @@ def list_sessions(
 ) -> None:
     """List a user's sessions, newest first (live ones unless --all)."""
     with transaction() as (conn, _):
-        found = auth.find_user(conn, user)
+        found = resolve_user(conn, user)
         page = auth.list_user_sessions(
             conn,
             found["id"],
@@ -121,7 +122,7 @@ def revoke(
             )
             return
         assert user is not None
-        found = auth.find_user(conn, user)
+        found = resolve_user(conn, user)
         live = auth.list_user_sessions(conn, found["id"], settings(), limit=MAX_LIMIT)
         shown = f"{len(live.items)}{' or more' if live.next_cursor else ''}"
         console.print(f"{found['email']} has {shown} live session(s)", highlight=False)

@@ -17,4 +17,4 @@ from smartstart.domain.audit import Actor
 def transaction() -> Iterator[tuple[psycopg.Connection[Any], Actor]]:
     """A connection in one transaction (committed on success) and the acting operator."""
     with connect(settings()) as conn:
-        yield conn, Actor.cli()
+        yield conn, Actor.operator()

@@ -69,7 +69,7 @@ def stages(
 def show(user: UserArg, as_json: JsonOpt = False) -> None:
     """A user's journey: every active stage with their state, and their XP and level."""
     with transaction() as (conn, _):
-        data = journey.journey(conn, journey.resolve_user(conn, user)["id"])
+        data = journey.journey(conn, user)
     if as_json:
         print_json(data)
         return
@@ -88,9 +88,7 @@ def show(user: UserArg, as_json: JsonOpt = False) -> None:
 
 def _progress(action: str, user: str, stage: str, as_json: bool) -> None:
     with transaction() as (conn, actor):
-        user_id = journey.resolve_user(conn, user)["id"]
-        stage_id = journey.find_stage(conn, stage)["id"]
-        result = journey.progress(conn, actor, user_id, stage_id, action)
+        result = journey.progress(conn, actor, user, stage, action)
     if as_json:
         print_json(result)
         return
@@ -193,7 +191,7 @@ def stage_update(
     if not changes:
         raise typer.BadParameter("give at least one of --name --order --xp --description --active")
     with transaction() as (conn, actor):
-        row = journey.update_stage(conn, actor, journey.find_stage(conn, stage)["id"], changes)
+        row = journey.update_stage(conn, actor, stage, changes)
     if as_json:
         print_json(_stage_json(row))
     else:
@@ -208,7 +206,7 @@ def stage_update(
 def stage_deactivate(stage: StageArg) -> None:
     """Hide a stage from journeys; its history (and awarded XP) stays."""
     with transaction() as (conn, actor):
-        row = journey.deactivate_stage(conn, actor, journey.find_stage(conn, stage)["id"])
+        row = journey.deactivate_stage(conn, actor, stage)
     _say(f"stage {row['name']!r} is inactive")
 
 
@@ -217,7 +215,7 @@ def stage_deactivate(stage: StageArg) -> None:
 def stage_delete(stage: StageArg, yes: YesOpt = False, dry_run: DryRunOpt = False) -> None:
     """Delete a stage nobody has progress in (otherwise deactivate it)."""
     with transaction() as (conn, actor):
-        row = journey.find_stage(conn, stage)
+        row = journey.resolve_stage(conn, stage)
         states = journey.stage_usage(conn, row["id"])
         what = f"stage {row['name']!r} (order {row['order']}, id {row['id']})"
         if dry_run:
@@ -247,8 +245,7 @@ def reorder(
 ) -> None:
     """Put the stages in the given order (orders 1..N, in one transaction)."""
     with transaction() as (conn, actor):
-        ids = [journey.find_stage(conn, ref)["id"] for ref in stages_]
-        rows = journey.reorder_stages(conn, actor, ids)
+        rows = journey.reorder_stages(conn, actor, stages_)
     if as_json:
         print_json([_stage_json(r) for r in rows])
     else:

@@ -1,8 +1,8 @@
 """`smartstart rbac …`: roles, permissions, grants, role assignments and checks.
 
-The operator at the CLI already holds the database, so the "grant only what you
-hold" rule does not apply here; every other rule of smartstart.domain.rbac does,
-and every change is audited as `cli:<os user>`.
+The operator at the CLI already holds the database (`Actor.operator()` holds every
+permission), so `authorize` never refuses it; every other rule of
+smartstart.domain.rbac applies, and every change is audited as `cli:<os user>`.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from smartstart.cli.common import (
 from smartstart.cli.context import transaction
 from smartstart.cli.paging import DEFAULT_LIMIT, CursorOpt, LimitOpt, more
 from smartstart.domain import rbac
+from smartstart.domain.resolve import resolve_user
 
 app = typer.Typer(
     help="Roles, permissions, grants and role assignments (RBAC).", no_args_is_help=True
@@ -36,7 +37,7 @@ app.add_typer(permissions_app, name="permissions")
 
 RoleArg = Annotated[str, typer.Argument(help="Role name (or id).")]
 PermissionArg = Annotated[str, typer.Argument(help="Permission name, resource:action.")]
-UserArg = Annotated[str, typer.Argument(help="User id or email.")]
+UserArg = Annotated[str, typer.Argument(help="The user: id, email or username.")]
 DescriptionOpt = Annotated[str | None, typer.Option("--description", "-d", help="Description.")]
 
 
@@ -114,7 +115,7 @@ def role_list(
 def role_show(role: RoleArg, as_json: JsonOpt = False) -> None:
     """Show a role and the permissions it grants."""
     with transaction() as (conn, _):
-        row = rbac.get_role(conn, role)
+        row = rbac.resolve_role(conn, role)
     _show_role(row, as_json)
 
 
@@ -161,7 +162,7 @@ def role_update(
 def role_delete(role: RoleArg, yes: YesOpt = False, dry_run: DryRunOpt = False) -> None:
     """Delete a role with its grants (refused while it is some user's primary role)."""
     with transaction() as (conn, actor):
-        row = rbac.get_role(conn, role)
+        row = rbac.resolve_role(conn, role)
         touch = (
             f"role {row['name']}: {len(row['permissions'])} grant(s), {row['users']} assignment(s)"
         )
@@ -216,7 +217,7 @@ def permission_list(
 def permission_show(permission: PermissionArg, as_json: JsonOpt = False) -> None:
     """Show a permission and the roles granting it."""
     with transaction() as (conn, _):
-        row = rbac.get_permission(conn, permission)
+        row = rbac.resolve_permission(conn, permission)
     _show_permission(row, as_json)
 
 
@@ -263,7 +264,7 @@ def permission_delete(
 ) -> None:
     """Delete a (non built-in) permission and its grants."""
     with transaction() as (conn, actor):
-        row = rbac.get_permission(conn, permission)
+        row = rbac.resolve_permission(conn, permission)
         touch = f"permission {row['name']}, granted to {', '.join(row['roles']) or 'no role'}"
         if dry_run:
             rbac.delete_permission(conn, actor, permission)
@@ -283,7 +284,7 @@ def permission_delete(
 def grant(role: RoleArg, permission: PermissionArg) -> None:
     """Grant a permission to a role (a no-op when already granted)."""
     with transaction() as (conn, actor):
-        row, changed = rbac.grant(conn, actor, role, permission, grantor=None)
+        row, changed = rbac.grant(conn, actor, role, permission)
     _say(
         f"granted {permission} to {row['name']}"
         if changed
@@ -298,16 +299,16 @@ def revoke(
 ) -> None:
     """Revoke a permission from a role (a no-op when not granted)."""
     with transaction() as (conn, actor):
-        target = rbac.get_role(conn, role)
+        target = rbac.resolve_role(conn, role)
         touch = f"{permission} from role {target['name']} ({target['users']} user(s))"
         if dry_run:
-            _, changed = rbac.revoke(conn, actor, role, permission, grantor=None)
+            _, changed = rbac.revoke(conn, actor, role, permission)
             conn.rollback()
             _say(f"would revoke {touch}" if changed else f"{target['name']} lacks {permission}")
             _say("nothing changed (dry run)")
             return
         confirm(f"Revoke {touch}?", yes)
-        _, changed = rbac.revoke(conn, actor, role, permission, grantor=None)
+        _, changed = rbac.revoke(conn, actor, role, permission)
     _say(
         f"revoked {touch}" if changed else f"{target['name']} lacked {permission}; nothing changed"
     )
@@ -341,7 +342,7 @@ def _roles_line(roles: dict[str, Any]) -> str:
 def assign(user: UserArg, role: RoleArg) -> None:
     """Assign a role to a user (a no-op when already assigned)."""
     with transaction() as (conn, actor):
-        roles, changed = rbac.assign(conn, actor, user, role, grantor=None)
+        roles, changed = rbac.assign(conn, actor, user, role)
     email = roles["user"]["email"]
     _say(
         f"assigned {role} to {email}" if changed else f"{email} already had {role}; nothing changed"
@@ -354,15 +355,15 @@ def assign(user: UserArg, role: RoleArg) -> None:
 def unassign(user: UserArg, role: RoleArg, yes: YesOpt = False, dry_run: DryRunOpt = False) -> None:
     """Unassign an additional role from a user (the primary role: change it with `users update`)."""
     with transaction() as (conn, actor):
-        email = rbac.get_user(conn, user)["email"]
+        email = resolve_user(conn, user)["email"]
         if dry_run:
-            _, changed = rbac.unassign(conn, actor, user, role, grantor=None)
+            _, changed = rbac.unassign(conn, actor, user, role)
             conn.rollback()
             _say(f"would unassign {role} from {email}" if changed else f"{email} lacks {role}")
             _say("nothing changed (dry run)")
             return
         confirm(f"Unassign {role} from {email}?", yes)
-        roles, changed = rbac.unassign(conn, actor, user, role, grantor=None)
+        roles, changed = rbac.unassign(conn, actor, user, role)
     _say(
         f"unassigned {role} from {email}" if changed else f"{email} lacked {role}; nothing changed"
     )

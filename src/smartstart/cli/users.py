@@ -22,6 +22,7 @@ from smartstart.cli.common import (
 from smartstart.cli.context import transaction
 from smartstart.cli.paging import DEFAULT_LIMIT, CursorOpt, LimitOpt, more
 from smartstart.domain import users
+from smartstart.domain.resolve import resolve_user
 
 app = typer.Typer(
     help="User accounts: list, show, create, update, status, passwords, XP, delete.",
@@ -116,7 +117,7 @@ def list_(
 def show(user: UserArg, as_json: JsonOpt = False) -> None:
     """Show one user (by id, email or username)."""
     with transaction() as (conn, _):
-        row = users.find(conn, user)
+        row = resolve_user(conn, user)
     _show(row, as_json)
 
 
@@ -183,7 +184,7 @@ def update(
     if not changes:
         raise fail("nothing to change: give at least one option (see --help)")
     with transaction() as (conn, actor):
-        row = users.update(conn, actor, users.find(conn, user)["id"], changes)
+        row = users.update(conn, actor, user, changes)
     if as_json:
         print_json(row)
     else:
@@ -193,7 +194,7 @@ def update(
 def _set_status(user: str, verb: str, as_json: bool) -> None:
     action = {"suspend": users.suspend, "activate": users.activate, "deactivate": users.deactivate}
     with transaction() as (conn, actor):
-        row = action[verb](conn, actor, users.find(conn, user)["id"])
+        row = action[verb](conn, actor, user)
     if as_json:
         print_json(row)
     else:
@@ -229,9 +230,7 @@ def passwd(
     """Set a user's password (asks twice, hidden, unless given); ends their sessions."""
     secret = _password(password, password_stdin)
     with transaction() as (conn, actor):
-        row = users.set_password(
-            conn, actor, users.find(conn, user)["id"], secret, rounds=settings().bcrypt_rounds
-        )
+        row = users.set_password(conn, actor, user, secret, rounds=settings().bcrypt_rounds)
     _say(f"password of {_label(row)} changed; their sessions were ended")
 
 
@@ -247,7 +246,7 @@ def add_xp(
     if reason is None:
         raise fail("give a --reason (it is kept in the audit log)")
     with transaction() as (conn, actor):
-        row = users.add_xp(conn, actor, users.find(conn, user)["id"], amount, reason)
+        row = users.add_xp(conn, actor, user, amount, reason)
     _counter_done(row, "xp", as_json)
 
 
@@ -261,7 +260,7 @@ def set_xp(
 ) -> None:
     """Set a user's XP; the level follows."""
     with transaction() as (conn, actor):
-        row = users.set_xp(conn, actor, users.find(conn, user)["id"], xp, reason)
+        row = users.set_xp(conn, actor, user, xp, reason)
     _counter_done(row, "xp", as_json)
 
 
@@ -277,7 +276,7 @@ def add_reputation(
     if reason is None:
         raise fail("give a --reason (it is kept in the audit log)")
     with transaction() as (conn, actor):
-        row = users.add_reputation(conn, actor, users.find(conn, user)["id"], amount, reason)
+        row = users.add_reputation(conn, actor, user, amount, reason)
     _counter_done(row, "reputation", as_json)
 
 
@@ -291,7 +290,7 @@ def set_reputation(
 ) -> None:
     """Set a user's reputation."""
     with transaction() as (conn, actor):
-        row = users.set_reputation(conn, actor, users.find(conn, user)["id"], reputation, reason)
+        row = users.set_reputation(conn, actor, user, reputation, reason)
     _counter_done(row, "reputation", as_json)
 
 
@@ -309,7 +308,7 @@ def _counter_done(row: dict[str, Any], column: str, as_json: bool) -> None:
 def delete(user: UserArg, yes: YesOpt = False, dry_run: DryRunOpt = False) -> None:
     """Delete a user for good, with their sessions, journey and role assignments."""
     with transaction() as (conn, _):
-        impact = users.delete_impact(conn, users.find(conn, user)["id"])
+        impact = users.delete_impact(conn, user)
     target = impact["user"]
     if dry_run:
         _say(f"would delete {_label(target)} and {_touched(impact)}; nothing was changed")

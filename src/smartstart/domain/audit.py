@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import getpass
 import itertools
 import math
 from collections.abc import Mapping
@@ -16,38 +15,13 @@ from psycopg.types.json import Jsonb
 
 from smartstart.config import Settings
 from smartstart.domain import paging
+from smartstart.domain.actor import Actor as Actor  # re-exported for callers
 from smartstart.netaddr import ip_or_none
 
 # Never written to the audit log, at any depth.
 SECRET_KEYS = frozenset(
     {"password", "newPassword", "currentPassword", "token", "tokenHash", "secret", "csrf"}
 )
-
-
-@dataclass(frozen=True)
-class Actor:
-    """Who is acting: a user (API) or an operator at the CLI."""
-
-    label: str
-    user_id: str | None = None
-    ip: str | None = None
-    user_agent: str | None = None
-
-    @classmethod
-    def cli(cls) -> Actor:
-        try:
-            name = getpass.getuser()
-        except (KeyError, OSError):
-            name = "unknown"
-        return cls(label=f"cli:{name}")
-
-    @classmethod
-    def user(cls, user_id: str, ip: str | None = None, user_agent: str | None = None) -> Actor:
-        return cls(label=user_id, user_id=user_id, ip=ip, user_agent=user_agent)
-
-    @classmethod
-    def anonymous(cls, ip: str | None = None, user_agent: str | None = None) -> Actor:
-        return cls(label="anonymous", ip=ip, user_agent=user_agent)
 
 
 # Bounds: every row has a bounded size whatever a client sends (a 4 MB User-Agent, a

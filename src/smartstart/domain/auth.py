@@ -105,14 +105,6 @@ def public_user(row: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in row.items() if k != "password"}
 
 
-def find_user(conn: psycopg.Connection[Any], identifier: str) -> dict[str, Any]:
-    """The user with this email (case-insensitive) or username; NotFound otherwise."""
-    row = _find_for_login(conn, identifier)
-    if row is None:
-        raise NotFound("no user with this email or username", details={"user": identifier})
-    return public_user(row)
-
-
 # -- throttle reset ----------------------------------------------------------------
 
 

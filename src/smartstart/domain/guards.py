@@ -6,7 +6,7 @@ from typing import Any
 
 import psycopg
 
-from smartstart.domain.errors import Forbidden, LastSuperAdmin
+from smartstart.domain.errors import LastSuperAdmin
 
 SUPER_ADMIN = "SUPER_ADMIN"
 # The key the database's last-SUPER_ADMIN check (migration 0003) locks at commit.
@@ -46,15 +46,3 @@ def is_last_super_admin_error(exc: BaseException) -> bool:
     return isinstance(exc, psycopg.errors.CheckViolation) and (
         getattr(diag, "constraint_name", None) == "last_super_admin"
     )
-
-
-def ensure_can_grant(holder_permissions: frozenset[str] | None, permissions: set[str]) -> None:
-    """Nobody hands out a permission they do not hold themselves (None: a CLI operator)."""
-    if holder_permissions is None:
-        return
-    missing = sorted(permissions - holder_permissions)
-    if missing:
-        raise Forbidden(
-            "you cannot grant permissions you do not hold yourself",
-            details={"missing": missing},
-        )

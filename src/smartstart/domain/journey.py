@@ -38,7 +38,9 @@ from psycopg.rows import dict_row
 from smartstart.config import Settings
 from smartstart.domain import audit, paging
 from smartstart.domain.audit import Actor
+from smartstart.domain.authorize import authorize
 from smartstart.domain.errors import Conflict, Invalid, NotFound
+from smartstart.domain.resolve import resolve_user
 
 NAME_MAX = 100
 DESCRIPTION_MAX = 2000
@@ -74,36 +76,21 @@ def _usable_id(value: str) -> bool:
     return 0 < len(value) <= ID_MAX and "\x00" not in value
 
 
-def _stage_row(conn: psycopg.Connection[Any], stage_id: str, lock: str = "") -> dict[str, Any]:
-    if not _usable_id(stage_id):
-        raise NotFound(f"no journey stage with id {stage_id[:ID_MAX]!r}")
-    query = sql.SQL('SELECT {} FROM "JourneyStage" WHERE id = %s').format(_STAGE_COLUMNS)
+def resolve_stage(conn: psycopg.Connection[Any], ref: str, lock: str = "") -> dict[str, Any]:
+    """One stage by id or by name (exact, else case-insensitive when unambiguous).
+
+    `lock` ("FOR UPDATE", "FOR SHARE") locks the stage until the end of the transaction.
+    """
+    if not _usable_id(ref):
+        raise NotFound(f"no journey stage with id or name {ref[:ID_MAX]!r}")
+    query = sql.SQL(
+        'SELECT {} FROM "JourneyStage" WHERE id = %s OR lower(name) = lower(%s)'
+        " ORDER BY (id = %s) DESC, (name = %s) DESC"
+    ).format(_STAGE_COLUMNS)
     if lock:
         query += sql.SQL(" " + lock)
     with conn.cursor(row_factory=dict_row) as cur:
-        row = cur.execute(query, [stage_id]).fetchone()
-    if row is None:
-        raise NotFound(f"no journey stage with id {stage_id!r}")
-    return row
-
-
-def get_stage(conn: psycopg.Connection[Any], stage_id: str) -> dict[str, Any]:
-    """One stage by id (404 when unknown)."""
-    return _stage_row(conn, stage_id)
-
-
-def find_stage(conn: psycopg.Connection[Any], ref: str) -> dict[str, Any]:
-    """One stage by id or by name (exact, else case-insensitive when unambiguous)."""
-    if not _usable_id(ref):
-        raise NotFound(f"no journey stage with id or name {ref[:ID_MAX]!r}")
-    with conn.cursor(row_factory=dict_row) as cur:
-        rows = cur.execute(
-            sql.SQL(
-                'SELECT {} FROM "JourneyStage" WHERE id = %s OR lower(name) = lower(%s)'
-                " ORDER BY (id = %s) DESC, (name = %s) DESC"
-            ).format(_STAGE_COLUMNS),
-            [ref, ref, ref, ref],
-        ).fetchall()
+        rows = cur.execute(query, [ref, ref, ref, ref]).fetchall()
     if not rows:
         raise NotFound(f"no journey stage with id or name {ref!r}")
     if len(rows) > 1 and rows[0]["id"] != ref and rows[0]["name"] != ref:
@@ -148,36 +135,6 @@ def list_stages(
     with conn.cursor(row_factory=dict_row) as cur:
         rows = cur.execute(query, params).fetchall()
     return keyset.page(settings, rows, limit, lambda r: (r["order"],))
-
-
-_USER_COLUMNS = "id, email, username, name, role, status, xp, level"
-
-
-def get_user(conn: psycopg.Connection[Any], user_id: str) -> dict[str, Any]:
-    """The journey's owner by id (404 when unknown)."""
-    if not _usable_id(user_id):
-        raise NotFound(f"no user with id {user_id[:ID_MAX]!r}")
-    with conn.cursor(row_factory=dict_row) as cur:
-        row = cur.execute(f'SELECT {_USER_COLUMNS} FROM "User" WHERE id = %s', [user_id]).fetchone()
-    if row is None:
-        raise NotFound(f"no user with id {user_id!r}")
-    return row
-
-
-def resolve_user(conn: psycopg.Connection[Any], ref: str) -> dict[str, Any]:
-    """A user by id, email (case-insensitive) or username."""
-    if "\x00" in ref or len(ref) > 320:
-        raise NotFound("no user with that id, email or username")
-    with conn.cursor(row_factory=dict_row) as cur:
-        row = cur.execute(
-            f'SELECT {_USER_COLUMNS} FROM "User"'
-            " WHERE id = %s OR lower(email) = lower(%s) OR username = %s"
-            " ORDER BY (id = %s) DESC, (lower(email) = lower(%s)) DESC LIMIT 1",
-            [ref, ref, ref, ref, ref],
-        ).fetchone()
-    if row is None:
-        raise NotFound(f"no user with id, email or username {ref!r}")
-    return row
 
 
 # -- stages -----------------------------------------------------------------------------
@@ -265,6 +222,7 @@ def create_stage(
     active: bool = True,
 ) -> dict[str, Any]:
     """A new stage (order defaults to after the last one); 409 on a taken name or order."""
+    authorize(conn, actor, "journey:manage")
     values = _clean(
         {
             "name": name,
@@ -305,14 +263,16 @@ def _public_stage(row: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def update_stage(
-    conn: psycopg.Connection[Any], actor: Actor, stage_id: str, changes: Mapping[str, Any]
+    conn: psycopg.Connection[Any], actor: Actor, ref: str, changes: Mapping[str, Any]
 ) -> dict[str, Any]:
     """Change name/description/order/xpReward/active (no-op when nothing differs)."""
     # A new xpReward applies to completions from now on; XP already awarded stays.
     values = _clean(changes)
+    authorize(conn, actor, "journey:manage")
     if "order" in values:
         conn.execute(_ORDER_LOCK)
-    before = _stage_row(conn, stage_id, "FOR UPDATE")
+    before = resolve_stage(conn, ref, "FOR UPDATE")
+    stage_id = before["id"]
     values = {k: v for k, v in values.items() if before[k] != v}
     if not values:
         return before
@@ -341,9 +301,9 @@ def update_stage(
     return after
 
 
-def deactivate_stage(conn: psycopg.Connection[Any], actor: Actor, stage_id: str) -> dict[str, Any]:
+def deactivate_stage(conn: psycopg.Connection[Any], actor: Actor, ref: str) -> dict[str, Any]:
     """Hide a stage from journeys, keeping its history (no-op when already inactive)."""
-    return update_stage(conn, actor, stage_id, {"active": False})
+    return update_stage(conn, actor, ref, {"active": False})
 
 
 def stage_usage(conn: psycopg.Connection[Any], stage_id: str) -> int:
@@ -362,9 +322,11 @@ def _in_use(name: str, states: int) -> Conflict:
     )
 
 
-def delete_stage(conn: psycopg.Connection[Any], actor: Actor, stage_id: str) -> dict[str, Any]:
+def delete_stage(conn: psycopg.Connection[Any], actor: Actor, ref: str) -> dict[str, Any]:
     """Delete a stage no journey state references; 409 (suggesting deactivate) otherwise."""
-    before = _stage_row(conn, stage_id, "FOR UPDATE")
+    authorize(conn, actor, "journey:manage")
+    before = resolve_stage(conn, ref, "FOR UPDATE")
+    stage_id = before["id"]
     states = stage_usage(conn, stage_id)
     if states:
         raise _in_use(before["name"], states)
@@ -385,12 +347,14 @@ def delete_stage(conn: psycopg.Connection[Any], actor: Actor, stage_id: str) -> 
 
 
 def reorder_stages(
-    conn: psycopg.Connection[Any], actor: Actor, stage_ids: Sequence[str]
+    conn: psycopg.Connection[Any], actor: Actor, stage_refs: Sequence[str]
 ) -> list[dict[str, Any]]:
-    """Give the stages orders 1..N in the order of stage_ids, in one transaction."""
-    # stage_ids lists every active stage once; inactive ones may be listed too, and those
+    """Give the stages orders 1..N in the order of stage_refs (ids or names), at once."""
+    # stage_refs lists every active stage once; inactive ones may be listed too, and those
     # left out keep their relative order after the listed ones.
+    authorize(conn, actor, "journey:manage")
     conn.execute(_ORDER_LOCK)
+    stage_ids = [_stage_id(conn, ref) for ref in stage_refs]
     current = conn.execute('SELECT id, active FROM "JourneyStage" ORDER BY "order" FOR UPDATE')
     rows = current.fetchall()
     known = {r[0] for r in rows}
@@ -427,12 +391,21 @@ def reorder_stages(
     return _stages(conn, include_inactive=True)
 
 
+def _stage_id(conn: psycopg.Connection[Any], ref: str) -> str:
+    """The id of the stage ref names; an unknown ref stays as it is (reported as unknown)."""
+    try:
+        return str(resolve_stage(conn, ref)["id"])
+    except NotFound:
+        return ref
+
+
 # -- progress ---------------------------------------------------------------------------
 
 
-def journey(conn: psycopg.Connection[Any], user_id: str) -> dict[str, Any]:
+def journey(conn: psycopg.Connection[Any], ref: str) -> dict[str, Any]:
     """A user's journey: every active stage in order with the user's state of it."""
-    user = get_user(conn, user_id)
+    user = resolve_user(conn, ref)
+    user_id = user["id"]
     with conn.cursor(row_factory=dict_row) as cur:
         stages = cur.execute(
             'SELECT s.id AS "stageId", s.name, s.description, s."order", s."xpReward",'
@@ -504,12 +477,17 @@ def _check(
 
 
 def _transition(
-    conn: psycopg.Connection[Any], actor: Actor, user_id: str, stage_id: str, action: str
+    conn: psycopg.Connection[Any], actor: Actor, user_ref: str, stage_ref: str, action: str
 ) -> dict[str, Any]:
+    user = resolve_user(conn, user_ref)
+    user_id = user["id"]
+    if user_id != actor.user_id:
+        # One's own journey needs no permission; another's, journey:manage and rank.
+        authorize(conn, actor, "journey:manage", user_id)
     # Lock order: stage (shared, so its xpReward cannot change under us), then the state
     # row, then the trigger's UPDATE of "User": the same for every caller, so no deadlock.
-    stage = _stage_row(conn, stage_id, "FOR SHARE")
-    user = get_user(conn, user_id)
+    stage = resolve_stage(conn, stage_ref, "FOR SHARE")
+    stage_id = stage["id"]
     if not stage["active"]:
         raise Conflict(
             f"stage {stage['name']!r} is inactive and takes no progress",
@@ -548,7 +526,7 @@ def _transition(
     # The trigger stamps xpAwardedAt in the same statement that adds the XP, once ever.
     awarded = stage["xpReward"] if before["xpAwardedAt"] is None and after["xpAwardedAt"] else 0
     if changed:
-        user = get_user(conn, user_id)
+        user = resolve_user(conn, user_id)
         audit.record(
             conn,
             actor,
@@ -575,30 +553,30 @@ def _transition(
 
 
 def start(
-    conn: psycopg.Connection[Any], actor: Actor, user_id: str, stage_id: str
+    conn: psycopg.Connection[Any], actor: Actor, user_ref: str, stage_ref: str
 ) -> dict[str, Any]:
     """Mark a stage IN_PROGRESS for a user (from NOT_STARTED or SKIPPED)."""
-    return _transition(conn, actor, user_id, stage_id, START)
+    return _transition(conn, actor, user_ref, stage_ref, START)
 
 
 def complete(
-    conn: psycopg.Connection[Any], actor: Actor, user_id: str, stage_id: str
+    conn: psycopg.Connection[Any], actor: Actor, user_ref: str, stage_ref: str
 ) -> dict[str, Any]:
     """Complete a stage (see the module docstring for when); its XP is awarded once ever."""
-    return _transition(conn, actor, user_id, stage_id, COMPLETE)
+    return _transition(conn, actor, user_ref, stage_ref, COMPLETE)
 
 
 def skip(
-    conn: psycopg.Connection[Any], actor: Actor, user_id: str, stage_id: str
+    conn: psycopg.Connection[Any], actor: Actor, user_ref: str, stage_ref: str
 ) -> dict[str, Any]:
     """Skip a stage that is not completed; it then counts as done for the next one."""
-    return _transition(conn, actor, user_id, stage_id, SKIP)
+    return _transition(conn, actor, user_ref, stage_ref, SKIP)
 
 
 def progress(
-    conn: psycopg.Connection[Any], actor: Actor, user_id: str, stage_id: str, action: str
+    conn: psycopg.Connection[Any], actor: Actor, user_ref: str, stage_ref: str, action: str
 ) -> dict[str, Any]:
     """start, complete or skip by name (the API's and CLI's single entry point)."""
     if action not in ACTIONS:
         raise Invalid(f"unknown journey action {action!r}; one of {', '.join(ACTIONS)}")
-    return _transition(conn, actor, user_id, stage_id, action)
+    return _transition(conn, actor, user_ref, stage_ref, action)

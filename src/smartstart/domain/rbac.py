@@ -1,10 +1,10 @@
 """Role-based access control: roles, permissions, grants, assignments and checks.
 
-Rules, whatever the face (API or CLI):
+Rules, whatever the face (API or CLI), decided by `authorize`:
 - Nobody grants what they do not hold: granting or revoking a permission, and
-  assigning or unassigning a role, require the acting user to hold every
-  permission involved (`grantor` is the actor's permission set; None for the
-  CLI operator, who already has the database).
+  assigning or unassigning a role, require the actor to hold every permission
+  involved; nor does anyone change the roles of a user who holds permissions
+  they lack (the CLI operator holds everything).
 - SUPER_ADMIN holds every permission: a new permission is granted to it at once
   and revoking from it is refused. SUPER_ADMIN and MEMBER (the default primary
   role) cannot be renamed or deleted, and neither can the built-in permissions
@@ -32,12 +32,14 @@ from smartstart.config import Settings
 from smartstart.db.seed import PERMISSIONS as BUILTIN_PERMISSIONS
 from smartstart.domain import audit, guards, paging
 from smartstart.domain.audit import Actor
+from smartstart.domain.authorize import authorize
 from smartstart.domain.errors import Conflict, Invalid, NotFound
 from smartstart.domain.permissions import (
     PermissionCache,
     aeffective_permissions,
     effective_permissions,
 )
+from smartstart.domain.resolve import resolve_user
 
 ROLE_NAME_RE = re.compile(r"^[A-Z][A-Z0-9_]{1,49}$")
 PERMISSION_PART = r"[a-z][a-z0-9_-]{0,39}"
@@ -69,17 +71,12 @@ SELECT p.id, p.name, p.resource, p.action, p.description, p."createdAt", p."upda
 FROM "Permission" p
 """
 
-USER_SQL = 'SELECT id, email, username, name, role, status FROM "User"'
-
-# /api/authz/check without a warm cache, or explained: the user and whether the
-# permission exists, by index lookups in one round trip.
-CHECK_BY_ID_SQL = """
-SELECT u.id, u.status, EXISTS (SELECT 1 FROM "Permission" WHERE name = %s)
-FROM "User" u WHERE u.id = %s
-"""
-CHECK_BY_EMAIL_SQL = """
-SELECT u.id, u.status, EXISTS (SELECT 1 FROM "Permission" WHERE name = %s)
-FROM "User" u WHERE lower(u.email) = lower(%s)
+# /api/authz/check without a warm cache, or explained: the user (by id, email or
+# username, as resolve_user) and whether the permission exists, in one round trip.
+CHECK_BY_REF_SQL = """
+SELECT u.id, u.status, EXISTS (SELECT 1 FROM "Permission" WHERE name = %(p)s)
+FROM "User" u WHERE u.id = %(r)s OR lower(u.email) = lower(%(r)s) OR u.username = %(r)s
+ORDER BY (u.id = %(r)s) DESC LIMIT 1
 """
 # The warm check's per-version caches (SubjectCache).
 STATUS_SQL = 'SELECT status FROM "User" WHERE id = %s'
@@ -148,29 +145,16 @@ def _by_id_or_name(
     return row
 
 
-def get_role(conn: psycopg.Connection[Any], ref: str) -> dict[str, Any]:
+def resolve_role(conn: psycopg.Connection[Any], ref: str) -> dict[str, Any]:
     """A role by id or name, with its permissions and number of users."""
     return _by_id_or_name(conn, ROLE_SQL + " WHERE r.id = %s OR r.name = %s", "role", ref)
 
 
-def get_permission(conn: psycopg.Connection[Any], ref: str) -> dict[str, Any]:
+def resolve_permission(conn: psycopg.Connection[Any], ref: str) -> dict[str, Any]:
     """A permission by id or name, with the roles granting it."""
     return _by_id_or_name(
         conn, PERMISSION_SQL + " WHERE p.id = %s OR p.name = %s", "permission", ref
     )
-
-
-def get_user(conn: psycopg.Connection[Any], ref: str) -> dict[str, Any]:
-    """A user by id or email (case-insensitive)."""
-    if not _usable(ref):
-        raise NotFound("no such user", details={"user": None})
-    if "@" in ref:
-        row = _one(conn, USER_SQL + " WHERE lower(email) = lower(%s)", [ref])
-    else:
-        row = _one(conn, USER_SQL + " WHERE id = %s", [ref])
-    if row is None:
-        raise NotFound(f"no user {ref!r}", details={"user": ref})
-    return row
 
 
 def _user_brief(user: dict[str, Any]) -> dict[str, Any]:
@@ -240,6 +224,7 @@ def create_role(
     conn: psycopg.Connection[Any], actor: Actor, *, name: str, description: str | None = None
 ) -> dict[str, Any]:
     """A new role without permissions (409 if the name is taken)."""
+    authorize(conn, actor, "roles:manage")
     validate_role_name(name)
     _description(description)
     if _one(conn, 'SELECT 1 AS x FROM "Role" WHERE name = %s', [name]):
@@ -251,7 +236,7 @@ def create_role(
             [name, description],
         )
     assert row is not None
-    role = get_role(conn, row["id"])
+    role = resolve_role(conn, row["id"])
     audit.record(
         conn,
         actor,
@@ -285,7 +270,8 @@ def update_role(
     description: str | None = _UNSET,
 ) -> dict[str, Any]:
     """Rename a role (its users' "User".role follows by ON UPDATE CASCADE) or describe it."""
-    before = get_role(conn, ref)
+    authorize(conn, actor, "roles:manage")
+    before = resolve_role(conn, ref)
     changes: dict[str, Any] = {}
     if name is not None and name != before["name"]:
         validate_role_name(name)
@@ -303,7 +289,7 @@ def update_role(
     if changes:
         with _mapped("name"):
             _update_row(conn, "Role", before["id"], changes)
-    after = get_role(conn, before["id"])
+    after = resolve_role(conn, before["id"])
     audit.record(
         conn,
         actor,
@@ -318,7 +304,8 @@ def update_role(
 
 def delete_role(conn: psycopg.Connection[Any], actor: Actor, ref: str) -> dict[str, Any]:
     """Delete a role (its grants and additional assignments go with it); the deleted role."""
-    role = get_role(conn, ref)
+    authorize(conn, actor, "roles:manage")
+    role = resolve_role(conn, ref)
     if role["name"] in SYSTEM_ROLES:
         raise Conflict(
             f"{role['name']} is a system role and cannot be deleted",
@@ -373,6 +360,7 @@ def create_permission(
     action: str | None = None,
 ) -> dict[str, Any]:
     """A new permission named resource:action, granted to SUPER_ADMIN at once."""
+    authorize(conn, actor, "roles:manage")
     res, act = validate_permission_name(name)
     if (resource is not None and resource != res) or (action is not None and action != act):
         raise Invalid(
@@ -396,7 +384,7 @@ def create_permission(
         ' SELECT r.id, %s FROM "Role" r WHERE r.name = %s ON CONFLICT DO NOTHING',
         [row["id"], SUPER_ADMIN],
     )
-    perm = get_permission(conn, row["id"])
+    perm = resolve_permission(conn, row["id"])
     audit.record(
         conn,
         actor,
@@ -426,7 +414,8 @@ def update_permission(
     description: str | None = _UNSET,
 ) -> dict[str, Any]:
     """Rename a (non built-in) permission, or change its description."""
-    before = get_permission(conn, ref)
+    authorize(conn, actor, "roles:manage")
+    before = resolve_permission(conn, ref)
     changes: dict[str, Any] = {}
     if name is not None and name != before["name"]:
         res, act = validate_permission_name(name)
@@ -439,7 +428,7 @@ def update_permission(
     if changes:
         with _mapped("name"):
             _update_row(conn, "Permission", before["id"], changes)
-    after = get_permission(conn, before["id"])
+    after = resolve_permission(conn, before["id"])
     audit.record(
         conn,
         actor,
@@ -454,7 +443,8 @@ def update_permission(
 
 def delete_permission(conn: psycopg.Connection[Any], actor: Actor, ref: str) -> dict[str, Any]:
     """Delete a (non built-in) permission and its grants; the deleted permission."""
-    perm = get_permission(conn, ref)
+    authorize(conn, actor, "roles:manage")
+    perm = resolve_permission(conn, ref)
     _refuse_builtin(perm, "deleted")
     conn.execute('DELETE FROM "Permission" WHERE id = %s', [perm["id"]])
     audit.record(
@@ -476,13 +466,11 @@ def grant(
     actor: Actor,
     role_ref: str,
     permission: str,
-    *,
-    grantor: frozenset[str] | None,
 ) -> tuple[dict[str, Any], bool]:
     """Grant a permission to a role (a no-op if granted); the role and whether it changed."""
-    role = get_role(conn, role_ref)
-    perm = get_permission(conn, permission)
-    guards.ensure_can_grant(grantor, {perm["name"]})
+    role = resolve_role(conn, role_ref)
+    perm = resolve_permission(conn, permission)
+    authorize(conn, actor, "rbac:manage", grants={perm["name"]})
     changed = perm["name"] not in role["permissions"]
     if changed:
         conn.execute(
@@ -500,7 +488,7 @@ def grant(
         permission=perm["name"],
         changed=changed,
     )
-    return (get_role(conn, role["id"]) if changed else role), changed
+    return (resolve_role(conn, role["id"]) if changed else role), changed
 
 
 def revoke(
@@ -508,13 +496,11 @@ def revoke(
     actor: Actor,
     role_ref: str,
     permission: str,
-    *,
-    grantor: frozenset[str] | None,
 ) -> tuple[dict[str, Any], bool]:
     """Revoke a permission from a role (a no-op if not granted)."""
-    role = get_role(conn, role_ref)
-    perm = get_permission(conn, permission)
-    guards.ensure_can_grant(grantor, {perm["name"]})
+    role = resolve_role(conn, role_ref)
+    perm = resolve_permission(conn, permission)
+    authorize(conn, actor, "rbac:manage", grants={perm["name"]})
     if role["name"] == SUPER_ADMIN:
         raise Conflict(
             "SUPER_ADMIN holds every permission; nothing can be revoked from it",
@@ -536,7 +522,7 @@ def revoke(
         permission=perm["name"],
         changed=changed,
     )
-    return (get_role(conn, role["id"]) if changed else role), changed
+    return (resolve_role(conn, role["id"]) if changed else role), changed
 
 
 def matrix(conn: psycopg.Connection[Any]) -> dict[str, Any]:
@@ -563,7 +549,7 @@ ORDER BY (r.name = u.role) DESC, r.name
 
 def user_roles(conn: psycopg.Connection[Any], user_ref: str) -> dict[str, Any]:
     """A user and the roles assigned to them, the primary one first."""
-    user = get_user(conn, user_ref)
+    user = resolve_user(conn, user_ref)
     return {"user": _user_brief(user), "roles": _all(conn, USER_ROLES_SQL, [user["id"]])}
 
 
@@ -572,13 +558,11 @@ def assign(
     actor: Actor,
     user_ref: str,
     role_ref: str,
-    *,
-    grantor: frozenset[str] | None,
 ) -> tuple[dict[str, Any], bool]:
     """Assign a role to a user (a no-op if assigned); their roles and whether it changed."""
-    user = get_user(conn, user_ref)
-    role = get_role(conn, role_ref)
-    guards.ensure_can_grant(grantor, set(role["permissions"]))
+    user = resolve_user(conn, user_ref)
+    role = resolve_role(conn, role_ref)
+    authorize(conn, actor, "rbac:manage", user["id"], grants=role["permissions"])
     before = [r["name"] for r in _all(conn, USER_ROLES_SQL, [user["id"]])]
     changed = role["name"] not in before
     if changed:
@@ -608,13 +592,11 @@ def unassign(
     actor: Actor,
     user_ref: str,
     role_ref: str,
-    *,
-    grantor: frozenset[str] | None,
 ) -> tuple[dict[str, Any], bool]:
     """Remove an additional role from a user (a no-op if not assigned)."""
-    user = get_user(conn, user_ref)
-    role = get_role(conn, role_ref)
-    guards.ensure_can_grant(grantor, set(role["permissions"]))
+    user = resolve_user(conn, user_ref)
+    role = resolve_role(conn, role_ref)
+    authorize(conn, actor, "rbac:manage", user["id"], grants=role["permissions"])
     if role["name"] == user["role"]:
         raise Conflict(
             f"{role['name']} is the primary role of {user['email']};"
@@ -651,7 +633,7 @@ def unassign(
 
 def effective(conn: psycopg.Connection[Any], user_ref: str) -> dict[str, Any]:
     """A user's effective permissions (the union over their roles), each with its roles."""
-    user = get_user(conn, user_ref)
+    user = resolve_user(conn, user_ref)
     perms = effective_permissions(conn, user["id"])
     return {
         "user": _user_brief(user),
@@ -762,10 +744,6 @@ def _check_args(user_ref: str, permission: str) -> None:
         raise NotFound("no such user", details={"user": None})
 
 
-def _check_query(user_ref: str) -> str:
-    return CHECK_BY_EMAIL_SQL if "@" in user_ref else CHECK_BY_ID_SQL
-
-
 def _check_found(row: tuple[Any, ...] | None, user_ref: str) -> tuple[Any, ...]:
     if row is None:
         raise NotFound(f"no user {user_ref!r}", details={"user": user_ref})
@@ -794,7 +772,7 @@ def check(
     version: int | None = None,
     explain: bool = True,
 ) -> dict[str, Any]:
-    """Whether a user (id or email) holds a permission, and why.
+    """Whether a user (id, email or username) holds a permission, and why.
 
     With both caches and the current RBAC version (the API) a warm check of a user
     by id sends no query at all; by email, one indexed lookup. `explain` adds the
@@ -804,10 +782,12 @@ def check(
     _check_args(user_ref, permission)
     via: list[str] | None = None
     if cache is not None and subjects is not None and version is not None and not explain:
-        if "@" in user_ref:
-            user_id, status = _check_row(conn, user_ref, permission)[:2]
-        else:
+        try:
+            if "@" in user_ref:
+                raise NotFound("not an id")
             user_id, status = user_ref, subjects.status(conn, user_ref, version)
+        except NotFound:  # an email or a username (ids are cached, names are not)
+            user_id, status = _check_row(conn, user_ref, permission)[:2]
         exists = permission in subjects.catalogue(conn, version)
         held = permission in cache.get(conn, user_id, version)
     else:
@@ -859,10 +839,12 @@ async def acheck(
     _check_args(user_ref, permission)
     via: list[str] | None = None
     if cache is not None and subjects is not None and version is not None and not explain:
-        if "@" in user_ref:
-            user_id, status = (await _acheck_row(conn, user_ref, permission))[:2]
-        else:
+        try:
+            if "@" in user_ref:
+                raise NotFound("not an id")
             user_id, status = user_ref, await subjects.astatus(conn, user_ref, version)
+        except NotFound:  # an email or a username (ids are cached, names are not)
+            user_id, status = (await _acheck_row(conn, user_ref, permission))[:2]
         exists = permission in await subjects.acatalogue(conn, version)
         held = permission in await cache.aget(conn, user_id, version)
     else:
@@ -875,12 +857,12 @@ async def acheck(
 
 
 def _check_row(conn: psycopg.Connection[Any], user_ref: str, permission: str) -> tuple[Any, ...]:
-    row = conn.execute(_check_query(user_ref), [permission, user_ref]).fetchone()
+    row = conn.execute(CHECK_BY_REF_SQL, {"p": permission, "r": user_ref}).fetchone()
     return _check_found(row, user_ref)
 
 
 async def _acheck_row(
     conn: psycopg.AsyncConnection[Any], user_ref: str, permission: str
 ) -> tuple[Any, ...]:
-    cur = await conn.execute(_check_query(user_ref), [permission, user_ref])
+    cur = await conn.execute(CHECK_BY_REF_SQL, {"p": permission, "r": user_ref})
     return _check_found(await cur.fetchone(), user_ref)

@@ -11,10 +11,12 @@ already exists as `deactivate` (status INACTIVE: no login, sessions ended).
 `delete` removes the row; the database cascades its sessions, journey states and
 role assignments, and the audit row keeps the before-image (minus secrets).
 
-Writes on another user are refused (403) when that user holds a permission the
-actor lacks: otherwise an ADMIN could, say, reset a SUPER_ADMIN's password and
-sign in with permissions they were never given. The CLI operator (actor
-permissions None) is trusted like the database owner.
+Every write takes an `Actor` and a user reference (id, email or username, see
+`resolve.resolve_user`) and asks `authorize` first: the permission, and the
+"outranked" rule (no change to a user who holds permissions the actor lacks, no
+role that grants what the actor lacks). An administrator's password reset is
+refused on one's own account: that takes the current password (`POST
+/api/auth/password`), so a stolen session cannot lock its owner out.
 """
 
 from __future__ import annotations
@@ -32,28 +34,14 @@ from psycopg.rows import dict_row
 
 from smartstart.config import Settings
 from smartstart.db.models import LEVELS, USER_STATUSES, level_for
-from smartstart.domain import audit, guards, paging, passwords, sessions
-from smartstart.domain.audit import Actor
-from smartstart.domain.errors import Conflict, Forbidden, Invalid, NotFound
+from smartstart.domain import audit, guards, paging, passwords
+from smartstart.domain.actor import Actor
+from smartstart.domain.authorize import authorize
+from smartstart.domain.errors import Conflict, Invalid, NotFound
 from smartstart.domain.paging import Page
-from smartstart.domain.permissions import effective_permissions
+from smartstart.domain.resolve import PUBLIC_COLUMNS as PUBLIC_COLUMNS
+from smartstart.domain.resolve import resolve_user
 
-PUBLIC_COLUMNS = (
-    "id",
-    "email",
-    "username",
-    "name",
-    "firstName",
-    "lastName",
-    "role",
-    "level",
-    "status",
-    "xp",
-    "reputation",
-    "lastActive",
-    "createdAt",
-    "updatedAt",
-)
 _SELECT = sql.SQL(", ").join(sql.Identifier("u", c) for c in PUBLIC_COLUMNS)
 _RETURNING = sql.SQL(", ").join(sql.Identifier(c) for c in PUBLIC_COLUMNS)
 
@@ -210,69 +198,6 @@ def _refused(e: pg_errors.IntegrityError) -> Invalid:
 # -- reads ------------------------------------------------------------------------
 
 
-# Text, composed once: psycopg would render a Composed again on every execute.
-_GET_SQL = sql.SQL('SELECT {} FROM "User" u WHERE u.id = %s').format(_SELECT).as_string()
-
-
-def _got(user_id: str, row: dict[str, Any] | None) -> dict[str, Any]:
-    if row is None:
-        raise _not_found(user_id)
-    return row
-
-
-def get(conn: psycopg.Connection[Any], user_id: str) -> dict[str, Any]:
-    """One user by id (one primary-key lookup: the API's hot path); NotFound otherwise."""
-    if not _valid_id(user_id):
-        raise _not_found(user_id)
-    with conn.cursor(row_factory=dict_row) as cur:
-        cur.execute(_GET_SQL, [user_id])
-        return _got(user_id, cur.fetchone())
-
-
-def rider(user_id: str) -> sessions.Rider | None:
-    """`get` as a read riding on the session lookup (None for an id that cannot exist)."""
-    return sessions.Rider(_GET_SQL, (user_id,), PUBLIC_COLUMNS) if _valid_id(user_id) else None
-
-
-def ridden(user_id: str, row: dict[str, Any] | None) -> dict[str, Any]:
-    """The user a `rider` fetched; NotFound when there is none."""
-    return _got(user_id, row)
-
-
-def find(conn: psycopg.Connection[Any], ident: str) -> dict[str, Any]:
-    """One user by id, email (any case) or username; NotFound otherwise."""
-    if not isinstance(ident, str) or "\x00" in ident or not 0 < len(ident) <= MAX_EMAIL_LENGTH:
-        raise NotFound("no user with this id, email or username", details={"user": None})
-    with conn.cursor(row_factory=dict_row) as cur:
-        cur.execute(
-            sql.SQL(
-                'SELECT {} FROM "User" u WHERE u.id = %(i)s OR lower(u.email) = lower(%(i)s)'
-                " OR u.username = %(i)s ORDER BY (u.id = %(i)s) DESC,"
-                " (lower(u.email) = lower(%(i)s)) DESC LIMIT 1"
-            ).format(_SELECT),
-            {"i": ident},
-        )
-        row = cur.fetchone()
-    if row is None:
-        raise NotFound("no user with this id, email or username", details={"user": ident})
-    return row
-
-
-def _lock(conn: psycopg.Connection[Any], user_id: str) -> dict[str, Any]:
-    """The user's row, locked until the end of the transaction (the before-image)."""
-    if not _valid_id(user_id):
-        raise _not_found(user_id)
-    with conn.cursor(row_factory=dict_row) as cur:
-        cur.execute(
-            sql.SQL('SELECT {} FROM "User" u WHERE u.id = %s FOR UPDATE').format(_SELECT),
-            [user_id],
-        )
-        row = cur.fetchone()
-    if row is None:
-        raise _not_found(user_id)
-    return row
-
-
 def escape_like(text: str) -> str:
     """text with LIKE's wildcards and escape character taken literally (ESCAPE '\\')."""
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
@@ -363,9 +288,10 @@ def list_users(
     return page
 
 
-def delete_impact(conn: psycopg.Connection[Any], user_id: str) -> dict[str, Any]:
+def delete_impact(conn: psycopg.Connection[Any], ref: str) -> dict[str, Any]:
     """What deleting the user would remove with it (for confirmations and --dry-run)."""
-    user = get(conn, user_id)
+    user = resolve_user(conn, ref)
+    user_id = user["id"]
     row = conn.execute(
         'SELECT (SELECT count(*) FROM "Session" WHERE "userId" = %(id)s),'
         ' (SELECT count(*) FROM "Session" WHERE "userId" = %(id)s AND "revokedAt" IS NULL'
@@ -399,20 +325,6 @@ def role_permissions(conn: psycopg.Connection[Any], role: str) -> set[str]:
     return {r[0] for r in rows if r[0] is not None}
 
 
-def _ensure_outranks(
-    conn: psycopg.Connection[Any], actor_permissions: frozenset[str] | None, user_id: str
-) -> None:
-    """Refuse to act on a user who holds permissions the actor lacks (None: CLI operator)."""
-    if actor_permissions is None:
-        return
-    missing = sorted(set(effective_permissions(conn, user_id)) - actor_permissions)
-    if missing:
-        raise Forbidden(
-            "you cannot change a user who holds permissions you do not hold yourself",
-            details={"reason": "outranked", "missing": missing},
-        )
-
-
 # -- writes -----------------------------------------------------------------------
 
 
@@ -429,7 +341,6 @@ def create(
     role: str = "MEMBER",
     status: str = "ACTIVE",
     rounds: int = passwords.DEFAULT_ROUNDS,
-    actor_permissions: frozenset[str] | None = None,
 ) -> dict[str, Any]:
     """A new user; Conflict(field) on a taken email (any case) or username."""
     values = {
@@ -442,7 +353,8 @@ def create(
         "status": _status(status),
     }
     passwords.validate(password)
-    guards.ensure_can_grant(actor_permissions, role_permissions(conn, str(values["role"])))
+    role_grants = role_permissions(conn, str(values["role"]))
+    authorize(conn, actor, "users:write", grants=role_grants)
     values["password"] = passwords.hash_password(password, rounds)
     query = sql.SQL('INSERT INTO "User" ({}) VALUES ({}) RETURNING {}').format(
         sql.SQL(", ").join(sql.Identifier(k) for k in values),
@@ -506,23 +418,19 @@ def _validate_changes(changes: Mapping[str, Any], allowed: tuple[str, ...]) -> d
 
 
 def update(
-    conn: psycopg.Connection[Any],
-    actor: Actor,
-    user_id: str,
-    changes: Mapping[str, Any],
-    *,
-    actor_permissions: frozenset[str] | None = None,
+    conn: psycopg.Connection[Any], actor: Actor, ref: str, changes: Mapping[str, Any]
 ) -> dict[str, Any]:
     """Change email, username, names, role or status (the keys present in changes)."""
     clean = _validate_changes(changes, UPDATE_FIELDS)
-    before = _lock(conn, user_id)
+    before = resolve_user(conn, ref, lock=True)
+    user_id = before["id"]
     if not clean:
         raise Invalid("nothing to change", details={"allowed": list(UPDATE_FIELDS)})
-    _ensure_outranks(conn, actor_permissions, user_id)
-    if "role" in clean and clean["role"] != before["role"]:
-        guards.ensure_can_grant(actor_permissions, role_permissions(conn, clean["role"]))
-        if before["role"] == guards.SUPER_ADMIN:
-            guards.ensure_not_last_super_admin(conn, user_id)
+    new_role = "role" in clean and clean["role"] != before["role"]
+    grants = role_permissions(conn, clean["role"]) if new_role else set()
+    authorize(conn, actor, "users:write", user_id, grants=grants)
+    if new_role and before["role"] == guards.SUPER_ADMIN:
+        guards.ensure_not_last_super_admin(conn, user_id)
     if clean.get("status", "ACTIVE") != "ACTIVE" and before["status"] == "ACTIVE":
         guards.ensure_not_last_super_admin(conn, user_id)
     after = _apply(conn, user_id, clean)
@@ -540,11 +448,14 @@ def update(
 
 
 def update_profile(
-    conn: psycopg.Connection[Any], actor: Actor, user_id: str, changes: Mapping[str, Any]
+    conn: psycopg.Connection[Any], actor: Actor, ref: str, changes: Mapping[str, Any]
 ) -> dict[str, Any]:
     """A user's change of their own profile: names and username only."""
     clean = _validate_changes(changes, PROFILE_FIELDS)
-    before = _lock(conn, user_id)
+    before = resolve_user(conn, ref, lock=True)
+    user_id = before["id"]
+    if user_id != actor.user_id:
+        authorize(conn, actor, "users:write", user_id)
     if not clean:
         raise Invalid("nothing to change", details={"allowed": list(PROFILE_FIELDS)})
     after = _apply(conn, user_id, clean)
@@ -561,21 +472,21 @@ def update_profile(
     return after
 
 
+SELF_RESET_REFUSED = (
+    "you cannot reset your own password here: change it with your current password"
+    " (POST /api/auth/password)"
+)
 _STATUS_ACTIONS = {"SUSPENDED": "suspend", "ACTIVE": "activate", "INACTIVE": "deactivate"}
 
 
 def set_status(
-    conn: psycopg.Connection[Any],
-    actor: Actor,
-    user_id: str,
-    status: str,
-    *,
-    actor_permissions: frozenset[str] | None = None,
+    conn: psycopg.Connection[Any], actor: Actor, ref: str, status: str
 ) -> dict[str, Any]:
     """Suspend, activate or deactivate; leaving ACTIVE ends every session (trigger)."""
     _status(status)
-    before = _lock(conn, user_id)
-    _ensure_outranks(conn, actor_permissions, user_id)
+    before = resolve_user(conn, ref, lock=True)
+    user_id = before["id"]
+    authorize(conn, actor, "users:write", user_id)
     if status != "ACTIVE" and before["status"] == "ACTIVE":
         guards.ensure_not_last_super_admin(conn, user_id)
     after = _apply(conn, user_id, {"status": status})
@@ -592,55 +503,36 @@ def set_status(
     return after
 
 
-def suspend(
-    conn: psycopg.Connection[Any],
-    actor: Actor,
-    user_id: str,
-    *,
-    actor_permissions: frozenset[str] | None = None,
-) -> dict[str, Any]:
+def suspend(conn: psycopg.Connection[Any], actor: Actor, ref: str) -> dict[str, Any]:
     """Status SUSPENDED: no login, every session ended."""
-    return set_status(conn, actor, user_id, "SUSPENDED", actor_permissions=actor_permissions)
+    return set_status(conn, actor, ref, "SUSPENDED")
 
 
-def activate(
-    conn: psycopg.Connection[Any],
-    actor: Actor,
-    user_id: str,
-    *,
-    actor_permissions: frozenset[str] | None = None,
-) -> dict[str, Any]:
+def activate(conn: psycopg.Connection[Any], actor: Actor, ref: str) -> dict[str, Any]:
     """Status ACTIVE: the user may sign in again."""
-    return set_status(conn, actor, user_id, "ACTIVE", actor_permissions=actor_permissions)
+    return set_status(conn, actor, ref, "ACTIVE")
 
 
-def deactivate(
-    conn: psycopg.Connection[Any],
-    actor: Actor,
-    user_id: str,
-    *,
-    actor_permissions: frozenset[str] | None = None,
-) -> dict[str, Any]:
+def deactivate(conn: psycopg.Connection[Any], actor: Actor, ref: str) -> dict[str, Any]:
     """Status INACTIVE (the reversible alternative to delete): no login, sessions ended."""
-    return set_status(conn, actor, user_id, "INACTIVE", actor_permissions=actor_permissions)
+    return set_status(conn, actor, ref, "INACTIVE")
 
 
 def set_password(
     conn: psycopg.Connection[Any],
     actor: Actor,
-    user_id: str,
+    ref: str,
     password: str,
     *,
     rounds: int = passwords.DEFAULT_ROUNDS,
-    actor_permissions: frozenset[str] | None = None,
 ) -> dict[str, Any]:
-    """An administrator's reset of a user's password; ends every session (trigger)."""
+    """An administrator's reset of another user's password; ends every session (trigger)."""
     passwords.validate(password)
-    get(conn, user_id)
-    _ensure_outranks(conn, actor_permissions, user_id)
+    user_id = resolve_user(conn, ref)["id"]
+    authorize(conn, actor, "users:write", user_id, not_on_self=SELF_RESET_REFUSED)
     # Hashed before the row is locked: bcrypt takes a quarter of a second at cost 12.
     hashed = passwords.hash_password(password, rounds)
-    before = _lock(conn, user_id)
+    before = resolve_user(conn, user_id, lock=True)
     live = conn.execute(
         'SELECT count(*) FROM "Session" WHERE "userId" = %s AND "revokedAt" IS NULL',
         [user_id],
@@ -659,16 +551,10 @@ def set_password(
     return after
 
 
-def delete(
-    conn: psycopg.Connection[Any],
-    actor: Actor,
-    user_id: str,
-    *,
-    actor_permissions: frozenset[str] | None = None,
-) -> dict[str, Any]:
+def delete(conn: psycopg.Connection[Any], actor: Actor, ref: str) -> dict[str, Any]:
     """Hard-delete the user (see the module docstring for why); returns what was removed."""
-    _lock(conn, user_id)
-    _ensure_outranks(conn, actor_permissions, user_id)
+    user_id = resolve_user(conn, ref, lock=True)["id"]
+    authorize(conn, actor, "users:delete", user_id)
     guards.ensure_not_last_super_admin(conn, user_id)
     impact = delete_impact(conn, user_id)
     conn.execute('DELETE FROM "User" WHERE id = %s', [user_id])
@@ -692,7 +578,7 @@ _COUNTERS = {"xp": (0, INT4_MAX), "reputation": (-INT4_MAX, INT4_MAX)}
 def _add(
     conn: psycopg.Connection[Any],
     actor: Actor,
-    user_id: str,
+    ref: str,
     column: str,
     amount: int,
     reason: str | None,
@@ -703,8 +589,8 @@ def _add(
     if amount == 0:
         raise Invalid("amount must not be 0", details={"field": "amount"})
     reason = _reason(reason, required=True)
-    if not _valid_id(user_id):
-        raise _not_found(user_id)
+    user_id = resolve_user(conn, ref)["id"]
+    authorize(conn, actor, "users:write", user_id)
     col = sql.Identifier(column)
     # The bound check in WHERE keeps the row (and the int4 column) in range without an
     # error: a refused addition changes nothing and is told apart from a missing user.
@@ -716,7 +602,7 @@ def _add(
         cur.execute(query, {"a": amount, "id": user_id, "low": low, "high": high})
         after = cur.fetchone()
     if after is None:
-        current = get(conn, user_id)[column]
+        current = resolve_user(conn, user_id)[column]
         raise Invalid(
             f"{column} would leave its range ({low} to {high}): it is {current}",
             details={"field": "amount", column: current},
@@ -741,7 +627,7 @@ def _add(
 def _set(
     conn: psycopg.Connection[Any],
     actor: Actor,
-    user_id: str,
+    ref: str,
     column: str,
     value: int,
     reason: str | None,
@@ -750,7 +636,9 @@ def _set(
     low, high = _COUNTERS[column]
     value = _int(value, column, low, high)
     reason = _reason(reason, required=False)
-    before_row = _lock(conn, user_id)
+    before_row = resolve_user(conn, ref, lock=True)
+    user_id = before_row["id"]
+    authorize(conn, actor, "users:write", user_id)
     after = _apply(conn, user_id, {column: value})
     keys = [column, "level"] if column == "xp" else [column]
     audit.record(
@@ -767,32 +655,32 @@ def _set(
 
 
 def add_xp(
-    conn: psycopg.Connection[Any], actor: Actor, user_id: str, amount: int, reason: str
+    conn: psycopg.Connection[Any], actor: Actor, ref: str, amount: int, reason: str
 ) -> dict[str, Any]:
     """Add (or with a negative amount, take) XP atomically; Invalid if xp would go below 0."""
-    return _add(conn, actor, user_id, "xp", amount, reason)
+    return _add(conn, actor, ref, "xp", amount, reason)
 
 
 def set_xp(
-    conn: psycopg.Connection[Any], actor: Actor, user_id: str, xp: int, reason: str | None = None
+    conn: psycopg.Connection[Any], actor: Actor, ref: str, xp: int, reason: str | None = None
 ) -> dict[str, Any]:
     """Set XP (≥ 0); the level follows by trigger."""
-    return _set(conn, actor, user_id, "xp", xp, reason)
+    return _set(conn, actor, ref, "xp", xp, reason)
 
 
 def add_reputation(
-    conn: psycopg.Connection[Any], actor: Actor, user_id: str, amount: int, reason: str
+    conn: psycopg.Connection[Any], actor: Actor, ref: str, amount: int, reason: str
 ) -> dict[str, Any]:
     """Add (or take) reputation atomically; reputation may be negative."""
-    return _add(conn, actor, user_id, "reputation", amount, reason)
+    return _add(conn, actor, ref, "reputation", amount, reason)
 
 
 def set_reputation(
     conn: psycopg.Connection[Any],
     actor: Actor,
-    user_id: str,
+    ref: str,
     reputation: int,
     reason: str | None = None,
 ) -> dict[str, Any]:
     """Set reputation."""
-    return _set(conn, actor, user_id, "reputation", reputation, reason)
+    return _set(conn, actor, ref, "reputation", reputation, reason)

@@ -11,14 +11,18 @@ from pydantic import BaseModel, ConfigDict, Field
 from smartstart.api.deps import ConnDep, SettingsDep, actor_for, authenticated, require
 from smartstart.api.paging import Cursor, Limit
 from smartstart.domain import journey
-from smartstart.domain.errors import Forbidden
+from smartstart.domain.authorize import authorize, permits
 from smartstart.domain.paging import DEFAULT_LIMIT
 from smartstart.domain.sessions import Principal
 
 router = APIRouter(tags=["journey"])
 
-StageId = Annotated[str, Path(min_length=1, max_length=journey.ID_MAX, description="Stage id")]
-UserId = Annotated[str, Path(min_length=1, max_length=journey.ID_MAX, description="User id")]
+StageId = Annotated[
+    str, Path(min_length=1, max_length=journey.ID_MAX, description="Stage id or name")
+]
+UserId = Annotated[
+    str, Path(min_length=1, max_length=320, description="User id, email or username")
+]
 Action = Annotated[
     Literal["start", "complete", "skip"],
     Path(description="start (-> IN_PROGRESS), complete (-> COMPLETED) or skip (-> SKIPPED)"),
@@ -80,8 +84,8 @@ class StageList(BaseModel):
 
 class JourneyUser(BaseModel):
     id: str
-    email: str
-    username: str
+    email: str | None = Field(description="Null unless you may read users (users:read)")
+    username: str | None = Field(description="Null unless you may read users (users:read)")
     name: str | None
     xp: int
     level: str
@@ -134,6 +138,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     response_model=StagePage,
 )
 def list_stages(
+    request: Request,
     principal: Annotated[Principal, require("journey:read")],
     conn: ConnDep,
     settings: SettingsDep,
@@ -143,11 +148,8 @@ def list_stages(
     limit: Limit = DEFAULT_LIMIT,
     cursor: Cursor = None,
 ) -> StagePage:
-    if include_inactive and not principal.can("journey:manage"):
-        raise Forbidden(
-            "inactive stages are listed only with the 'journey:manage' permission",
-            details={"permission": "journey:manage"},
-        )
+    if include_inactive:
+        authorize(conn, actor_for(request, principal), "journey:manage")
     page = journey.list_stages(
         conn, settings=settings, include_inactive=include_inactive, limit=limit, cursor=cursor
     )
@@ -156,13 +158,13 @@ def list_stages(
 
 @router.get(
     "/api/journey/stages/{stage_id}",
-    summary="One journey stage",
+    summary="One journey stage, by id or name",
     response_model=Stage,
     responses={404: _ERRORS[404]},
     dependencies=[require("journey:read")],
 )
 def get_stage(conn: ConnDep, stage_id: StageId) -> Stage:
-    return Stage(**journey.get_stage(conn, stage_id))
+    return Stage(**journey.resolve_stage(conn, stage_id))
 
 
 @router.post(
@@ -281,10 +283,19 @@ def my_progress(
     summary="A user's journey: every active stage with their state",
     response_model=Journey,
     responses={404: _ERRORS[404]},
-    dependencies=[require("journey:read")],
 )
-def user_journey(conn: ConnDep, user_id: UserId) -> Journey:
-    return Journey(**journey.journey(conn, user_id))
+def user_journey(
+    request: Request,
+    principal: Annotated[Principal, require("journey:read")],
+    conn: ConnDep,
+    user_id: UserId,
+) -> Journey:
+    data = journey.journey(conn, user_id)
+    user = data["user"]
+    # Who the user is (email, username, name) is for those who may read users, or themselves.
+    if user["id"] != principal.user_id and not permits(actor_for(request, principal), "users:read"):
+        data["user"] = {**user, "email": None, "username": None, "name": None}
+    return Journey(**data)
 
 
 @router.post(

@@ -10,25 +10,20 @@ The user-role routes live here (full paths) beside the users router's `/api/user
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import datetime
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
-import psycopg
 from fastapi import APIRouter, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from smartstart.api.deps import ConnDep, SettingsDep, actor_for, require
 from smartstart.api.paging import Cursor, Limit
 from smartstart.api.responses import trusted_json
-from smartstart.domain import audit, rbac
-from smartstart.domain.errors import Forbidden
+from smartstart.domain import rbac
 from smartstart.domain.paging import DEFAULT_LIMIT
 from smartstart.domain.sessions import Principal
 
 router = APIRouter(tags=["rbac"])
-
-T = TypeVar("T")
 
 RoleReader = Annotated[Principal, require("roles:read")]
 PermissionReader = Annotated[Principal, require("permissions:read")]
@@ -42,7 +37,7 @@ RoleId = Annotated[
 ]
 PermissionName = Annotated[str, Path(min_length=1, max_length=81, description="resource:action")]
 UserId = Annotated[
-    str, Path(min_length=1, max_length=rbac.MAX_REF_LENGTH, description="id or email")
+    str, Path(min_length=1, max_length=rbac.MAX_REF_LENGTH, description="id, email or username")
 ]
 Description = Annotated[str | None, Field(default=None, max_length=rbac.MAX_DESCRIPTION)]
 
@@ -173,29 +168,6 @@ class Matrix(BaseModel):
 # -- helpers -----------------------------------------------------------------------
 
 
-def _granting(
-    request: Request, conn: psycopg.Connection[Any], principal: Principal, call: Callable[[], T]
-) -> T:
-    """Run a grant/assignment; a refusal to hand out what the caller lacks is audited."""
-    try:
-        return call()
-    except Forbidden as e:
-        # Nothing was written before the guard: record the denial on its own and commit it.
-        conn.rollback()
-        audit.record(
-            conn,
-            actor_for(request, principal),
-            "authz.denied",
-            resource="permission",
-            resource_id=",".join(e.details.get("missing", [])) or None,
-            method=request.method,
-            path=request.url.path,
-            reason="grant_beyond_own",
-        )
-        conn.commit()
-        raise
-
-
 # -- checks ------------------------------------------------------------------------
 # First in the router: FastAPI tries routes in order, and this is the hot one.
 
@@ -209,7 +181,8 @@ async def authz_check(
     request: Request,
     principal: UserReader,
     user: Annotated[
-        str, Query(min_length=1, max_length=rbac.MAX_REF_LENGTH, description="id or email")
+        str,
+        Query(min_length=1, max_length=rbac.MAX_REF_LENGTH, description="id, email or username"),
     ],
     permission: Annotated[str, Query(pattern=rbac.PERMISSION_NAME_PATTERN, max_length=81)],
     explain: Annotated[
@@ -275,7 +248,7 @@ def create_role(
 
 @router.get("/api/roles/{id}", summary="Get a role by id or name", response_model=RoleOut)
 def get_role(principal: RoleReader, conn: ConnDep, id: RoleId) -> RoleOut:
-    return RoleOut(**rbac.get_role(conn, id))
+    return RoleOut(**rbac.resolve_role(conn, id))
 
 
 def _changes(body: RoleUpdate | PermissionUpdate) -> dict[str, Any]:
@@ -393,18 +366,7 @@ def grant_permission(
     id: RoleId,
     permission_name: PermissionName,
 ) -> RoleOut:
-    role, _ = _granting(
-        request,
-        conn,
-        principal,
-        lambda: rbac.grant(
-            conn,
-            actor_for(request, principal),
-            id,
-            permission_name,
-            grantor=principal.permissions,
-        ),
-    )
+    role, _ = rbac.grant(conn, actor_for(request, principal), id, permission_name)
     return RoleOut(**role)
 
 
@@ -421,18 +383,7 @@ def revoke_permission(
     id: RoleId,
     permission_name: PermissionName,
 ) -> Response:
-    _granting(
-        request,
-        conn,
-        principal,
-        lambda: rbac.revoke(
-            conn,
-            actor_for(request, principal),
-            id,
-            permission_name,
-            grantor=principal.permissions,
-        ),
-    )
+    rbac.revoke(conn, actor_for(request, principal), id, permission_name)
     return Response(status_code=204)
 
 
@@ -461,14 +412,7 @@ def user_roles(principal: RoleReader, conn: ConnDep, id: UserId) -> UserRoles:
 def assign_role(
     request: Request, principal: RbacManager, conn: ConnDep, id: UserId, role_name: RoleId
 ) -> UserRoles:
-    roles, _ = _granting(
-        request,
-        conn,
-        principal,
-        lambda: rbac.assign(
-            conn, actor_for(request, principal), id, role_name, grantor=principal.permissions
-        ),
-    )
+    roles, _ = rbac.assign(conn, actor_for(request, principal), id, role_name)
     return UserRoles(**roles)
 
 
@@ -483,14 +427,7 @@ def assign_role(
 def unassign_role(
     request: Request, principal: RbacManager, conn: ConnDep, id: UserId, role_name: RoleId
 ) -> Response:
-    _granting(
-        request,
-        conn,
-        principal,
-        lambda: rbac.unassign(
-            conn, actor_for(request, principal), id, role_name, grantor=principal.permissions
-        ),
-    )
+    rbac.unassign(conn, actor_for(request, principal), id, role_name)
     return Response(status_code=204)
 
 

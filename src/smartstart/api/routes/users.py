@@ -19,7 +19,7 @@ from smartstart.api.deps import (
 from smartstart.api.paging import Cursor, Limit
 from smartstart.api.responses import trusted_json
 from smartstart.api.schemas import UserAccount
-from smartstart.domain import users
+from smartstart.domain import resolve, users
 from smartstart.domain.paging import DEFAULT_LIMIT
 from smartstart.domain.sessions import Principal
 
@@ -37,16 +37,16 @@ Reader = Annotated[Principal, require("users:read")]
 Writer = Annotated[Principal, require("users:write")]
 Deleter = Annotated[Principal, require("users:delete")]
 Me = Annotated[Principal, authenticated]
-# GET /api/users/{id}: the user's row rides in the session lookup's statement.
+# GET /api/users/{id}: the user's row (by id) rides in the session lookup's statement.
 ReadOne = Annotated[
     Ridden,
-    Depends(RequireRiding("users:read", lambda r: users.rider(r.path_params["user_id"]))),
+    Depends(RequireRiding("users:read", lambda r: resolve.user_rider(r.path_params["user_id"]))),
 ]
 
 _NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "No such user"}}
 _WRITE_ERRORS: dict[int | str, dict[str, Any]] = {
     **_NOT_FOUND,
-    403: {"description": "Missing permission, or the user holds permissions you lack"},
+    403: {"description": "Missing permission, or the user holds permissions you lack (Denied)"},
     409: {"description": "Taken email/username (details.field), or the last SUPER_ADMIN"},
 }
 
@@ -121,7 +121,7 @@ class ReputationSet(BaseModel):
 # /me comes before /{user_id}: otherwise "me" would be taken for an id.
 @router.get("/me", summary="Your own profile", response_model=UserAccount)
 def get_me(principal: Me, conn: ConnDep) -> dict[str, Any]:
-    return users.get(conn, principal.user_id)
+    return resolve.resolve_user(conn, principal.user_id)
 
 
 @router.patch(
@@ -177,10 +177,20 @@ def list_users(
     )
 
 
-@router.get("/{user_id}", summary="One user", response_model=UserAccount, responses=_NOT_FOUND)
-async def get_user(read: ReadOne, user_id: str) -> Response:
-    # The hot read path: one statement, on the event loop.
-    return trusted_json(users.ridden(user_id, read.row))
+@router.get(
+    "/{user_id}",
+    summary="One user, by id, email or username",
+    response_model=UserAccount,
+    responses=_NOT_FOUND,
+)
+async def get_user(request: Request, read: ReadOne, user_id: str) -> Response:
+    # The hot read path: by id, one statement on the event loop. An email or a username
+    # (a miss by id) takes a second round trip.
+    row = read.row
+    if row is None:
+        async with request.app.state.apool.connection() as conn:
+            row = await resolve.aresolve_user(conn, user_id)
+    return trusted_json(row)
 
 
 @router.post(
@@ -208,7 +218,6 @@ def create_user(
         role=body.role,
         status=body.status,
         rounds=settings.bcrypt_rounds,
-        actor_permissions=principal.permissions,
     )
 
 
@@ -226,7 +235,6 @@ def update_user(
         actor_for(request, principal),
         user_id,
         body.model_dump(exclude_unset=True),
-        actor_permissions=principal.permissions,
     )
 
 
@@ -239,9 +247,7 @@ def update_user(
 def suspend_user(
     request: Request, principal: Writer, conn: ConnDep, user_id: str
 ) -> dict[str, Any]:
-    return users.suspend(
-        conn, actor_for(request, principal), user_id, actor_permissions=principal.permissions
-    )
+    return users.suspend(conn, actor_for(request, principal), user_id)
 
 
 @router.post(
@@ -253,9 +259,7 @@ def suspend_user(
 def activate_user(
     request: Request, principal: Writer, conn: ConnDep, user_id: str
 ) -> dict[str, Any]:
-    return users.activate(
-        conn, actor_for(request, principal), user_id, actor_permissions=principal.permissions
-    )
+    return users.activate(conn, actor_for(request, principal), user_id)
 
 
 @router.post(
@@ -267,14 +271,12 @@ def activate_user(
 def deactivate_user(
     request: Request, principal: Writer, conn: ConnDep, user_id: str
 ) -> dict[str, Any]:
-    return users.deactivate(
-        conn, actor_for(request, principal), user_id, actor_permissions=principal.permissions
-    )
+    return users.deactivate(conn, actor_for(request, principal), user_id)
 
 
 @router.put(
     "/{user_id}/password",
-    summary="Set a user's password (administrator reset; ends their sessions)",
+    summary="Reset another user's password (ends their sessions; yours: POST /api/auth/password)",
     status_code=204,
     response_class=Response,
     responses={**_WRITE_ERRORS, 422: {"description": "Password too short/long or common"}},
@@ -293,7 +295,6 @@ def set_password(
         user_id,
         body.password,
         rounds=settings.bcrypt_rounds,
-        actor_permissions=principal.permissions,
     )
     return Response(status_code=204)
 
@@ -306,9 +307,7 @@ def set_password(
     responses=_WRITE_ERRORS,
 )
 def delete_user(request: Request, principal: Deleter, conn: ConnDep, user_id: str) -> Response:
-    users.delete(
-        conn, actor_for(request, principal), user_id, actor_permissions=principal.permissions
-    )
+    users.delete(conn, actor_for(request, principal), user_id)
     return Response(status_code=204)
 
 
@@ -316,7 +315,7 @@ def delete_user(request: Request, principal: Deleter, conn: ConnDep, user_id: st
     "/{user_id}/xp",
     summary="Add XP (negative to take); the level follows",
     response_model=UserAccount,
-    responses={**_NOT_FOUND, 422: {"description": "XP would go below 0"}},
+    responses={**_WRITE_ERRORS, 422: {"description": "XP would go below 0"}},
 )
 def add_xp(
     request: Request, principal: Writer, conn: ConnDep, user_id: str, body: CounterAdd
@@ -324,7 +323,7 @@ def add_xp(
     return users.add_xp(conn, actor_for(request, principal), user_id, body.amount, body.reason)
 
 
-@router.put("/{user_id}/xp", summary="Set XP", response_model=UserAccount, responses=_NOT_FOUND)
+@router.put("/{user_id}/xp", summary="Set XP", response_model=UserAccount, responses=_WRITE_ERRORS)
 def set_xp(
     request: Request, principal: Writer, conn: ConnDep, user_id: str, body: XpSet
 ) -> dict[str, Any]:
@@ -335,7 +334,7 @@ def set_xp(
     "/{user_id}/reputation",
     summary="Add reputation (negative to take)",
     response_model=UserAccount,
-    responses=_NOT_FOUND,
+    responses=_WRITE_ERRORS,
 )
 def add_reputation(
     request: Request, principal: Writer, conn: ConnDep, user_id: str, body: CounterAdd
@@ -349,7 +348,7 @@ def add_reputation(
     "/{user_id}/reputation",
     summary="Set reputation",
     response_model=UserAccount,
-    responses=_NOT_FOUND,
+    responses=_WRITE_ERRORS,
 )
 def set_reputation(
     request: Request, principal: Writer, conn: ConnDep, user_id: str, body: ReputationSet
