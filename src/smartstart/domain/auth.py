@@ -38,10 +38,8 @@ import base64
 import binascii
 import math
 from datetime import datetime, timedelta
-from functools import lru_cache
 from typing import Any
 
-import bcrypt
 import psycopg
 from psycopg.rows import dict_row
 
@@ -64,20 +62,6 @@ USER_COLUMNS = (
 SESSION_COLUMNS = (
     'id, "userId", "createdAt", "expiresAt", "lastSeenAt", ip, "userAgent", "revokedAt"'
 )
-
-
-@lru_cache(maxsize=4)
-def _dummy_hash(rounds: int) -> str:
-    """A hash of a secret nobody knows, at the cost real hashes have."""
-    return bcrypt.hashpw(b"smartstart-no-such-user", bcrypt.gensalt(rounds)).decode()
-
-
-def _verify(password: str, hashed: str | None, rounds: int) -> bool:
-    """passwords.verify, with the no-such-user check at the configured cost."""
-    if hashed is None and rounds != passwords.DEFAULT_ROUNDS:
-        passwords.verify(password, _dummy_hash(rounds))
-        return False
-    return passwords.verify(password, hashed)
 
 
 # -- lookups -----------------------------------------------------------------------
@@ -249,7 +233,7 @@ def login(
             retry_after=retry_after,
         )
 
-    if not _verify(password, user["password"] if user else None, settings.bcrypt_rounds):
+    if not passwords.verify(password, user["password"] if user else None, settings.bcrypt_rounds):
         thresholds = [(k, IP_MAX_FAILURES if k.startswith("ip:") else MAX_FAILURES) for k in keys]
         _record_failure(conn, thresholds)
         raise _fail(
@@ -261,7 +245,7 @@ def login(
             identifier=identifier,
             reason="wrong_password" if user else "unknown_user",
         )
-    assert user is not None  # _verify is False without a user
+    assert user is not None  # verify is False without a user
     if user["status"] != "ACTIVE":
         raise _fail(
             conn,

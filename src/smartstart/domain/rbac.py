@@ -28,9 +28,9 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 
-from smartstart.db.seed import PERMISSIONS as BUILTIN_PERMISSIONS
 from smartstart.domain import audit, guards
 from smartstart.domain.audit import Actor
+from smartstart.domain.catalog import PERMISSIONS as BUILTIN_PERMISSIONS
 from smartstart.domain.errors import Conflict, Invalid, NotFound
 from smartstart.domain.permissions import (
     PermissionCache,
