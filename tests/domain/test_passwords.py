@@ -65,9 +65,8 @@ def test_length_and_common_list_still_apply() -> None:
         passwords.validate("Tr0ub4dor&3")
     with pytest.raises(Invalid, match="12 to 128 characters"):
         passwords.validate("x7Gq" * 33)
-    with pytest.raises(Invalid, match="commonly used") as e:
+    with pytest.raises(Invalid, match="commonly used"):
         passwords.validate("password1234")
-    assert e.value.details["reason"] == "common"
 
 
 @pytest.mark.parametrize(

@@ -77,7 +77,7 @@ def validate(password: str, *, field: str = "password") -> None:
     if password.lower() in common_passwords() or password.strip().lower() in common_passwords():
         raise Invalid(
             "this password is on the list of commonly used passwords; choose another",
-            details={"field": field, "reason": "common"},
+            details={"field": field},
         )
     weakness = _weakness(password)
     if weakness is not None:
