@@ -170,15 +170,18 @@ def test_reset_refuses_an_external_database_without_force(
 
 
 def test_reset_external_with_force(
-    monkeypatch: pytest.MonkeyPatch, seeded_settings: Settings
+    monkeypatch: pytest.MonkeyPatch, seeded_settings: Settings, tmp_path: Path
 ) -> None:
     monkeypatch.setenv("SMARTSTART_DATABASE_URL", seeded_settings.url_for())
+    # The seed writes initial-credentials into the home: never the checkout's .smartstart.
+    monkeypatch.setenv("SMARTSTART_HOME", str(tmp_path))
     with psycopg.connect(seeded_settings.url_for(), autocommit=True) as conn:
         conn.execute("INSERT INTO audit_log (action) VALUES ('marker')")
     result = run("db", "reset", "--yes", "--force")
     assert result.exit_code == 0, result.output
     assert count(seeded_settings, "audit_log") == 0
     assert count(seeded_settings, "Role") > 0
+    assert (tmp_path / "initial-credentials").exists()
 
 
 def test_wrong_password_is_one_readable_line(
