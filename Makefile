@@ -44,8 +44,10 @@ lint: install-test
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
 
+# Two workers, each with its own throwaway cluster (tests/conftest.py); loadscope keeps a
+# module's tests on one worker, so module-scoped fixtures (clusters, Brains) start once.
 test: install-test lint
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n 2 --dist loadscope
 
 # Benchmarks need the reference app's extras and wrk (Debian package) besides the tests'.
 bench: install-test

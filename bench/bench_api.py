@@ -113,7 +113,7 @@ def throwaway_database(*, demo_users: int) -> Iterator[Database]:
     import psycopg
 
     from smartstart.config import Settings
-    from smartstart.db import migrate, seed
+    from smartstart.db import demo, migrate, seed
     from smartstart.pg.cluster import Cluster, read_pid_file
 
     # mkdtemp is 0700; the server's unprivileged OS user must be able to enter it.
@@ -139,7 +139,7 @@ def throwaway_database(*, demo_users: int) -> Iterator[Database]:
         with psycopg.connect(settings.url_for(), autocommit=True) as conn:
             seed.seed(conn, settings)
             if demo_users:
-                seed.demo_users(conn, demo_users, seed=1)
+                demo.demo_users(conn, demo_users, seed=1)
             conn.execute("ANALYZE")
         pid_file = read_pid_file(cluster.data_dir)
         assert pid_file is not None, "the cluster runs without a postmaster.pid"

@@ -12,7 +12,7 @@ from pathlib import Path
 import psycopg
 
 from smartstart.config import Settings
-from smartstart.db import migrate, seed
+from smartstart.db import demo, migrate, seed
 from smartstart.pg.cluster import Cluster, read_pid_file
 
 USERS = int(os.environ.get("BENCH_SEED_USERS", "100000"))
@@ -76,7 +76,7 @@ def main() -> int:
             seed.seed(conn, settings)
             cpu_before, client_before = _server_cpu(cluster), time.process_time()
             started = time.perf_counter()
-            created = seed.demo_users(conn, USERS, seed=1)
+            created = demo.demo_users(conn, USERS, seed=1)
             elapsed = time.perf_counter() - started
             client_cpu = time.process_time() - client_before
             users, states = conn.execute(
@@ -90,7 +90,7 @@ def main() -> int:
         shutil.rmtree(home, ignore_errors=True)
     ok = elapsed <= TARGET_SECONDS
     print(
-        f"seed.demo_users({USERS}): {created} users, {states} journey states in "
+        f"demo.demo_users({USERS}): {created} users, {states} journey states in "
         f"{elapsed:.1f} s ({created / elapsed:,.0f} users/s; {users} users in total) — "
         f"target <= {TARGET_SECONDS:.0f} s: {'met' if ok else 'MISSED'}\n"
         f"  CPU: server {server_cpu:.1f} s, client {client_cpu:.1f} s; "

@@ -50,6 +50,7 @@ class DatabaseReady:
     seeded: bool = False
     credentials: dict[str, str] = field(default_factory=dict)
     credentials_file: Path | None = None
+    credentials_kept: Path | None = None  # the credentials file the seed replaced, kept
 
 
 def start_database(settings: Settings) -> tuple[bool, bool]:
@@ -94,6 +95,7 @@ def ensure_database(
                 ready.seeded = True
                 ready.credentials = dict(report.credentials)
                 ready.credentials_file = report.credentials_file
+                ready.credentials_kept = report.credentials_kept
                 say("seeded roles, permissions, journey stages and the guide's users")
     return ready
 

@@ -538,3 +538,23 @@ def test_openapi_documents_every_users_route(api: TestClient) -> None:
     } <= paths
     user_schema = spec["components"]["schemas"]["UserAccount"]
     assert "password" not in user_schema["properties"]
+
+
+def test_guessable_passwords_are_422_naming_what_is_wrong(
+    api: TestClient, admin_headers: dict[str, str], db: Conn
+) -> None:
+    weak = {
+        " " * 12: "whitespace",
+        "aaaaaaaaaaaa": "repeated",
+        "123456789012": "sequence",
+        "passwordpassword": "repeated",
+        "qwertyuiopas": "keyboard",
+        "abcabcabcabc": "repeated",
+    }
+    for password, reason in weak.items():
+        body = {"email": "x@example.com", "username": "xx", "password": password}
+        resp = api.post("/api/users", json=body, headers=admin_headers)
+        assert resp.status_code == 422, (password, resp.text)
+        error = resp.json()["error"]
+        assert error["details"] == {"field": "password", "reason": reason}, password
+    assert db.execute('SELECT count(*) FROM "User"').fetchone() == (2,)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import stat
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -168,15 +170,18 @@ def test_reset_refuses_an_external_database_without_force(
 
 
 def test_reset_external_with_force(
-    monkeypatch: pytest.MonkeyPatch, seeded_settings: Settings
+    monkeypatch: pytest.MonkeyPatch, seeded_settings: Settings, tmp_path: Path
 ) -> None:
     monkeypatch.setenv("SMARTSTART_DATABASE_URL", seeded_settings.url_for())
+    # The seed writes initial-credentials into the home: never the checkout's .smartstart.
+    monkeypatch.setenv("SMARTSTART_HOME", str(tmp_path))
     with psycopg.connect(seeded_settings.url_for(), autocommit=True) as conn:
         conn.execute("INSERT INTO audit_log (action) VALUES ('marker')")
     result = run("db", "reset", "--yes", "--force")
     assert result.exit_code == 0, result.output
     assert count(seeded_settings, "audit_log") == 0
     assert count(seeded_settings, "Role") > 0
+    assert (tmp_path / "initial-credentials").exists()
 
 
 def test_wrong_password_is_one_readable_line(
@@ -244,3 +249,33 @@ def test_revision_autogenerate_writes_the_difference(
     text = written[0].read_text()
     assert "drop_column('User', 'newField')" in text or 'drop_column("User", "newField")' in text
     assert f"down_revision: str | None = '{head}'" in text
+
+
+@pytest.mark.parametrize("weak", ["password", "passwordpassword"])
+def test_seed_refuses_a_weak_admin_password_in_one_line(
+    cli_env: Any, db_settings: Settings, monkeypatch: pytest.MonkeyPatch, weak: str
+) -> None:
+    cli_env(db_settings)
+    monkeypatch.setenv("SMARTSTART_ADMIN_PASSWORD", weak)
+    result = run("db", "seed")
+    assert result.exit_code == 1
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and "SMARTSTART_ADMIN_PASSWORD is refused" in lines[0]
+    assert count(db_settings, "User") == count(db_settings, "Role") == 0
+
+
+def test_reset_keeps_the_replaced_credentials_file_and_says_so(
+    cli_env: Any, seeded_settings: Settings
+) -> None:
+    cli_env(seeded_settings)
+    path = seeded_settings.home_dir / "initial-credentials"
+    assert run("db", "reset", "--yes").exit_code == 0
+    before = path.read_text()
+    result = run("db", "reset", "--yes")
+    assert result.exit_code == 0, result.output
+    said = [line.strip() for line in result.output.splitlines() if "kept as" in line]
+    assert len(said) == 1 and said[0].startswith(f"saved to {path} (mode 600); ")
+    kept = Path(said[0].split("kept as ")[1].removesuffix(" (mode 600)"))
+    assert kept.parent == path.parent and kept.read_text() == before
+    assert stat.S_IMODE(kept.stat().st_mode) == 0o600
+    assert path.read_text() != before

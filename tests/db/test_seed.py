@@ -15,9 +15,10 @@ import pytest
 from pydantic import SecretStr
 
 from smartstart.config import Settings
-from smartstart.db import seed
+from smartstart.db import credentials, demo, seed
 from smartstart.db.models import LEVELS
-from smartstart.errors import SmartStartError
+from smartstart.domain import catalog, passwords
+from smartstart.errors import ConfigurationError, SmartStartError
 
 ADMIN = "admin@alicesolutionsgroup.com"
 DEVELOPER = "developer@alicesolutionsgroup.com"
@@ -97,10 +98,10 @@ def test_seed_creates_roles_permissions_stages_and_users(
     assert seed.is_empty(conn)
     report = seed.seed(conn, home_settings)
 
-    assert {r[0] for r in conn.execute('SELECT name FROM "Role"')} == set(seed.ROLES)
-    assert {r[0] for r in conn.execute('SELECT name FROM "Permission"')} == set(seed.PERMISSIONS)
+    assert {r[0] for r in conn.execute('SELECT name FROM "Role"')} == set(catalog.ROLES)
+    assert {r[0] for r in conn.execute('SELECT name FROM "Permission"')} == set(catalog.PERMISSIONS)
     grants = conn.execute('SELECT count(*) FROM "RolePermission"').fetchone()[0]  # type: ignore[index]
-    assert grants == sum(len(p) for p in seed.ROLE_PERMISSIONS.values())
+    assert grants == sum(len(p) for p in catalog.ROLE_PERMISSIONS.values())
     rows = counts(conn)
     assert report.created == {t: rows[t] for t in report.created}
     assert report.created["User"] == report.created["UserRole"] == 2
@@ -116,22 +117,22 @@ def test_seed_creates_roles_permissions_stages_and_users(
         (DEVELOPER, "developer", "DEVELOPER", "ACTIVE"),
     ]
     # The guide's five-table JOIN finds every permission for the admin.
-    assert user_permissions(conn, ADMIN) == set(seed.PERMISSIONS)
-    assert user_permissions(conn, DEVELOPER) == set(seed.ROLE_PERMISSIONS["DEVELOPER"])
+    assert user_permissions(conn, ADMIN) == set(catalog.PERMISSIONS)
+    assert user_permissions(conn, DEVELOPER) == set(catalog.ROLE_PERMISSIONS["DEVELOPER"])
 
 
 def test_permission_matrix_is_consistent() -> None:
-    assert set(seed.ROLE_PERMISSIONS) == set(seed.ROLES)
-    for role, perms in seed.ROLE_PERMISSIONS.items():
-        assert set(perms) <= set(seed.PERMISSIONS), role
+    assert set(catalog.ROLE_PERMISSIONS) == set(catalog.ROLES)
+    for role, perms in catalog.ROLE_PERMISSIONS.items():
+        assert set(perms) <= set(catalog.PERMISSIONS), role
         assert len(set(perms)) == len(perms), role
-    assert set(seed.ROLE_PERMISSIONS["SUPER_ADMIN"]) == set(seed.PERMISSIONS)
-    assert set(seed.PERMISSIONS) >= API_PERMISSIONS
+    assert set(catalog.ROLE_PERMISSIONS["SUPER_ADMIN"]) == set(catalog.PERMISSIONS)
+    assert set(catalog.PERMISSIONS) >= API_PERMISSIONS
     # Roles are listed from most to least powerful, down to a minimal GUEST.
-    sizes = [len(seed.ROLE_PERMISSIONS[r]) for r in seed.ROLES]
+    sizes = [len(catalog.ROLE_PERMISSIONS[r]) for r in catalog.ROLES]
     assert sizes == sorted(sizes, reverse=True)
-    assert seed.ROLE_PERMISSIONS["GUEST"] == ("journey:read",)
-    assert not {"db:restore", "db:admin"} & set(seed.ROLE_PERMISSIONS["ADMIN"])
+    assert catalog.ROLE_PERMISSIONS["GUEST"] == ("journey:read",)
+    assert not {"db:restore", "db:admin"} & set(catalog.ROLE_PERMISSIONS["ADMIN"])
 
 
 def test_stages_are_ordered_and_profile_setup_is_open_for_the_guide(
@@ -261,9 +262,9 @@ def test_reseed_does_not_restore_a_revoked_grant(
 def test_seed_failure_changes_nothing(
     conn: psycopg.Connection[Any], home_settings: Settings
 ) -> None:
-    # Roles and permissions are inserted before the password is hashed and refused.
-    settings = home_settings.model_copy(update={"admin_password": SecretStr("x" * 73)})
-    with pytest.raises(SmartStartError, match="72 bytes"):
+    # Roles and permissions are inserted before the password is checked and refused.
+    settings = home_settings.model_copy(update={"admin_password": SecretStr("password")})
+    with pytest.raises(SmartStartError, match="SMARTSTART_ADMIN_PASSWORD"):
         seed.seed(conn, settings)
     assert seed.is_empty(conn)
     assert set(counts(conn).values()) == {0}
@@ -284,21 +285,81 @@ def test_unwritable_credentials_leave_no_user_behind(
 def test_failed_seed_restores_the_credentials_file(
     conn: psycopg.Connection[Any], home_settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    path = home_settings.home_dir / "initial-credentials"
-    path.parent.mkdir(parents=True)
-    path.write_text("old@example.com\told-password\n")
-    write = seed._write_credentials
+    home = home_settings.home_dir
+    home.mkdir(parents=True)
+    (home / "initial-credentials").write_text("old@example.com\told-password\n")
+    seed_users = seed._seed_users
 
-    def write_then_fail(*args: Any) -> None:
-        write(*args)
-        assert "admin@" in path.read_text()
-        raise RuntimeError("boom")
+    def seed_users_then_break_the_commit(cur: psycopg.Cursor[Any], *args: Any) -> None:
+        seed_users(cur, *args)
+        # "order" is unique, checked at commit: the commit fails after the file is written.
+        cur.execute("""INSERT INTO "JourneyStage" (name, "order") VALUES ('dup', 1)""")
 
-    monkeypatch.setattr(seed, "_write_credentials", write_then_fail)
-    with pytest.raises(RuntimeError, match="boom"):
+    monkeypatch.setattr(seed, "_seed_users", seed_users_then_break_the_commit)
+    with pytest.raises(psycopg.errors.UniqueViolation):
         seed.seed(conn, home_settings)
-    assert path.read_text() == "old@example.com\told-password\n"
+    assert (home / "initial-credentials").read_text() == "old@example.com\told-password\n"
+    assert sorted(p.name for p in home.iterdir()) == ["initial-credentials"]  # no copy left
     assert seed.is_empty(conn)
+
+
+@pytest.mark.parametrize("weak", ["password", "aaaaaaaaaaaa", "passwordpassword", " " * 12])
+def test_seed_holds_the_admin_password_to_the_policy(
+    conn: psycopg.Connection[Any], home_settings: Settings, weak: str
+) -> None:
+    settings = home_settings.model_copy(update={"admin_password": SecretStr(weak)})
+    with pytest.raises(ConfigurationError) as e:
+        seed.seed(conn, settings)
+    assert str(e.value).startswith("SMARTSTART_ADMIN_PASSWORD is refused: ")
+    assert "\n" not in str(e.value)
+    assert set(counts(conn).values()) == {0}
+
+
+def test_seed_hashes_at_the_configured_cost(
+    conn: psycopg.Connection[Any], home_settings: Settings
+) -> None:
+    fast = home_settings.model_copy(update={"bcrypt_rounds": 4})
+    report = seed.seed(conn, fast)
+    assert report.credentials
+    for email, password in report.credentials.items():
+        assert stored_hash(conn, email).startswith("$2b$04$"), email
+        assert passwords.verify(password, stored_hash(conn, email))
+    conn.execute('DELETE FROM "User" WHERE email = %s', [DEVELOPER])
+    given = fast.model_copy(update={"admin_password": SecretStr("s3cret admin pw")})
+    seed.seed(conn, given)
+    assert stored_hash(conn, DEVELOPER).startswith("$2b$04$")
+    demo.demo_users(conn, 3, seed=1, rounds=4)
+    row = conn.execute(
+        'SELECT DISTINCT password FROM "User" WHERE email LIKE %s', [f"%@{demo.DEMO_DOMAIN}"]
+    ).fetchall()
+    assert len(row) == 1 and row[0][0].startswith("$2b$04$")
+
+
+def test_reseed_keeps_the_replaced_credentials_file_as_a_dated_copy(
+    conn: psycopg.Connection[Any], home_settings: Settings
+) -> None:
+    path = home_settings.home_dir / "initial-credentials"
+    first = seed.seed(conn, home_settings)
+    assert first.credentials_kept is None  # nothing was replaced
+    old_text = path.read_text()
+    kept: list[Path] = []
+    for _ in range(2):  # twice within a second: two copies, neither overwritten
+        conn.execute('DELETE FROM "User" WHERE email = %s', [DEVELOPER])
+        before = path.read_text()
+        report = seed.seed(conn, home_settings)
+        assert report.credentials_kept is not None
+        assert report.credentials_kept.parent == path.parent
+        assert report.credentials_kept.name.startswith("initial-credentials.20")
+        assert report.credentials_kept.read_text() == before
+        assert stat.S_IMODE(report.credentials_kept.stat().st_mode) == 0o600
+        assert report.credentials[DEVELOPER] in path.read_text()
+        kept.append(report.credentials_kept)
+    assert kept[0] != kept[1] and kept[0].read_text() == old_text
+    assert seed.seed(conn, home_settings).credentials_kept is None  # nothing new: no copy
+    line = credentials.describe(path, kept[1])
+    assert (
+        line == f"saved to {path} (mode 600); the file it replaced is kept as {kept[1]} (mode 600)"
+    )
 
 
 def test_is_empty_sees_users_without_roles_and_roles_without_users(
@@ -323,19 +384,19 @@ def test_demo_users_invariants(
     seeded: psycopg.Connection[Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     conn = seeded
-    monkeypatch.setattr(seed, "_DEMO_CHUNK", 400)
+    monkeypatch.setattr(demo, "_DEMO_CHUNK", 400)
     calls: list[int] = []
 
-    assert seed.demo_users(conn, 1000, progress=calls.append, seed=7) == 1000
+    assert demo.demo_users(conn, 1000, progress=calls.append, seed=7) == 1000
 
     assert calls == [400, 800, 1000]
-    demo = "email LIKE '%%@' || %s"
+    is_demo = "email LIKE '%%@' || %s"
     one = conn.execute(
         f"SELECT count(*), count(DISTINCT lower(email)), count(DISTINCT username), "
         f'count(DISTINCT password), min("createdAt"), max("createdAt"), '
         f'bool_and("lastActive" >= "createdAt"), bool_and(level = smartstart_level_for(xp)) '
-        f'FROM "User" WHERE {demo}',
-        [seed.DEMO_DOMAIN],
+        f'FROM "User" WHERE {is_demo}',
+        [demo.DEMO_DOMAIN],
     ).fetchone()
     assert one is not None
     total, emails, usernames, hashes, oldest, newest, active_after, levels_ok = one
@@ -349,7 +410,8 @@ def test_demo_users_invariants(
     def distribution(column: str) -> dict[str, int]:
         return dict(
             conn.execute(
-                f'SELECT {column}, count(*) FROM "User" WHERE {demo} GROUP BY 1', [seed.DEMO_DOMAIN]
+                f'SELECT {column}, count(*) FROM "User" WHERE {is_demo} GROUP BY 1',
+                [demo.DEMO_DOMAIN],
             ).fetchall()
         )
 
@@ -376,8 +438,8 @@ def test_demo_users_invariants(
         "COALESCE(sum(js.\"xpReward\") FILTER (WHERE s.status = 'COMPLETED'), 0) AS earned "
         'FROM "User" u LEFT JOIN "UserJourneyState" s ON s."userId" = u.id '
         'LEFT JOIN "JourneyStage" js ON js.id = s."stageId" '
-        f"WHERE u.{demo} GROUP BY u.id) t",
-        [seed.DEMO_DOMAIN],
+        f"WHERE u.{is_demo} GROUP BY u.id) t",
+        [demo.DEMO_DOMAIN],
     ).fetchone()
     assert journey is not None
     with_progress, not_prefix, xp_short, furthest = journey
@@ -390,9 +452,9 @@ def test_demo_users_invariants(
 
 
 def test_demo_users_twice_do_not_collide(seeded: psycopg.Connection[Any]) -> None:
-    assert seed.demo_users(seeded, 300, seed=1) == 300
+    assert demo.demo_users(seeded, 300, seed=1) == 300
     # The same seed again: same names, but numbering continues after the first batch.
-    assert seed.demo_users(seeded, 300, seed=1) == 300
+    assert demo.demo_users(seeded, 300, seed=1) == 300
     row = seeded.execute(
         'SELECT count(*), count(DISTINCT lower(email)), count(DISTINCT username) FROM "User"'
     ).fetchone()
@@ -406,7 +468,7 @@ def test_demo_users_concurrent_runs_do_not_collide(
     # Both runs pick their first number at the same moment unless the lock keeps
     # the second out: with the lock, the first gives up waiting after a second.
     barrier = threading.Barrier(2)
-    next_number = seed._next_demo_number
+    next_number = demo._next_demo_number
 
     def meet_then_number(cur: psycopg.Cursor[Any]) -> int:
         number = next_number(cur)
@@ -414,12 +476,12 @@ def test_demo_users_concurrent_runs_do_not_collide(
             barrier.wait(timeout=1)
         return number
 
-    monkeypatch.setattr(seed, "_next_demo_number", meet_then_number)
+    monkeypatch.setattr(demo, "_next_demo_number", meet_then_number)
 
     def run() -> None:
         try:
             with psycopg.connect(db_settings.url_for(), autocommit=True) as c:
-                seed.demo_users(c, 200, seed=5)
+                demo.demo_users(c, 200, seed=5)
         except BaseException as e:  # reported below: a thread's exception is otherwise lost
             errors.append(e)
 
@@ -437,15 +499,15 @@ def test_demo_users_with_one_connection_only(
     seeded: psycopg.Connection[Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The path taken when the server refuses a second connection.
-    monkeypatch.setattr(seed, "_companion", lambda conn: contextlib.nullcontext(None))
-    monkeypatch.setattr(seed, "_DEMO_CHUNK", 100)
+    monkeypatch.setattr(demo, "_companion", lambda conn: contextlib.nullcontext(None))
+    monkeypatch.setattr(demo, "_DEMO_CHUNK", 100)
     calls: list[int] = []
-    assert seed.demo_users(seeded, 250, progress=calls.append, seed=2) == 250
+    assert demo.demo_users(seeded, 250, progress=calls.append, seed=2) == 250
     assert calls == [100, 200, 250]
     row = seeded.execute(
         'SELECT count(DISTINCT u.id), count(s.id) FROM "User" u '
         'JOIN "UserJourneyState" s ON s."userId" = u.id WHERE u.email LIKE %s',
-        [f"%@{seed.DEMO_DOMAIN}"],
+        [f"%@{demo.DEMO_DOMAIN}"],
     ).fetchone()
     assert row is not None and row[0] > 100 and row[1] >= row[0]
 
@@ -454,14 +516,14 @@ def test_demo_users_refuses_an_open_transaction(seeded: psycopg.Connection[Any])
     with psycopg.connect(seeded.info.dsn, password=seeded.info.password) as c:
         c.execute("SELECT 1")
         with pytest.raises(SmartStartError, match="transaction"):
-            seed.demo_users(c, 10)
+            demo.demo_users(c, 10)
     assert seeded.execute('SELECT count(*) FROM "User"').fetchone() == (2,)
 
 
 def test_demo_users_password_is_unusable_bcrypt(seeded: psycopg.Connection[Any]) -> None:
-    seed.demo_users(seeded, 5, seed=3)
+    demo.demo_users(seeded, 5, seed=3)
     row = seeded.execute(
-        'SELECT DISTINCT password FROM "User" WHERE email LIKE %s', [f"%@{seed.DEMO_DOMAIN}"]
+        'SELECT DISTINCT password FROM "User" WHERE email LIKE %s', [f"%@{demo.DEMO_DOMAIN}"]
     ).fetchall()
     assert len(row) == 1
     hashed = row[0][0].encode()
@@ -472,12 +534,12 @@ def test_demo_users_password_is_unusable_bcrypt(seeded: psycopg.Connection[Any])
 
 def test_demo_users_needs_seed(conn: psycopg.Connection[Any]) -> None:
     with pytest.raises(SmartStartError, match="seed"):
-        seed.demo_users(conn, 10)
+        demo.demo_users(conn, 10)
     assert conn.execute('SELECT count(*) FROM "User"').fetchone() == (0,)
 
 
 def test_demo_users_zero_is_a_no_op(seeded: psycopg.Connection[Any]) -> None:
-    assert seed.demo_users(seeded, 0) == 0
+    assert demo.demo_users(seeded, 0) == 0
     assert seeded.execute('SELECT count(*) FROM "User"').fetchone() == (2,)
 
 
@@ -485,26 +547,26 @@ def test_demo_users_zero_is_a_no_op(seeded: psycopg.Connection[Any]) -> None:
 
 
 def matrix_table() -> str:
-    roles = list(seed.ROLES)
+    roles = list(catalog.ROLES)
     lines = [
         "| permission | " + " | ".join(roles) + " |",
         "|---|" + "---|" * len(roles),
     ]
-    for perm in seed.PERMISSIONS:
-        cells = ["✓" if perm in seed.ROLE_PERMISSIONS[r] else "" for r in roles]
+    for perm in catalog.PERMISSIONS:
+        cells = ["✓" if perm in catalog.ROLE_PERMISSIONS[r] else "" for r in roles]
         lines.append(f"| `{perm}` | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
 def permissions_table() -> str:
     lines = ["| permission | allows |", "|---|---|"]
-    lines += [f"| `{name}` | {desc} |" for name, desc in seed.PERMISSIONS.items()]
+    lines += [f"| `{name}` | {desc} |" for name, desc in catalog.PERMISSIONS.items()]
     return "\n".join(lines) + "\n"
 
 
 def roles_table() -> str:
     lines = ["| role | for |", "|---|---|"]
-    lines += [f"| `{name}` | {desc} |" for name, desc in seed.ROLES.items()]
+    lines += [f"| `{name}` | {desc} |" for name, desc in catalog.ROLES.items()]
     return "\n".join(lines) + "\n"
 
 

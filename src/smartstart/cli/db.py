@@ -270,6 +270,7 @@ def seed(
     ] = 0,
 ) -> None:
     """Seed roles, permissions, journey stages and the guide's users (idempotent)."""
+    from smartstart.db import credentials, demo
     from smartstart.db import seed as seed_mod
 
     s = settings()
@@ -280,7 +281,8 @@ def seed(
         for email, password in report.credentials.items():
             console.print(f"  password for {email}: {password}", highlight=False)
         if report.credentials_file:
-            console.print(f"  saved to {report.credentials_file} (mode 600)", highlight=False)
+            line = credentials.describe(report.credentials_file, report.credentials_kept)
+            console.print(f"  {line}", highlight=False, soft_wrap=True)
         if demo_users:
             with Progress(
                 "[progress.description]{task.description}",
@@ -291,8 +293,11 @@ def seed(
                 transient=True,
             ) as progress:
                 task = progress.add_task("demo users", total=demo_users)
-                n = seed_mod.demo_users(
-                    conn, demo_users, progress=lambda done: progress.update(task, completed=done)
+                n = demo.demo_users(
+                    conn,
+                    demo_users,
+                    progress=lambda done: progress.update(task, completed=done),
+                    rounds=s.bcrypt_rounds,
                 )
             _say(f"added {n} demo users (they share one precomputed password hash)")
 
@@ -339,3 +344,8 @@ def reset(
     )
     for email, password in result["credentials"].items():
         console.print(f"  password for {email}: {password}", highlight=False)
+    if result["credentials_file"]:
+        from smartstart.db import credentials
+
+        line = credentials.describe(result["credentials_file"], result["credentials_kept"])
+        console.print(f"  {line}", highlight=False, soft_wrap=True)

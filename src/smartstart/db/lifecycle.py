@@ -60,6 +60,7 @@ def reset(settings: Settings, *, seed: bool = True, force: bool = False) -> dict
         "seeded": ready.seeded,
         "credentials": ready.credentials,
         "credentials_file": str(ready.credentials_file) if ready.credentials_file else None,
+        "credentials_kept": str(ready.credentials_kept) if ready.credentials_kept else None,
     }
 
 

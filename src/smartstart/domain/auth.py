@@ -35,10 +35,8 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import timedelta
-from functools import lru_cache
 from typing import Any
 
-import bcrypt
 import psycopg
 from psycopg.rows import dict_row
 
@@ -68,20 +66,6 @@ SESSION_COLUMNS = (
 # Opens a connection in a transaction, committed when the block ends normally and
 # rolled back when it raises (`psycopg.connect`, or a pool's connection).
 Transaction = Callable[[], AbstractContextManager[psycopg.Connection[Any]]]
-
-
-@lru_cache(maxsize=4)
-def _dummy_hash(rounds: int) -> str:
-    """A hash of a secret nobody knows, at the cost real hashes have."""
-    return bcrypt.hashpw(b"smartstart-no-such-user", bcrypt.gensalt(rounds)).decode()
-
-
-def _verify(password: str, hashed: str | None, rounds: int) -> bool:
-    """passwords.verify, with the no-such-user check at the configured cost."""
-    if hashed is None and rounds != passwords.DEFAULT_ROUNDS:
-        passwords.verify(password, _dummy_hash(rounds))
-        return False
-    return passwords.verify(password, hashed)
 
 
 # -- lookups -----------------------------------------------------------------------
@@ -293,7 +277,7 @@ def login(
     if refused is not None:
         raise refused
     hashed = attempt.user["password"] if attempt.user else None
-    verified = _verify(password, hashed, settings.bcrypt_rounds)
+    verified = passwords.verify(password, hashed, settings.bcrypt_rounds)
     new_hash = None
     if verified and hashed and passwords.needs_rehash(hashed, settings.bcrypt_rounds):
         new_hash = passwords.hash_password(password, settings.bcrypt_rounds)

@@ -29,10 +29,10 @@ from psycopg import sql
 from psycopg.rows import dict_row
 
 from smartstart.config import Settings
-from smartstart.db.seed import PERMISSIONS as BUILTIN_PERMISSIONS
 from smartstart.domain import audit, guards, paging
 from smartstart.domain.audit import Actor
 from smartstart.domain.authorize import authorize
+from smartstart.domain.catalog import PERMISSIONS as BUILTIN_PERMISSIONS
 from smartstart.domain.errors import Conflict, Invalid, NotFound
 from smartstart.domain.permissions import (
     PermissionCache,
