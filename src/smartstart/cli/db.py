@@ -11,7 +11,6 @@ from typing import Annotated
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
-from smartstart import stack
 from smartstart.cli.common import (
     DryRunOpt,
     JsonOpt,
@@ -28,6 +27,7 @@ from smartstart.db import lifecycle
 from smartstart.db.engine import connect
 from smartstart.errors import SmartStartError
 from smartstart.pg.cluster import find_bin_dir
+from smartstart.services import database
 
 app = typer.Typer(
     help="The database: server, connections, migrations, seed data, reset.", no_args_is_help=True
@@ -46,8 +46,8 @@ def _say(message: str) -> None:
 def start() -> None:
     """Start the embedded PostgreSQL (initialising it on first run)."""
     s = settings()
-    initialized, started = stack.start_database(s)
-    cluster = stack.cluster_for(s)
+    initialized, started = database.start_database(s)
+    cluster = database.cluster_for(s)
     if initialized:
         _say(f"initialised a cluster in {cluster.data_dir}")
     _say(
@@ -61,7 +61,9 @@ def start() -> None:
 @handle_errors
 def stop() -> None:
     """Stop the embedded PostgreSQL."""
-    _say("stopped PostgreSQL" if stack.stop_database(settings()) else "PostgreSQL was not running")
+    _say(
+        "stopped PostgreSQL" if database.stop_database(settings()) else "PostgreSQL was not running"
+    )
 
 
 @app.command()
@@ -69,8 +71,8 @@ def stop() -> None:
 def restart() -> None:
     """Restart the embedded PostgreSQL."""
     s = settings()
-    stack.stop_database(s)
-    stack.start_database(s)
+    database.stop_database(s)
+    database.start_database(s)
     _say(f"restarted PostgreSQL on {s.pg_host}:{s.pg_port}")
 
 
@@ -79,7 +81,7 @@ def restart() -> None:
 def status_(as_json: JsonOpt = False) -> None:
     """Server state: pid, port, data directory, version, uptime."""
     s = settings()
-    row = stack.services_status(s)[0]
+    row = database.status_row(s)
     if as_json:
         print_json(row)
     else:
@@ -135,7 +137,7 @@ def url(
     """Print the connection URL of the platform database."""
     s = settings()
     value = s.sqlalchemy_url() if sqlalchemy else s.url_for()
-    typer.echo(stack.redact(value) if masked else value)
+    typer.echo(database.redact(value) if masked else value)
 
 
 # -- migrations -------------------------------------------------------------------
@@ -320,7 +322,7 @@ def reset(
         counts = lifecycle.table_counts(s)
     except Exception:  # noqa: BLE001 - an unreachable/missing database has nothing to show
         counts = {}
-    where = stack.redact(s.url_for())
+    where = database.redact(s.url_for())
     if counts:
         print_table(
             [{"table": k, "rows": v} for k, v in counts.items()], title=f"{s.db_name} ({where})"

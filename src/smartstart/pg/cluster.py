@@ -18,7 +18,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -120,11 +120,6 @@ class ClusterStatus:
     @property
     def uptime_seconds(self) -> float | None:
         return None if self.started_at is None else max(0.0, time.time() - self.started_at)
-
-    def as_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["uptime_seconds"] = self.uptime_seconds
-        return d
 
 
 @dataclass(frozen=True)
