@@ -202,7 +202,7 @@ def test_a_worker_killed_again_and_again_backs_off_while_the_other_serves(
             victim = wait_for(lambda: worker(2), "worker 2")
             os.kill(victim, signal.SIGKILL)
             killed = time.monotonic()
-            wait_for(lambda: (p := worker(2)) and p != victim, "worker 2 again")
+            wait_for(lambda v=victim: (p := worker(2)) and p != v, "worker 2 again")
             seen["delays"].append(time.monotonic() - killed)
         seen["healthy"] = worker(1) == healthy and Path(f"/proc/{healthy}").exists()
         seen["state"] = json.loads(server.state_path(settings).read_text())
