@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -12,6 +15,8 @@ from typer.testing import CliRunner
 from smartstart.cli.main import app
 from smartstart.config import Settings
 from smartstart.db import migrate
+from smartstart.pg.cluster import Cluster
+from tests.conftest import process_env
 
 runner = CliRunner()
 
@@ -244,3 +249,70 @@ def test_revision_autogenerate_writes_the_difference(
     text = written[0].read_text()
     assert "drop_column('User', 'newField')" in text or 'drop_column("User", "newField")' in text
     assert f"down_revision: str | None = '{head}'" in text
+
+
+def test_shell_runs_every_command_in_order(cli_env: Any, db_settings: Settings) -> None:
+    cli_env(db_settings)
+    result = run(
+        "db", "shell", "-c", "CREATE TABLE shell_a (x int)", "-c", "INSERT INTO shell_a VALUES (1)"
+    )
+    assert result.exit_code == 0
+    assert count(db_settings, "shell_a") == 1
+
+
+def test_shell_keeps_the_password_out_of_psqls_arguments(db_settings: Settings) -> None:
+    # psql's `\!` runs a shell whose parent ($PPID) is psql: it prints psql's own argv.
+    probe = (
+        "\\! tr '\\0' ' ' < /proc/$PPID/cmdline; echo; "
+        "echo passfile=$PGPASSFILE mode=$(stat -c %a $PGPASSFILE)"
+    )
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "smartstart.cli.main",
+            "db",
+            "shell",
+            "-c",
+            probe,
+            "-c",
+            "SELECT 42",
+        ],
+        env=process_env(db_settings),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    argv, files = result.stdout.splitlines()[:2]
+    assert "psql" in argv and db_settings.db_name in argv
+    assert "smartstart_password" not in argv
+    passfile = files.split()[0].removeprefix("passfile=")
+    assert files.split()[1] == "mode=600"
+    assert "42" in result.stdout  # the password in the passfile worked
+    assert not Path(passfile).exists()  # and the file is gone
+
+
+def test_shell_superuser_is_the_clusters_superuser(
+    cli_env: Any, db_settings: Settings, pg_cluster: Cluster
+) -> None:
+    cli_env(db_settings)
+    assert run("db", "shell", "-c", "CREATE ROLE ops_shell_role").exit_code != 0
+    try:
+        result = run("db", "shell", "--superuser", "-c", "CREATE ROLE ops_shell_role")
+        assert result.exit_code == 0
+        with pg_cluster.connect() as conn:
+            row = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = 'ops_shell_role'")
+            assert row.fetchone() == (1,)
+    finally:
+        with pg_cluster.connect() as conn:
+            conn.execute("DROP ROLE IF EXISTS ops_shell_role")
+
+
+def test_shell_superuser_is_refused_for_an_external_database(
+    monkeypatch: pytest.MonkeyPatch, db_settings: Settings
+) -> None:
+    monkeypatch.setenv("SMARTSTART_DATABASE_URL", db_settings.url_for())
+    result = run("db", "shell", "--superuser", "-c", "SELECT 1")
+    assert result.exit_code == 1
+    assert "--superuser" in result.output and "SMARTSTART_DATABASE_URL" in result.output

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
 from smartstart.cli.common import (
@@ -114,16 +117,57 @@ def _psql() -> str:
 @app.command()
 @handle_errors
 def shell(
-    command: Annotated[
-        str | None, typer.Option("--command", "-c", help="Run this SQL (or psql meta-command).")
+    commands: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--command", "-c", help="Run this SQL or psql meta-command; repeat to run several."
+        ),
     ] = None,
+    superuser: Annotated[
+        bool,
+        typer.Option(
+            "--superuser",
+            help="As the embedded cluster's superuser (ALTER SYSTEM, CREATE ROLE, extensions).",
+        ),
+    ] = False,
 ) -> None:
-    """Open psql on the platform database (or run one command with -c)."""
+    """Open psql on the platform database (or run commands with -c, in order)."""
     s = settings()
-    args = [_psql(), "-X", s.url_for()]
-    if command is not None:
-        args += ["-v", "ON_ERROR_STOP=1", "-c", command]
-    raise typer.Exit(subprocess.call(args))
+    args = [_psql(), "-X"]
+    for command in commands or []:
+        args += ["-c", command]
+    if commands:
+        args[2:2] = ["-v", "ON_ERROR_STOP=1"]
+    if superuser:
+        if not s.embedded:
+            raise fail(
+                "--superuser is for the embedded cluster; SMARTSTART_DATABASE_URL is set: "
+                "connect to that server with a superuser's own credentials"
+            )
+        # The private Unix socket with peer authentication: no password at all.
+        cluster = database.cluster_for(s)
+        raise typer.Exit(subprocess.call([*args, cluster.superuser_conninfo(s.db_name)]))
+    conninfo, password = _without_password(s.url_for())
+    # The password goes through a private passfile: psql's arguments are public (`ps`).
+    with tempfile.TemporaryDirectory(prefix="smartstart-psql-") as tmp:
+        passfile = Path(tmp) / "pgpass"
+        passfile.touch(mode=0o600)
+        passfile.write_text(f"*:*:*:*:{_pgpass_escape(password)}\n" if password else "")
+        env = {**os.environ, "PGPASSFILE": str(passfile)}
+        env.pop("PGPASSWORD", None)
+        code = subprocess.call([*args, conninfo], env=env)
+    raise typer.Exit(code)
+
+
+def _without_password(url: str) -> tuple[str, str | None]:
+    """The URL as a conninfo string without its password, and the password."""
+    params = conninfo_to_dict(url)
+    password = params.pop("password", None)
+    return make_conninfo("", **params), None if password is None else str(password)
+
+
+def _pgpass_escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace(":", "\\:")
 
 
 @app.command()
