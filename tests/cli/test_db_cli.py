@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from smartstart.cli.main import app
 from smartstart.config import Settings
 from smartstart.db import migrate
-from smartstart.pg.cluster import Cluster
+from smartstart.pg.cluster import Cluster, find_bin_dir
 from tests.conftest import process_env
 
 runner = CliRunner()
@@ -316,3 +316,47 @@ def test_shell_superuser_is_refused_for_an_external_database(
     result = run("db", "shell", "--superuser", "-c", "SELECT 1")
     assert result.exit_code == 1
     assert "--superuser" in result.output and "SMARTSTART_DATABASE_URL" in result.output
+
+
+def test_reset_empty_gives_the_guides_restore_an_empty_database(
+    cli_env: Any, seeded_settings: Settings, tmp_path: Path
+) -> None:
+    cli_env(seeded_settings)
+    users = count(seeded_settings, "User")
+    bin_dir = find_bin_dir()
+    backup = tmp_path / "backup.sql"
+    # The guide's backup: a plain pg_dump by the platform's own role.
+    with backup.open("w") as out:
+        subprocess.run(
+            [str(bin_dir / "pg_dump"), seeded_settings.url_for()], stdout=out, check=True
+        )
+    dry = run("db", "reset", "--empty", "--dry-run")
+    assert dry.exit_code == 0 and "no schema, no seed" in dry.output
+    assert count(seeded_settings, "User") == users
+    assert run("db", "reset", "--empty", input="n\n").exit_code == 1
+    assert count(seeded_settings, "User") == users
+
+    result = run("db", "reset", "--empty", "--yes")
+    assert result.exit_code == 0, result.output
+    with psycopg.connect(seeded_settings.url_for()) as conn:
+        tables = conn.execute(
+            "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'"
+        ).fetchone()
+    assert tables == (0,)
+    assert migrate.current_revision(seeded_settings.sqlalchemy_url()) is None
+
+    # The guide's restore. Its one error: the dump's COMMENT ON EXTENSION pg_stat_statements,
+    # which only the extension's owner (the cluster's superuser) may run.
+    with backup.open() as dump:
+        restore = subprocess.run(
+            ["psql", "-X", "-q", seeded_settings.url_for()],
+            stdin=dump,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert restore.returncode == 0
+    errors = [line for line in restore.stderr.splitlines() if "ERROR" in line]
+    assert errors == ["ERROR:  must be owner of extension pg_stat_statements"], restore.stderr
+    assert count(seeded_settings, "User") == users
+    assert migrate.current_revision(seeded_settings.sqlalchemy_url()) == migrate.head_revision()

@@ -347,7 +347,14 @@ def seed(
 @handle_errors
 def reset(
     no_seed: Annotated[
-        bool, typer.Option("--no-seed", help="Leave the new database empty.")
+        bool, typer.Option("--no-seed", help="Migrate the new database, but add no data.")
+    ] = False,
+    empty: Annotated[
+        bool,
+        typer.Option(
+            "--empty",
+            help="No schema and no seed (implies --no-seed): the target of `psql … < backup.sql`.",
+        ),
     ] = False,
     yes: YesOpt = False,
     dry_run: DryRunOpt = False,
@@ -373,12 +380,18 @@ def reset(
         )
     else:
         console.print(f"{s.db_name} ({where}): no tables", highlight=False)
-    plan = "drop and recreate it, migrate to head" + ("" if no_seed else ", seed")
+    if empty:
+        plan = "drop and recreate it empty (no schema, no seed)"
+    else:
+        plan = "drop and recreate it, migrate to head" + ("" if no_seed else ", seed")
     if dry_run:
         _say(f"would {plan}; nothing changed (dry run)")
         return
     confirm(f"Delete all {sum(counts.values())} rows of {s.db_name} and {plan}?", yes)
-    result = lifecycle.reset(s, seed=not no_seed, force=force)
+    result = lifecycle.reset(s, seed=not no_seed, force=force, empty=empty)
+    if empty:
+        _say(f"reset {s.db_name}: empty, no schema; restore a plain dump into it with psql")
+        return
     _say(
         f"reset {s.db_name}: schema at {result['revision']}"
         + (", seeded" if result["seeded"] else ", empty")

@@ -31,8 +31,13 @@ def table_counts(settings: Settings) -> dict[str, int]:
         return counts
 
 
-def reset(settings: Settings, *, seed: bool = True, force: bool = False) -> dict[str, Any]:
-    """Drop and recreate the platform database, migrate it and (optionally) seed it."""
+def reset(
+    settings: Settings, *, seed: bool = True, force: bool = False, empty: bool = False
+) -> dict[str, Any]:
+    """Drop and recreate the platform database, migrate it and (optionally) seed it.
+
+    empty: no migration and no seed either, the target of a restore from a plain dump.
+    """
     from smartstart.services import database
 
     if settings.embedded:
@@ -53,6 +58,14 @@ def reset(settings: Settings, *, seed: bool = True, force: bool = False) -> dict
             )
         with connect(settings, autocommit=True) as conn:
             _recreate_public_schema(conn)
+    if empty:
+        return {
+            "database": settings.db_name,
+            "revision": None,
+            "seeded": False,
+            "credentials": {},
+            "credentials_file": None,
+        }
     ready = database.ensure_database(settings, seed_if_empty=seed)
     return {
         "database": settings.db_name,
