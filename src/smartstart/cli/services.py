@@ -20,7 +20,7 @@ from smartstart.cli.common import (
 )
 from smartstart.config import Settings
 from smartstart.pg.cluster import Cluster
-from smartstart.services import brain, database, services_status
+from smartstart.services import brain, database
 
 
 def _say(message: str) -> None:
@@ -100,7 +100,8 @@ def restart() -> None:
 @handle_errors
 def status(as_json: JsonOpt = False) -> None:
     """State, pid, port and URL of each service."""
-    rows = services_status(settings())
+    s = settings()
+    rows = [database.status_row(s), brain.status_row(s)]
     if as_json:
         print_json({"items": rows, "next_cursor": None})
         return
