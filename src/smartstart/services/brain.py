@@ -173,11 +173,12 @@ def status_row(settings: Settings) -> dict[str, Any]:
 
     pid = running_pid(settings)
     workers = worker_state(settings, supervisor=pid) if pid else None
+    state = "running" if pid else "stopped"
+    if workers and workers["alive"] < workers["expected"]:
+        state = "degraded"
     return {
         "service": "brain",
-        "state": ("degraded" if workers["alive"] < workers["expected"] else "running")
-        if workers
-        else ("running" if pid else "stopped"),
+        "state": state,
         "pid": pid,
         "port": settings.api_port,
         "url": url(settings),
