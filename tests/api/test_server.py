@@ -113,6 +113,9 @@ def test_workers_share_the_port_and_a_dead_one_is_replaced(
     workers = wait_for(two_workers, "2 workers")
     victim = min(workers)
     os.kill(victim, signal.SIGKILL)
+    # Until the victim has exited, the kernel still queues connections on its socket
+    # (they are reset when it closes): wait for that, not for its replacement.
+    wait_for(lambda: victim not in children(proc.pid), "the victim to exit")
     # The other worker keeps answering meanwhile.
     with httpx.Client(limits=httpx.Limits(max_keepalive_connections=0)) as c:
         assert all(c.get(f"{base}/healthz").status_code == 200 for _ in range(20))
