@@ -301,12 +301,13 @@ def phases() -> dict[str, Any]:
         timings[kind][IMPORTS_STEP] = time.perf_counter() - t0
     cpu: dict[str, float] = {"CLI imports (smartstart.cli.main)": time.process_time() - cpu0}
 
-    from smartstart import stack
+    from smartstart.api import server
     from smartstart.config import Settings
     from smartstart.db import migrate, seed
     from smartstart.db.engine import connect
     from smartstart.domain import passwords
     from smartstart.pg.cluster import Cluster
+    from smartstart.services import brain
 
     home = make_home()
     os.chdir(home)  # no stray .env for the Brain processes
@@ -350,7 +351,7 @@ def phases() -> dict[str, Any]:
         return proc
 
     def database(kind: str) -> None:
-        step(kind, "check_api_port", lambda: stack.check_api_port(settings))
+        step(kind, "check_api_port", lambda: server.claim(settings).close())
         step(
             kind, "initdb (cluster.init)" if kind == COLD else "cluster.init (no-op)", cluster.init
         )
@@ -371,12 +372,12 @@ def phases() -> dict[str, Any]:
         step(kind, label, seed_if_empty)
 
     def spawn_healthy() -> int:
-        pid = stack.spawn_brain(settings)
-        stack.wait_for_brain(settings, pid, "/healthz")
+        pid = brain.spawn(settings)
+        brain.wait_for(settings, pid, "/healthz")
         return pid
 
     def stop_all() -> None:
-        stack.stop_brain(settings)
+        brain.stop(settings)
         while brains:
             proc = brains.pop()
             proc.terminate()
@@ -391,7 +392,7 @@ def phases() -> dict[str, Any]:
             step(kind, "first /readyz 200", first_ready)
             if kind == COLD:
                 started = time.perf_counter()
-                stack.stop_brain(settings)
+                brain.stop(settings)
                 timings["down"] = {"stop Brain": time.perf_counter() - started}
                 started = time.perf_counter()
                 cluster.stop()
@@ -429,7 +430,7 @@ def phases() -> dict[str, Any]:
                 proc.kill()
                 proc.wait(timeout=5)
         with contextlib.suppress(Exception):
-            stack.stop_brain(settings)
+            brain.stop(settings)
         with contextlib.suppress(Exception):
             cluster.stop(mode="immediate")
         os.chdir(ROOT)

@@ -16,6 +16,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from smartstart import recorded
 from smartstart.config import Settings, get_settings
 from smartstart.db import migrate
 from smartstart.pg.cluster import Cluster
@@ -79,6 +80,9 @@ def pg_cluster() -> Iterator[Cluster]:
     cluster.init()
     cluster.start()
     cluster.bootstrap(db_name="smartstart_db", db_user=DB_USER, db_password=DB_PASSWORD)
+    # Recorded like `smartstart db start` does, but without a database name: this
+    # cluster holds one database per test, each named by SMARTSTART_DB_NAME.
+    recorded.record(settings_for(cluster), keys=("pg_port", "pg_host", "db_user"))
     yield cluster
     cluster.destroy()
     shutil.rmtree(home, ignore_errors=True)

@@ -47,3 +47,17 @@ def test_every_group_has_help() -> None:
     root = typer.main.get_command(app)
     for name, cmd in root.commands.items():  # type: ignore[attr-defined]
         assert (cmd.help or "").strip(), name
+
+
+def test_relative_links_resolve_in_a_clone() -> None:
+    # README used to link to ../shared/…, outside the repository.
+    root = Path(__file__).parents[1]
+    broken = []
+    for page in [root / "README.md", *sorted((root / "docs").rglob("*.md"))]:
+        for target in re.findall(r"\]\(([^)\s]+)\)", page.read_text()):
+            path = target.split("#")[0]
+            if path and not re.match(r"[a-z]+:", path):
+                resolved = (page.parent / path).resolve()
+                if not resolved.is_relative_to(root) or not resolved.exists():
+                    broken.append(f"{page.relative_to(root)}: {target}")
+    assert broken == []

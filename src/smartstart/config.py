@@ -116,4 +116,7 @@ def _replace_dbname(url: str, dbname: str) -> str:
 
 @lru_cache
 def get_settings() -> Settings:
-    return Settings()
+    """Settings from the environment, with what the embedded cluster recorded filled in."""
+    from smartstart import recorded
+
+    return recorded.apply(Settings())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -112,6 +113,9 @@ def test_workers_share_the_port_and_a_dead_one_is_replaced(
     workers = wait_for(two_workers, "2 workers")
     victim = min(workers)
     os.kill(victim, signal.SIGKILL)
+    # Until the victim has exited, the kernel still queues connections on its socket
+    # (they are reset when it closes): wait for that, not for its replacement.
+    wait_for(lambda: victim not in children(proc.pid), "the victim to exit")
     # The other worker keeps answering meanwhile.
     with httpx.Client(limits=httpx.Limits(max_keepalive_connections=0)) as c:
         assert all(c.get(f"{base}/healthz").status_code == 200 for _ in range(20))
@@ -163,19 +167,87 @@ def own_signals() -> Iterator[None]:
         signal.signal(s, handler)
 
 
-def test_a_crash_loop_gives_up_with_an_error(
+def supervised(settings: Settings, workers: int) -> Settings:
+    return settings.model_copy(update={"api_workers": workers, "api_port": free_port()})
+
+
+def test_workers_that_all_keep_crashing_give_up_with_an_error(
     monkeypatch: pytest.MonkeyPatch, own_signals: None, seeded_settings: Settings
 ) -> None:
     monkeypatch.setattr(server, "RESTART_DELAY", 0.01)
 
-    def crash() -> None:
+    def crash(_sock: socket.socket) -> None:
         raise RuntimeError("cannot start")
 
-    supervisor = server.Supervisor(seeded_settings.model_copy(update={"api_workers": 2}), crash)
+    supervisor = server.Supervisor(supervised(seeded_settings, 2), crash)
     with pytest.raises(SmartStartError, match="kept exiting"):
         supervisor.run()
     assert supervisor.workers == {}
-    assert len(supervisor.restarts) == server.MAX_RESTARTS + 1
+    assert len(supervisor.recent) == server.MAX_RESTARTS + 1
+
+
+def test_a_worker_killed_again_and_again_backs_off_while_the_other_serves(
+    monkeypatch: pytest.MonkeyPatch, own_signals: None, seeded_settings: Settings
+) -> None:
+    # Six kill -9s of one worker within a minute used to stop the healthy one too.
+    monkeypatch.setattr(server, "RESTART_DELAY", 0.05)
+    monkeypatch.setattr(server, "MAX_BACKOFF", 0.4)
+    settings = supervised(seeded_settings, 2)
+    supervisor = server.Supervisor(settings, lambda _sock: time.sleep(120))
+    seen: dict[str, Any] = {"delays": []}
+
+    def attack() -> None:
+        def worker(number: int) -> int | None:
+            return next((p for p, n in list(supervisor.workers.items()) if n == number), None)
+
+        healthy = wait_for(lambda: worker(1), "worker 1")
+        for _ in range(6):
+            victim = wait_for(lambda: worker(2), "worker 2")
+            os.kill(victim, signal.SIGKILL)
+            killed = time.monotonic()
+            wait_for(lambda v=victim: (p := worker(2)) and p != v, "worker 2 again")
+            seen["delays"].append(time.monotonic() - killed)
+        seen["healthy"] = worker(1) == healthy and Path(f"/proc/{healthy}").exists()
+        seen["state"] = json.loads(server.state_path(settings).read_text())
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=attack).start()
+    supervisor.run()  # returns (no error) once the attack thread stops it
+    assert seen["healthy"], "the healthy worker was stopped"
+    assert seen["state"] == {
+        "supervisor": os.getpid(),
+        "expected": 2,
+        "alive": 2,
+        "restarts": 6,
+    }
+    # Exponential back-off, capped: the later restarts wait longer than the first.
+    assert seen["delays"][-1] > seen["delays"][0] and seen["delays"][-1] > 0.35
+    assert not server.state_path(settings).exists()  # removed when the supervisor stops
+
+
+def test_readyz_and_status_report_the_workers(
+    serve: Callable[..., Any], cli_env: Any, seeded_settings: Settings
+) -> None:
+    proc, base, port = serve("--workers", "2")
+    first = wait_for(lambda: (f := children(proc.pid)) and len(f) == 2 and f, "2 workers")
+    body = httpx.get(f"{base}/readyz").json()
+    assert body["status"] == "ready"
+    assert body["workers"] == {"alive": 2, "expected": 2, "restarts": 0}
+    os.kill(min(first), signal.SIGKILL)
+    wait_for(lambda: (f := children(proc.pid)) and len(f) == 2 and f != first, "a replacement")
+
+    def restarted() -> dict[str, Any] | None:
+        with httpx.Client(limits=httpx.Limits(max_keepalive_connections=0)) as c:
+            answer = c.get(f"{base}/readyz").json()
+        return answer if answer["workers"]["restarts"] == 1 else None
+
+    assert wait_for(restarted, "a restart in /readyz")["workers"]["alive"] == 2
+    cli_env(seeded_settings)
+    result = CliRunner().invoke(cli, ["status", "--json"])
+    assert result.exit_code == 0, result.output
+    brain = {r["service"]: r for r in json.loads(result.output)["items"]}["brain"]
+    assert brain["pid"] == proc.pid and brain["state"] == "running"
+    assert brain["workers"] == {"alive": 2, "expected": 2, "restarts": 1}
 
 
 def test_a_worker_ignoring_sigterm_is_killed(
@@ -183,11 +255,11 @@ def test_a_worker_ignoring_sigterm_is_killed(
 ) -> None:
     monkeypatch.setattr(server, "STOP_TIMEOUT", 0.5)
 
-    def stubborn() -> None:
+    def stubborn(_sock: socket.socket) -> None:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         time.sleep(60)
 
-    supervisor = server.Supervisor(seeded_settings.model_copy(update={"api_workers": 1}), stubborn)
+    supervisor = server.Supervisor(supervised(seeded_settings, 1), stubborn)
     threading.Timer(0.5, os.kill, [os.getpid(), signal.SIGTERM]).start()
     started = time.monotonic()
     supervisor.run()

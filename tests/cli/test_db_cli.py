@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import stat
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +16,8 @@ from typer.testing import CliRunner
 from smartstart.cli.main import app
 from smartstart.config import Settings
 from smartstart.db import migrate
+from smartstart.pg.cluster import Cluster, find_bin_dir
+from tests.conftest import process_env
 
 runner = CliRunner()
 
@@ -279,3 +283,114 @@ def test_reset_keeps_the_replaced_credentials_file_and_says_so(
     assert kept.parent == path.parent and kept.read_text() == before
     assert stat.S_IMODE(kept.stat().st_mode) == 0o600
     assert path.read_text() != before
+
+
+def test_shell_runs_every_command_in_order(cli_env: Any, db_settings: Settings) -> None:
+    cli_env(db_settings)
+    result = run(
+        "db", "shell", "-c", "CREATE TABLE shell_a (x int)", "-c", "INSERT INTO shell_a VALUES (1)"
+    )
+    assert result.exit_code == 0
+    assert count(db_settings, "shell_a") == 1
+
+
+def test_shell_keeps_the_password_out_of_psqls_arguments(db_settings: Settings) -> None:
+    # psql's `\!` runs a shell whose parent ($PPID) is psql: it prints psql's own argv.
+    probe = (
+        "\\! tr '\\0' ' ' < /proc/$PPID/cmdline; echo; "
+        "echo passfile=$PGPASSFILE mode=$(stat -c %a $PGPASSFILE)"
+    )
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "smartstart.cli.main",
+            "db",
+            "shell",
+            "-c",
+            probe,
+            "-c",
+            "SELECT 42",
+        ],
+        env=process_env(db_settings),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    argv, files = result.stdout.splitlines()[:2]
+    assert "psql" in argv and db_settings.db_name in argv
+    assert "smartstart_password" not in argv
+    passfile = files.split()[0].removeprefix("passfile=")
+    assert files.split()[1] == "mode=600"
+    assert "42" in result.stdout  # the password in the passfile worked
+    assert not Path(passfile).exists()  # and the file is gone
+
+
+def test_shell_superuser_is_the_clusters_superuser(
+    cli_env: Any, db_settings: Settings, pg_cluster: Cluster
+) -> None:
+    cli_env(db_settings)
+    assert run("db", "shell", "-c", "CREATE ROLE ops_shell_role").exit_code != 0
+    try:
+        result = run("db", "shell", "--superuser", "-c", "CREATE ROLE ops_shell_role")
+        assert result.exit_code == 0
+        with pg_cluster.connect() as conn:
+            row = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = 'ops_shell_role'")
+            assert row.fetchone() == (1,)
+    finally:
+        with pg_cluster.connect() as conn:
+            conn.execute("DROP ROLE IF EXISTS ops_shell_role")
+
+
+def test_shell_superuser_is_refused_for_an_external_database(
+    monkeypatch: pytest.MonkeyPatch, db_settings: Settings
+) -> None:
+    monkeypatch.setenv("SMARTSTART_DATABASE_URL", db_settings.url_for())
+    result = run("db", "shell", "--superuser", "-c", "SELECT 1")
+    assert result.exit_code == 1
+    assert "--superuser" in result.output and "SMARTSTART_DATABASE_URL" in result.output
+
+
+def test_reset_empty_gives_the_guides_restore_an_empty_database(
+    cli_env: Any, seeded_settings: Settings, tmp_path: Path
+) -> None:
+    cli_env(seeded_settings)
+    users = count(seeded_settings, "User")
+    bin_dir = find_bin_dir()
+    backup = tmp_path / "backup.sql"
+    # The guide's backup: a plain pg_dump by the platform's own role.
+    with backup.open("w") as out:
+        subprocess.run(
+            [str(bin_dir / "pg_dump"), seeded_settings.url_for()], stdout=out, check=True
+        )
+    dry = run("db", "reset", "--empty", "--dry-run")
+    assert dry.exit_code == 0 and "no schema, no seed" in dry.output
+    assert count(seeded_settings, "User") == users
+    assert run("db", "reset", "--empty", input="n\n").exit_code == 1
+    assert count(seeded_settings, "User") == users
+
+    result = run("db", "reset", "--empty", "--yes")
+    assert result.exit_code == 0, result.output
+    with psycopg.connect(seeded_settings.url_for()) as conn:
+        tables = conn.execute(
+            "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'"
+        ).fetchone()
+    assert tables == (0,)
+    assert migrate.current_revision(seeded_settings.sqlalchemy_url()) is None
+
+    # The guide's restore. Its one error: the dump's COMMENT ON EXTENSION pg_stat_statements,
+    # which only the extension's owner (the cluster's superuser) may run.
+    with backup.open() as dump:
+        restore = subprocess.run(
+            ["psql", "-X", "-q", seeded_settings.url_for()],
+            stdin=dump,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert restore.returncode == 0
+    errors = [line for line in restore.stderr.splitlines() if "ERROR" in line]
+    assert errors == ["ERROR:  must be owner of extension pg_stat_statements"], restore.stderr
+    assert count(seeded_settings, "User") == users
+    assert migrate.current_revision(seeded_settings.sqlalchemy_url()) == migrate.head_revision()

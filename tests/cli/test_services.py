@@ -58,7 +58,8 @@ def test_up_detach_status_logs_down(stack_env: dict[str, str]) -> None:
     assert get(api + "/readyz")[0] == 200
 
     status = json.loads(sh(stack_env, "status", "--json").stdout)
-    by_name = {row["service"]: row for row in status}
+    assert status["next_cursor"] is None
+    by_name = {row["service"]: row for row in status["items"]}
     assert by_name["postgres"]["state"] == "running"
     assert by_name["brain"]["state"] == "running" and by_name["brain"]["pid"]
     assert by_name["brain"]["url"] == api
@@ -86,7 +87,10 @@ def test_up_detach_status_logs_down(stack_env: dict[str, str]) -> None:
     down = sh(stack_env, "down")
     assert down.returncode == 0
     assert "stopped the Brain" in down.stdout and "stopped PostgreSQL" in down.stdout
-    after = {r["service"]: r["state"] for r in json.loads(sh(stack_env, "status", "--json").stdout)}
+    after = {
+        r["service"]: r["state"]
+        for r in json.loads(sh(stack_env, "status", "--json").stdout)["items"]
+    }
     assert after == {"postgres": "stopped", "brain": "stopped"}
 
     # From a stopped cluster: up again, data kept, no re-seed.
@@ -148,7 +152,10 @@ def test_up_in_the_foreground_stops_on_ctrl_c(stack_env: dict[str, str]) -> None
     assert get(api + "/readyz")[0] == 200
     proc.send_signal(2)  # SIGINT, as Ctrl-C
     assert proc.wait(timeout=20) == 0
-    rows = {r["service"]: r["state"] for r in json.loads(sh(stack_env, "status", "--json").stdout)}
+    rows = {
+        r["service"]: r["state"]
+        for r in json.loads(sh(stack_env, "status", "--json").stdout)["items"]
+    }
     assert rows == {"postgres": "running", "brain": "stopped"}  # Ctrl-C stops only the Brain
 
 
@@ -158,7 +165,10 @@ def test_failed_up_leaves_no_brain_behind(stack_env: dict[str, str]) -> None:
         blocker.listen()
         up = sh(stack_env, "up", "--detach")
     assert up.returncode == 1 and "SMARTSTART_PG_PORT" in up.stderr
-    rows = {r["service"]: r["state"] for r in json.loads(sh(stack_env, "status", "--json").stdout)}
+    rows = {
+        r["service"]: r["state"]
+        for r in json.loads(sh(stack_env, "status", "--json").stdout)["items"]
+    }
     assert rows["brain"] == "stopped"
     with socket.socket() as probe:  # the API port was released
         probe.bind(("127.0.0.1", int(stack_env["SMARTSTART_API_PORT"])))

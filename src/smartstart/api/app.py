@@ -72,7 +72,15 @@ def readiness(settings: Settings) -> tuple[bool, dict[str, Any]]:
             "revision": current,
             "head": head,
         }
-    return True, {"status": "ready", "revision": current}
+    body: dict[str, Any] = {"status": "ready", "revision": current}
+    from smartstart.api.server import worker_state
+
+    workers = worker_state(settings)  # under a supervisor: its workers alive of expected
+    if workers is not None:
+        body["workers"] = workers
+        if workers.get("alive", 0) < workers.get("expected", 0):
+            body["status"] = "degraded"
+    return True, body
 
 
 def session_options(settings: Settings) -> str:

@@ -5,41 +5,45 @@ first accepts every connection waiting: a client that keeps its connections aliv
 (a proxy, a load test) can end up with all of them on one worker while the others
 idle. Here each worker listens on a socket of its own with SO_REUSEPORT, and the
 kernel spreads new connections over them. A small supervisor forks the workers,
-restarts one that dies, and stops them all on SIGTERM or SIGINT.
+restarts one that dies (backing off when one keeps dying, while the others serve),
+and stops them all on SIGTERM or SIGINT.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import gc
+import json
 import os
 import signal
 import socket
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from smartstart.config import Settings
 from smartstart.errors import SmartStartError
+from smartstart.services import process
 
 BACKLOG = 2048
-RESTART_DELAY = 1.0  # seconds before a dead worker is replaced
-CRASH_WINDOW = 60.0  # seconds: this many restarts within it means a crash loop
-MAX_RESTARTS = 5
+RESTART_DELAY = 1.0  # seconds before a dead worker is first replaced
+MAX_BACKOFF = 30.0  # the delay doubles with each exit of that worker in CRASH_WINDOW, to this
+CRASH_WINDOW = 60.0
+MAX_RESTARTS = 5  # with no worker left alive, more exits than this in CRASH_WINDOW: give up
 STOP_TIMEOUT = 15.0  # seconds the workers get to finish before SIGKILL
-PR_SET_PDEATHSIG = 1
+STATE_FILE = "brain-workers.json"
 
 
-def serve(settings: Settings) -> None:
-    """Serve the Brain in this process (and its workers) until SIGTERM or Ctrl-C."""
-    # Callers have checked that the port is free (stack.check_api_port): SO_REUSEPORT
-    # would otherwise let a second Brain of ours share it.
+def serve(settings: Settings, sock: socket.socket | None = None) -> None:
+    """Serve the Brain on sock (claimed here when not given) until SIGTERM or Ctrl-C."""
+    sock = sock or claim(settings)
     if settings.api_workers == 1:
-        _run_uvicorn(settings, sockets=None)
+        _run_uvicorn(settings, sockets=[sock])
         return
-    Supervisor(settings, lambda: _worker(settings)).run()
+    Supervisor(settings, lambda s: _run_uvicorn(settings, sockets=[s]), sock).run()
 
 
 def _run_uvicorn(settings: Settings, sockets: list[socket.socket] | None) -> None:
@@ -77,7 +81,7 @@ def _family(host: str) -> socket.AddressFamily:
 
 
 def listen(host: str, port: int) -> socket.socket:
-    """A listening socket of this worker's own on the shared port."""
+    """A listening socket of one worker's own on the shared port."""
     sock = socket.socket(_family(host), socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
@@ -86,25 +90,59 @@ def listen(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _worker(settings: Settings) -> None:
-    _run_uvicorn(settings, sockets=[listen(settings.api_host, settings.api_port)])
+def claim(settings: Settings) -> socket.socket:
+    """The Brain's first listening socket; refused when anything listens on the port.
+
+    SO_REUSEPORT would let a second Brain of ours share the port unnoticed: a plain
+    bind first proves that nothing, ours or not, listens there.
+    """
+    host, port = settings.api_host, settings.api_port
+    try:
+        with socket.socket(_family(host), socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((host, port))
+        return listen(host, port)
+    except OSError as e:
+        raise SmartStartError(
+            f"port {port} on {host} is already in use by another program ({e.strerror})",
+            "stop that program or set SMARTSTART_API_PORT to a free port",
+        ) from None
 
 
-def _die_with_parent() -> None:
-    """Ask the kernel to SIGTERM this process when the supervisor dies (even by SIGKILL)."""
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+def state_path(settings: Settings) -> Path:
+    return settings.home_dir / STATE_FILE
+
+
+def worker_state(settings: Settings, supervisor: int | None = None) -> dict[str, Any] | None:
+    """What the supervisor pid last wrote about its workers (None: not supervised)."""
+    try:
+        with open(state_path(settings)) as f:
+            state = json.load(f)
+    except (OSError, ValueError):
+        return None
+    if not isinstance(state, dict) or state.get("supervisor") != (supervisor or os.getppid()):
+        return None  # another (or a dead) supervisor's file
+    return {k: state[k] for k in ("alive", "expected", "restarts") if k in state}
 
 
 class Supervisor:
-    """Forks `settings.api_workers` workers running `target`, and keeps them running."""
+    """Forks `settings.api_workers` workers running `target(socket)`, and keeps them running."""
 
-    def __init__(self, settings: Settings, target: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        target: Callable[[socket.socket], None],
+        sock: socket.socket | None = None,
+    ) -> None:
+        self.settings = settings
         self.count = settings.api_workers
         self.target = target
+        self.first_socket = sock
         self.workers: dict[int, int] = {}  # pid → worker number
-        self.restarts: list[float] = []
+        self.due: dict[int, float] = {}  # worker number → when it is restarted
+        self.exits: dict[int, list[float]] = {}  # worker number → its recent exits
+        self.recent: list[float] = []  # every worker's exits within CRASH_WINDOW
+        self.restarts = 0
         self.stopping = False
         self.failed = False
 
@@ -112,84 +150,103 @@ class Supervisor:
         print(f"supervisor [{os.getpid()}]: {message}", file=sys.stderr, flush=True)
 
     def spawn(self, number: int) -> None:
-        parent = os.getpid()
-        sys.stdout.flush()
-        sys.stderr.flush()
-        pid = os.fork()
-        if pid == 0:  # pragma: no cover - runs in the child, which never returns
-            code = 0
-            try:
-                # Its own process group: Ctrl-C reaches the supervisor alone, which
-                # then stops each worker once (a second signal makes uvicorn hurry).
-                os.setpgid(0, 0)
-                _die_with_parent()
-                for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-                    signal.signal(sig, signal.SIG_DFL)
-                if os.getppid() != parent:
-                    os._exit(0)  # the supervisor died before PDEATHSIG was armed
-                self.target()
-            except BaseException:  # noqa: BLE001 - report it, then leave as a failure
-                import traceback
-
-                traceback.print_exc()
-                code = 1
-            finally:
-                sys.stdout.flush()
-                sys.stderr.flush()
-                os._exit(code)
+        try:
+            sock = self.first_socket or listen(self.settings.api_host, self.settings.api_port)
+        except OSError as e:
+            self.log(f"worker {number}: cannot listen on port {self.settings.api_port}: {e}")
+            self.exited(number)
+            return
+        self.first_socket = None
+        # The worker owns its socket: closed here, it goes away with the worker, and the
+        # kernel stops handing that worker's share of connections to nobody.
+        with sock:
+            pid = process.fork(lambda: self.target(sock))
         self.workers[pid] = number
         self.log(f"worker {number} started (pid {pid})")
+        self.write_state()
+
+    def exited(self, number: int) -> None:
+        """Schedule worker number's restart, later each time it dies again."""
+        now = time.monotonic()
+        self.recent = [t for t in self.recent if now - t < CRASH_WINDOW] + [now]
+        mine = [t for t in self.exits.get(number, []) if now - t < CRASH_WINDOW] + [now]
+        self.exits[number] = mine
+        if not self.workers and len(self.recent) > MAX_RESTARTS:
+            self.log(f"no worker alive after {len(self.recent)} exits within {CRASH_WINDOW:.0f} s")
+            self.failed = True
+            self.stop(signal.SIGTERM)
+            return
+        delay = min(RESTART_DELAY * 2 ** (len(mine) - 1), MAX_BACKOFF)
+        self.due[number] = now + delay
+        self.log(f"worker {number} restarts in {delay:g} s; {len(self.workers)} still serving")
 
     def stop(self, signum: int, _frame: FrameType | None = None) -> None:
         if not self.stopping:
             self.log(f"{signal.Signals(signum).name}: stopping {len(self.workers)} worker(s)")
         self.stopping = True
+        self.due.clear()
         for pid in list(self.workers):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
 
     def run(self) -> None:
-        """Until every worker has exited after a stop; raises if they kept crashing."""
+        """Until every worker has exited after a stop; raises if none could be kept alive."""
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(sig, self.stop)
-        for number in range(1, self.count + 1):
-            self.spawn(number)
+        try:
+            for number in range(1, self.count + 1):
+                self.spawn(number)
+            self._loop()
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(state_path(self.settings))
+        if self.failed:
+            raise SmartStartError(
+                "the Brain's workers kept exiting", "the lines before this one say why"
+            )
+
+    def _loop(self) -> None:
         kill_at: float | None = None
         # Polling, not a blocking waitpid: a signal must not leave us waiting for a
-        # worker that ignores SIGTERM.
-        while self.workers:
-            pid, status = os.waitpid(-1, os.WNOHANG)
+        # worker that ignores SIGTERM, and restarts are due at their own times.
+        while self.workers or self.due:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:  # every worker is waiting for its restart
+                pid, status = 0, 0
             if pid == 0:
                 if self.stopping:
                     kill_at = kill_at or time.monotonic() + STOP_TIMEOUT
                     if time.monotonic() > kill_at:
                         self.kill_all()
                         kill_at = float("inf")
-                time.sleep(0.1)
+                now = time.monotonic()
+                for number in [n for n, due in self.due.items() if due <= now]:
+                    del self.due[number]
+                    self.restarts += 1
+                    self.spawn(number)
+                time.sleep(0.05)
                 continue
             if pid not in self.workers:
                 continue
             number = self.workers.pop(pid)
-            if self.stopping:
-                continue
-            self.log(f"worker {number} (pid {pid}) exited with status {_exit_code(status)}")
-            if self.crash_looping():
-                self.log(f"more than {MAX_RESTARTS} restarts within {CRASH_WINDOW:.0f} s")
-                self.failed = True
-                self.stop(signal.SIGTERM)
-                continue
-            time.sleep(RESTART_DELAY)
             if not self.stopping:
-                self.spawn(number)
-        if self.failed:
-            raise SmartStartError(
-                "the Brain's workers kept exiting", "the lines before this one say why"
-            )
+                self.log(f"worker {number} (pid {pid}) exited with status {_exit_code(status)}")
+                self.exited(number)
+            self.write_state()
 
-    def crash_looping(self) -> bool:
-        now = time.monotonic()
-        self.restarts = [t for t in self.restarts if now - t < CRASH_WINDOW] + [now]
-        return len(self.restarts) > MAX_RESTARTS
+    def write_state(self) -> None:
+        """What /readyz and `smartstart status` report: workers alive of expected, restarts."""
+        state = {
+            "supervisor": os.getpid(),
+            "expected": self.count,
+            "alive": len(self.workers),
+            "restarts": self.restarts,
+        }
+        path = state_path(self.settings)
+        with contextlib.suppress(OSError):
+            path.with_suffix(".tmp").write_text(json.dumps(state))
+            os.replace(path.with_suffix(".tmp"), path)
 
     def kill_all(self) -> None:
         for pid, number in list(self.workers.items()):

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Iterable, Sequence
+from datetime import UTC, datetime, timedelta
 from functools import wraps
 from typing import Annotated, Any, ParamSpec, TypeVar
 
@@ -73,16 +75,81 @@ def print_json(data: Any) -> None:
     typer.echo(json.dumps(data, indent=2, default=str))
 
 
+def _whole(column: str, values: Sequence[str]) -> bool:
+    """Ids and emails are never cut: a piece of one is of no use."""
+    name = column.lower()
+    return (
+        name in ("id", "email", "actor", "user", "username")
+        or name.endswith(("id", "email"))
+        or any("@" in v for v in values)
+    )
+
+
 def print_table(
     rows: Sequence[dict[str, Any]], columns: Iterable[str] | None = None, title: str | None = None
 ) -> None:
+    """Rows as a table; fitted to a terminal without cutting ids and emails, whole otherwise."""
     cols = list(columns) if columns is not None else (list(rows[0]) if rows else [])
+    cells = [["" if row.get(c) is None else str(row.get(c)) for c in cols] for row in rows]
     table = Table(title=title, show_lines=False)
-    for col in cols:
-        table.add_column(col)
-    for row in rows:
-        table.add_row(*("" if row.get(c) is None else str(row.get(c)) for c in cols))
-    console.print(table)
+    for i, col in enumerate(cols):
+        values = [r[i] for r in cells]
+        if _whole(col, values):
+            table.add_column(col, no_wrap=True, min_width=max(map(len, [col, *values])))
+        else:
+            table.add_column(col, overflow="fold")
+    for r in cells:
+        table.add_row(*r)
+    # Into a pipe or a file nothing is cut or folded; on a terminal, only other columns
+    # are folded, and a table that still does not fit is printed wider than the screen.
+    measured = console.measure(table, options=console.options.update_width(1_000_000))
+    width = measured.maximum if not console.is_terminal else measured.minimum
+    if width <= console.width:
+        console.print(table)
+        return
+    wide = Console(
+        file=console.file,
+        width=width,
+        force_terminal=console.is_terminal,
+        color_system=console.color_system,  # type: ignore[arg-type]
+    )
+    wide.print(table)
+
+
+_RELATIVE = re.compile(r"(\d{1,7})\s*([mhdw])")
+_UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+WHEN_HELP = (
+    "30m, 12h, 7d or 2w ago; today or yesterday (from 00:00 UTC); or an ISO 8601 date or "
+    "datetime (UTC when no zone is given)."
+)
+
+
+def parse_when(value: str) -> datetime:
+    """A point in time: a relative duration ago, today, yesterday, or ISO 8601 (UTC default)."""
+    text = value.strip().lower()
+    now = datetime.now(UTC)
+    try:
+        if match := _RELATIVE.fullmatch(text):
+            return now - timedelta(**{_UNITS[match[2]]: int(match[1])})
+        if text in ("now", "today", "yesterday"):
+            if text == "now":
+                return now
+            midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
+            return midnight - timedelta(days=1 if text == "yesterday" else 0)
+        parsed = datetime.fromisoformat(value.strip())
+    except OverflowError:
+        raise typer.BadParameter(f"{value!r} is too far back") from None
+    except ValueError:
+        raise typer.BadParameter(
+            f"{value!r} is not a time: give 30m, 12h, 7d, 2w, today, yesterday or an ISO 8601 "
+            "date or datetime (e.g. 2025-01-31 or 2025-01-31T14:00:00+01:00)"
+        ) from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+WhenOpt = Annotated[
+    datetime | None, typer.Option(parser=parse_when, metavar="WHEN", help=WHEN_HELP)
+]
 
 
 def confirm(question: str, yes: bool) -> None:

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
-from smartstart import stack
 from smartstart.cli.common import (
     DryRunOpt,
     JsonOpt,
@@ -28,6 +30,7 @@ from smartstart.db import lifecycle
 from smartstart.db.engine import connect
 from smartstart.errors import SmartStartError
 from smartstart.pg.cluster import find_bin_dir
+from smartstart.services import database
 
 app = typer.Typer(
     help="The database: server, connections, migrations, seed data, reset.", no_args_is_help=True
@@ -46,8 +49,8 @@ def _say(message: str) -> None:
 def start() -> None:
     """Start the embedded PostgreSQL (initialising it on first run)."""
     s = settings()
-    initialized, started = stack.start_database(s)
-    cluster = stack.cluster_for(s)
+    initialized, started = database.start_database(s)
+    cluster = database.cluster_for(s)
     if initialized:
         _say(f"initialised a cluster in {cluster.data_dir}")
     _say(
@@ -61,7 +64,9 @@ def start() -> None:
 @handle_errors
 def stop() -> None:
     """Stop the embedded PostgreSQL."""
-    _say("stopped PostgreSQL" if stack.stop_database(settings()) else "PostgreSQL was not running")
+    _say(
+        "stopped PostgreSQL" if database.stop_database(settings()) else "PostgreSQL was not running"
+    )
 
 
 @app.command()
@@ -69,8 +74,8 @@ def stop() -> None:
 def restart() -> None:
     """Restart the embedded PostgreSQL."""
     s = settings()
-    stack.stop_database(s)
-    stack.start_database(s)
+    database.stop_database(s)
+    database.start_database(s)
     _say(f"restarted PostgreSQL on {s.pg_host}:{s.pg_port}")
 
 
@@ -79,7 +84,7 @@ def restart() -> None:
 def status_(as_json: JsonOpt = False) -> None:
     """Server state: pid, port, data directory, version, uptime."""
     s = settings()
-    row = stack.services_status(s)[0]
+    row = database.status_row(s)
     if as_json:
         print_json(row)
     else:
@@ -112,16 +117,57 @@ def _psql() -> str:
 @app.command()
 @handle_errors
 def shell(
-    command: Annotated[
-        str | None, typer.Option("--command", "-c", help="Run this SQL (or psql meta-command).")
+    commands: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--command", "-c", help="Run this SQL or psql meta-command; repeat to run several."
+        ),
     ] = None,
+    superuser: Annotated[
+        bool,
+        typer.Option(
+            "--superuser",
+            help="As the embedded cluster's superuser (ALTER SYSTEM, CREATE ROLE, extensions).",
+        ),
+    ] = False,
 ) -> None:
-    """Open psql on the platform database (or run one command with -c)."""
+    """Open psql on the platform database (or run commands with -c, in order)."""
     s = settings()
-    args = [_psql(), "-X", s.url_for()]
-    if command is not None:
-        args += ["-v", "ON_ERROR_STOP=1", "-c", command]
-    raise typer.Exit(subprocess.call(args))
+    args = [_psql(), "-X"]
+    for command in commands or []:
+        args += ["-c", command]
+    if commands:
+        args[2:2] = ["-v", "ON_ERROR_STOP=1"]
+    if superuser:
+        if not s.embedded:
+            raise fail(
+                "--superuser is for the embedded cluster; SMARTSTART_DATABASE_URL is set: "
+                "connect to that server with a superuser's own credentials"
+            )
+        # The private Unix socket with peer authentication: no password at all.
+        cluster = database.cluster_for(s)
+        raise typer.Exit(subprocess.call([*args, cluster.superuser_conninfo(s.db_name)]))
+    conninfo, password = _without_password(s.url_for())
+    # The password goes through a private passfile: psql's arguments are public (`ps`).
+    with tempfile.TemporaryDirectory(prefix="smartstart-psql-") as tmp:
+        passfile = Path(tmp) / "pgpass"
+        passfile.touch(mode=0o600)
+        passfile.write_text(f"*:*:*:*:{_pgpass_escape(password)}\n" if password else "")
+        env = {**os.environ, "PGPASSFILE": str(passfile)}
+        env.pop("PGPASSWORD", None)
+        code = subprocess.call([*args, conninfo], env=env)
+    raise typer.Exit(code)
+
+
+def _without_password(url: str) -> tuple[str, str | None]:
+    """The URL as a conninfo string without its password, and the password."""
+    params = conninfo_to_dict(url)
+    password = params.pop("password", None)
+    return make_conninfo("", **params), None if password is None else str(password)
+
+
+def _pgpass_escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace(":", "\\:")
 
 
 @app.command()
@@ -135,7 +181,7 @@ def url(
     """Print the connection URL of the platform database."""
     s = settings()
     value = s.sqlalchemy_url() if sqlalchemy else s.url_for()
-    typer.echo(stack.redact(value) if masked else value)
+    typer.echo(database.redact(value) if masked else value)
 
 
 # -- migrations -------------------------------------------------------------------
@@ -306,7 +352,14 @@ def seed(
 @handle_errors
 def reset(
     no_seed: Annotated[
-        bool, typer.Option("--no-seed", help="Leave the new database empty.")
+        bool, typer.Option("--no-seed", help="Migrate the new database, but add no data.")
+    ] = False,
+    empty: Annotated[
+        bool,
+        typer.Option(
+            "--empty",
+            help="No schema and no seed (implies --no-seed): the target of `psql … < backup.sql`.",
+        ),
     ] = False,
     yes: YesOpt = False,
     dry_run: DryRunOpt = False,
@@ -325,19 +378,25 @@ def reset(
         counts = lifecycle.table_counts(s)
     except Exception:  # noqa: BLE001 - an unreachable/missing database has nothing to show
         counts = {}
-    where = stack.redact(s.url_for())
+    where = database.redact(s.url_for())
     if counts:
         print_table(
             [{"table": k, "rows": v} for k, v in counts.items()], title=f"{s.db_name} ({where})"
         )
     else:
         console.print(f"{s.db_name} ({where}): no tables", highlight=False)
-    plan = "drop and recreate it, migrate to head" + ("" if no_seed else ", seed")
+    if empty:
+        plan = "drop and recreate it empty (no schema, no seed)"
+    else:
+        plan = "drop and recreate it, migrate to head" + ("" if no_seed else ", seed")
     if dry_run:
         _say(f"would {plan}; nothing changed (dry run)")
         return
     confirm(f"Delete all {sum(counts.values())} rows of {s.db_name} and {plan}?", yes)
-    result = lifecycle.reset(s, seed=not no_seed, force=force)
+    result = lifecycle.reset(s, seed=not no_seed, force=force, empty=empty)
+    if empty:
+        _say(f"reset {s.db_name}: empty, no schema; restore a plain dump into it with psql")
+        return
     _say(
         f"reset {s.db_name}: schema at {result['revision']}"
         + (", seeded" if result["seeded"] else ", empty")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from enum import StrEnum
 from pathlib import Path
@@ -10,7 +9,6 @@ from typing import Annotated
 
 import typer
 
-from smartstart import stack
 from smartstart.cli.common import (
     JsonOpt,
     console,
@@ -21,21 +19,24 @@ from smartstart.cli.common import (
     settings,
 )
 from smartstart.config import Settings
+from smartstart.db import credentials
 from smartstart.pg.cluster import Cluster
+from smartstart.services import brain, database
 
 
 def _say(message: str) -> None:
     console.print(f"[green]•[/] {message}", highlight=False)
 
 
-def _announce_credentials(ready: stack.DatabaseReady) -> None:
+def _announce_credentials(ready: database.DatabaseReady) -> None:
     if not ready.credentials:
         return
     console.print("[bold yellow]Initial passwords (shown once):[/]")
     for email, password in ready.credentials.items():
         console.print(f"  {email}  {password}", highlight=False)
     if ready.credentials_file:
-        console.print(f"  also saved to {ready.credentials_file} (mode 600)", highlight=False)
+        line = credentials.describe(ready.credentials_file, ready.credentials_kept)
+        console.print(f"  also {line}", highlight=False)
 
 
 @handle_errors
@@ -46,28 +47,16 @@ def up(
 ) -> None:
     """Start everything: PostgreSQL (initialised on first run), migrations, seed data, the Brain."""
     s = settings()
-    stack.check_api_port(s)
     if detach:
-        pid, ready = stack.start_detached(s, say=_say)
+        pid, ready = brain.start_detached(s, say=_say)
         _announce_credentials(ready)
-        _say(f"the Brain is serving {stack.brain_url(s)} (pid {pid}); `smartstart down` stops it")
+        _say(f"the Brain is serving {brain.url(s)} (pid {pid}); `smartstart down` stops it")
         return
-    ready = stack.ensure_database(s, say=_say)
+    sock = brain.claim(s)  # a taken port fails before anything is touched
+    ready = database.ensure_database(s, say=_say)
     _announce_credentials(ready)
-    _say(f"the Brain is serving {stack.brain_url(s)} — Ctrl-C stops it")
-    _serve(s)
-
-
-def _serve(s: Settings) -> None:
-    running = stack.brain_pid(s)
-    if running is not None and running != os.getpid():
-        raise fail(f"a Brain is already running (pid {running}); `smartstart down` stops it")
-    stack.check_api_port(s)
-    stack.write_brain_pid(s, os.getpid())
-    try:
-        stack.run_brain(s)
-    finally:
-        stack.clear_brain_pid(s, os.getpid())
+    _say(f"the Brain is serving {brain.url(s)} — Ctrl-C stops it")
+    brain.run(s, sock)
 
 
 @handle_errors
@@ -83,16 +72,16 @@ def serve(
 ) -> None:
     """Serve the Brain in the foreground (database must already be up and migrated)."""
     overrides = {"api_port": port, "api_workers": workers}
-    _serve(settings().model_copy(update={k: v for k, v in overrides.items() if v is not None}))
+    brain.run(settings().model_copy(update={k: v for k, v in overrides.items() if v is not None}))
 
 
 @handle_errors
 def down() -> None:
     """Stop the Brain and the embedded PostgreSQL."""
     s = settings()
-    _say("stopped the Brain" if stack.stop_brain(s) else "the Brain was not running")
+    _say("stopped the Brain" if brain.stop(s) else "the Brain was not running")
     if s.embedded:
-        stopped = stack.stop_database(s)
+        stopped = database.stop_database(s)
         _say("stopped PostgreSQL" if stopped else "PostgreSQL was not running")
     else:
         _say("PostgreSQL is external (SMARTSTART_DATABASE_URL): left running")
@@ -102,25 +91,30 @@ def down() -> None:
 def restart() -> None:
     """Stop and start everything again (the Brain comes back detached)."""
     s = settings()
-    stack.stop_brain(s)
+    brain.stop(s)
     if s.embedded:
-        stack.stop_database(s)
-    pid, ready = stack.start_detached(s, say=_say)
+        database.stop_database(s)
+    pid, ready = brain.start_detached(s, say=_say)
     _announce_credentials(ready)
-    _say(f"the Brain is serving {stack.brain_url(s)} (pid {pid})")
+    _say(f"the Brain is serving {brain.url(s)} (pid {pid})")
 
 
 @handle_errors
 def status(as_json: JsonOpt = False) -> None:
     """State, pid, port and URL of each service."""
-    rows = stack.services_status(settings())
+    s = settings()
+    rows = [database.status_row(s), brain.status_row(s)]
     if as_json:
-        print_json(rows)
+        print_json({"items": rows, "next_cursor": None})
         return
     for row in rows:
         up_s = row.get("uptime_seconds")
         row["uptime"] = f"{int(up_s)}s" if up_s is not None else None
-    print_table(rows, ["service", "state", "pid", "port", "url", "version", "uptime"])
+        if workers := row.get("workers"):
+            row["workers"] = (
+                f"{workers['alive']}/{workers['expected']}, {workers['restarts']} restarts"
+            )
+    print_table(rows, ["service", "state", "pid", "port", "url", "version", "uptime", "workers"])
 
 
 class LogSource(StrEnum):
@@ -131,7 +125,7 @@ class LogSource(StrEnum):
 def _log_path(s: Settings, source: LogSource) -> Path:
     if source is LogSource.postgres:
         return Cluster.from_settings(s).log_file
-    return stack.brain_log_file(s)
+    return brain.log_file(s)
 
 
 @handle_errors

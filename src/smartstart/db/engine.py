@@ -19,7 +19,7 @@ def explain_connect_error(err: Exception, settings: Settings) -> DatabaseUnavail
             f"{target} refused the password for user {settings.db_user!r}"
             if settings.embedded
             else f"the server refused the credentials in SMARTSTART_DATABASE_URL: {text}",
-            "run `smartstart doctor --fix`"
+            "run `smartstart db start`: it sets that user's password to SMARTSTART_DB_PASSWORD"
             if settings.embedded
             else "correct the user/password in SMARTSTART_DATABASE_URL",
         )

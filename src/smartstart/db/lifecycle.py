@@ -31,20 +31,25 @@ def table_counts(settings: Settings) -> dict[str, int]:
         return counts
 
 
-def reset(settings: Settings, *, seed: bool = True, force: bool = False) -> dict[str, Any]:
-    """Drop and recreate the platform database, migrate it and (optionally) seed it."""
-    from smartstart import stack
+def reset(
+    settings: Settings, *, seed: bool = True, force: bool = False, empty: bool = False
+) -> dict[str, Any]:
+    """Drop and recreate the platform database, migrate it and (optionally) seed it.
+
+    empty: no migration and no seed either, the target of a restore from a plain dump.
+    """
+    from smartstart.services import database
 
     if settings.embedded:
-        cluster = stack.cluster_for(settings)
-        stack.start_database(settings)
+        cluster = database.cluster_for(settings)
+        database.start_database(settings)
         with cluster.connect() as conn:
             conn.execute(
                 sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
                     sql.Identifier(settings.db_name)
                 )
             )
-        stack.start_database(settings)  # recreates the database, owner and extension
+        database.start_database(settings)  # recreates the database, owner and extension
     else:
         if not force:
             raise SmartStartError(
@@ -53,7 +58,15 @@ def reset(settings: Settings, *, seed: bool = True, force: bool = False) -> dict
             )
         with connect(settings, autocommit=True) as conn:
             _recreate_public_schema(conn)
-    ready = stack.ensure_database(settings, seed_if_empty=seed)
+    if empty:
+        return {
+            "database": settings.db_name,
+            "revision": None,
+            "seeded": False,
+            "credentials": {},
+            "credentials_file": None,
+        }
+    ready = database.ensure_database(settings, seed_if_empty=seed)
     return {
         "database": settings.db_name,
         "revision": ready.revision,

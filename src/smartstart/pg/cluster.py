@@ -18,7 +18,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ import psycopg
 from psycopg import sql
 
 from smartstart.errors import ClusterError
+from smartstart.services.process import alive
 
 REQUIRED_BINARIES = ("initdb", "pg_ctl", "postgres")
 INSTALL_HINT = (
@@ -121,11 +122,6 @@ class ClusterStatus:
     def uptime_seconds(self) -> float | None:
         return None if self.started_at is None else max(0.0, time.time() - self.started_at)
 
-    def as_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["uptime_seconds"] = self.uptime_seconds
-        return d
-
 
 @dataclass(frozen=True)
 class PidFile:
@@ -156,19 +152,11 @@ def read_pid_file(data_dir: Path) -> PidFile | None:
 
 
 def _is_postgres_process(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+    # A killed postmaster can linger as a zombie until its parent reaps it: not alive.
+    if not alive(pid):
         return False
-    except PermissionError:
-        pass
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
+    if not Path("/proc").is_dir():
         return True  # no /proc (macOS): trust kill(0)
-    # A killed postmaster can linger as a zombie until its parent reaps it.
-    if stat.rsplit(")", 1)[-1].split()[0] in ("Z", "X"):
-        return False
     try:
         exe = os.readlink(f"/proc/{pid}/exe")
     except OSError:
