@@ -4,7 +4,8 @@ Wall-clock throughput moves with whatever else the machine runs; the CPU time a 
 worker spends per request under a fixed load moves much less. This benchmark starts two
 one-worker Brains on the same throwaway database, one from this tree and one from
 `BENCH_CPU_BASE` (a git revision, default `main`, exported to a temp dir), and runs the
-same wrk load (-t1 -c8, random ids) against each in turn, alternating, for each endpoint.
+same wrk load (-t1 -c8, random ids) against both at the same time, so that whatever else
+the machine runs weighs on both alike, in several rounds per endpoint.
 It prints the worker's CPU ms per request (user + system, from /proc) for every run.
 
     .venv/bin/python -m bench cpu
@@ -25,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from bench.bench_api import (
@@ -104,15 +106,27 @@ def main() -> int:
         for endpoint, label in endpoints.items():
             figures: dict[str, list[float]] = {name: [] for name in servers}
             for _ in range(ROUNDS):
+                time.sleep(DRAIN)
+                # Both at once: whatever else runs on the machine weighs on both alike.
+                before = {n: cpu_seconds(tree=s.process.pid) for n, s in servers.items()}
+                with ThreadPoolExecutor(len(servers)) as pool:
+                    futures = {
+                        n: pool.submit(run_wrk, s.base, scripts[endpoint], DURATION)
+                        for n, s in servers.items()
+                    }
+                    served = {n: f.result() for n, f in futures.items()}
                 for name, server in servers.items():
-                    time.sleep(DRAIN)
-                    before = cpu_seconds(tree=server.process.pid)
-                    requests = run_wrk(server.base, scripts[endpoint], DURATION)
-                    ms = (cpu_seconds(tree=server.process.pid) - before) * 1000 / max(requests, 1)
+                    cpu = cpu_seconds(tree=server.process.pid) - before[name]
+                    ms = cpu * 1000 / max(served[name], 1)
                     figures[name].append(ms)
-                    print(f"  {label:<22} {name:<10} {requests:>7} requests  {ms:.3f} ms CPU/req")
-            for name, values in figures.items():
-                print(f"  {label:<22} {name:<10} median {statistics.median(values):.3f} ms CPU/req")
+                    print(
+                        f"  {label:<22} {name:<10} {served[name]:>7} requests  {ms:.3f} ms CPU/req"
+                    )
+            medians = {name: statistics.median(values) for name, values in figures.items()}
+            for name, value in medians.items():
+                print(f"  {label:<22} {name:<10} median {value:.3f} ms CPU/req")
+            base, this = medians[BASE], medians["this tree"]
+            print(f"  {label:<22} this tree / {BASE}: {this / base:.2f}")
         print(f"bench cpu: load average at the end {os.getloadavg()[0]:.1f}")
     return 0
 
