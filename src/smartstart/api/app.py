@@ -29,7 +29,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from smartstart import __version__
-from smartstart.api import access, errors
+from smartstart.api import access, errors, fastlane
 from smartstart.api.deps import public
 from smartstart.config import Settings, get_settings
 from smartstart.db import migrate
@@ -262,4 +262,5 @@ def create_app(
     for name in ROUTE_MODULES:
         app.include_router(importlib.import_module(f"smartstart.api.routes.{name}").router)
     access.document_access(app)
+    fastlane.install(app)
     return app
