@@ -102,7 +102,7 @@ _CHECK_KEYS = frozenset({"user", "permission"})
 
 async def _get_user(request: Request) -> Any:
     read = await _read_one(request)
-    return await users_routes.get_user(read, request.path_params["user_id"])
+    return await users_routes.get_user(read=read, user_id=request.path_params["user_id"])
 
 
 async def _authz_check(request: Request) -> Any:
@@ -117,7 +117,9 @@ async def _authz_check(request: Request) -> Any:
     if "\n" in permission or not rbac.PERMISSION_NAME_RE.match(permission):
         return None
     principal = await _user_reader(request, await current_principal(request))
-    return await rbac_routes.authz_check(request, principal, user, permission, False)
+    return await rbac_routes.authz_check(
+        request=request, principal=principal, user=user, permission=permission, explain=False
+    )
 
 
 def install(app: FastAPI) -> None:
