@@ -30,7 +30,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from smartstart import __version__
-from smartstart.api import access, errors
+from smartstart.api import access, errors, fastlane
 from smartstart.api.deps import public
 from smartstart.api.edge import Edge
 from smartstart.config import Settings, get_settings
@@ -289,4 +289,5 @@ def create_app(
     for name in ROUTE_MODULES:
         app.include_router(importlib.import_module(f"smartstart.api.routes.{name}").router)
     access.document_access(app)
+    fastlane.install(app)
     return app

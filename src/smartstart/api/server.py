@@ -22,11 +22,14 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from smartstart.config import Settings
 from smartstart.errors import SmartStartError
 from smartstart.services import process
+
+if TYPE_CHECKING:
+    import uvicorn
 
 BACKLOG = 2048
 RESTART_DELAY = 1.0  # seconds before a dead worker is first replaced
@@ -57,23 +60,32 @@ def _run_uvicorn(settings: Settings, sockets: list[socket.socket] | None) -> Non
     # which otherwise stopped a loaded worker for 90-190 ms now and then (the p99). No
     # gc.collect() first: it would cost ~70 ms of startup to free ~120 objects.
     gc.freeze()
-    config = uvicorn.Config(
-        app,
-        host=settings.api_host,
-        port=settings.api_port,
-        log_level="info",
-        access_log=settings.api_access_log,
-        # X-Forwarded-For is applied by the app, only from SMARTSTART_TRUSTED_PROXIES
-        # (uvicorn's default believed any peer on loopback).
-        proxy_headers=False,
-    )
-    server = uvicorn.Server(config)
+    server = uvicorn.Server(uvicorn_config(settings, app))
     # Like uvicorn.run: uvicorn re-raises the signal that stopped it once it has shut
     # down, and Ctrl-C is then no error; a server that never started is one.
     with contextlib.suppress(KeyboardInterrupt):
         server.run(sockets=sockets)
     if not server.started:
         sys.exit(3)
+
+
+def uvicorn_config(settings: Settings, app: Any) -> uvicorn.Config:
+    """How the Brain's uvicorn serves `app` (our HTTP protocol: see api/wire.py)."""
+    import uvicorn
+
+    from smartstart.api.wire import Protocol
+
+    return uvicorn.Config(
+        app,
+        host=settings.api_host,
+        port=settings.api_port,
+        log_level="info",
+        access_log=settings.api_access_log,
+        http=Protocol,
+        # X-Forwarded-For is applied by the app, only from SMARTSTART_TRUSTED_PROXIES
+        # (uvicorn's default believed any peer on loopback).
+        proxy_headers=False,
+    )
 
 
 def _family(host: str) -> socket.AddressFamily:
