@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -73,3 +74,25 @@ def test_a_new_shell_finds_the_cluster_on_the_port_it_was_made_with(
     code, out = run(monkeypatch, "db", "start", SMARTSTART_PG_PORT=port)
     assert code == 0, out
     assert json.loads((home / "cluster.json").read_text())["pg_port"] == int(port)
+
+
+def test_a_new_shell_finds_the_brain_on_the_port_it_was_started_with(
+    monkeypatch: pytest.MonkeyPatch, home: Path
+) -> None:
+    from smartstart.services import brain
+
+    api_port = free_port()
+    monkeypatch.setenv("SMARTSTART_API_PORT", str(api_port))
+    get_settings.cache_clear()
+    started = get_settings()
+    # This process stands in for a running Brain: its pid is alive.
+    brain.write_pid(started, os.getpid())
+
+    monkeypatch.delenv("SMARTSTART_API_PORT")
+    code, out = run(monkeypatch, "status", "--json")
+    assert code == 0, out
+    row = json.loads(out)["items"][1]
+    assert row["service"] == "brain" and row["state"] == "running"
+    assert row["port"] == api_port and row["url"] == f"http://127.0.0.1:{api_port}"
+    brain.clear_pid(started, os.getpid())
+    assert not brain.pid_file(started).exists()

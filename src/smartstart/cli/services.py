@@ -89,8 +89,8 @@ def down() -> None:
 
 @handle_errors
 def restart() -> None:
-    """Stop and start everything again (the Brain comes back detached)."""
-    s = settings()
+    """Stop and start everything again (the Brain comes back detached, on its address)."""
+    s = brain.as_running(settings())
     brain.stop(s)
     if s.embedded:
         database.stop_database(s)

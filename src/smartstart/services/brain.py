@@ -31,29 +31,51 @@ def url(settings: Settings) -> str:
     return f"http://{host}:{settings.api_port}"
 
 
-def running_pid(settings: Settings) -> int | None:
-    """The pid of a running Brain, or None (a stale pid file is removed)."""
-    path = pid_file(settings)
+def _pid_file_entry(settings: Settings) -> tuple[int, str | None, int | None] | None:
+    """The pid file's pid and the address that Brain serves (None when there is no file)."""
     try:
-        pid = int(path.read_text().strip())
+        pid, *address = pid_file(settings).read_text().split()
+        if len(address) == 2:
+            return int(pid), address[0], int(address[1])
+        return int(pid), None, None
     except (FileNotFoundError, ValueError):
         return None
-    if process.alive(pid):
-        return pid
+
+
+def running_pid(settings: Settings) -> int | None:
+    """The pid of a running Brain, or None (a stale pid file is removed)."""
+    entry = _pid_file_entry(settings)
+    if entry is None:
+        return None
+    if process.alive(entry[0]):
+        return entry[0]
     with contextlib.suppress(FileNotFoundError):
-        path.unlink()
+        pid_file(settings).unlink()
     return None
+
+
+def as_running(settings: Settings) -> Settings:
+    """settings with the address of the Brain that runs from this home, if one does.
+
+    A Brain started with SMARTSTART_API_PORT=56002 must be found there by a new shell
+    without that variable (`status`, `down`), as the cluster's settings are.
+    """
+    entry = _pid_file_entry(settings)
+    if entry is None or entry[1] is None or not process.alive(entry[0]):
+        return settings
+    return settings.model_copy(update={"api_host": entry[1], "api_port": entry[2]})
 
 
 def write_pid(settings: Settings, pid: int) -> None:
     path = pid_file(settings)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(f"{pid}\n")
+    path.write_text(f"{pid} {settings.api_host} {settings.api_port}\n")
 
 
 def clear_pid(settings: Settings, pid: int) -> None:
-    with contextlib.suppress(FileNotFoundError, ValueError):
-        if int(pid_file(settings).read_text().strip()) == pid:
+    entry = _pid_file_entry(settings)
+    if entry is not None and entry[0] == pid:
+        with contextlib.suppress(FileNotFoundError):
             pid_file(settings).unlink()
 
 
@@ -172,6 +194,7 @@ def status_row(settings: Settings) -> dict[str, Any]:
     from smartstart.api.server import worker_state
 
     pid = running_pid(settings)
+    settings = as_running(settings)
     workers = worker_state(settings, supervisor=pid) if pid else None
     state = "running" if pid else "stopped"
     if workers and workers["alive"] < workers["expected"]:
