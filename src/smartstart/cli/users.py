@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Mapping
 from typing import Annotated, Any
 
 import typer
@@ -66,7 +67,7 @@ def _password(given: str | None, from_stdin: bool) -> str:
     return str(typer.prompt("New password", hide_input=True, confirmation_prompt=True))
 
 
-def _show(user: dict[str, Any], as_json: bool) -> None:
+def _show(user: Mapping[str, Any], as_json: bool) -> None:
     if as_json:
         print_json(user)
     else:

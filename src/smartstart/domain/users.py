@@ -602,7 +602,7 @@ def _add(
         cur.execute(query, {"a": amount, "id": user_id, "low": low, "high": high})
         after = cur.fetchone()
     if after is None:
-        current = resolve_user(conn, user_id)[column]
+        current = dict(resolve_user(conn, user_id))[column]
         raise Invalid(
             f"{column} would leave its range ({low} to {high}): it is {current}",
             details={"field": "amount", column: current},
@@ -647,7 +647,7 @@ def _set(
         f"users.set_{column}",
         resource="user",
         resource_id=user_id,
-        before={k: before_row[k] for k in keys},
+        before={k: dict(before_row)[k] for k in keys},
         after={k: after[k] for k in keys},
         reason=reason,
     )

@@ -120,7 +120,7 @@ class ReputationSet(BaseModel):
 
 # /me comes before /{user_id}: otherwise "me" would be taken for an id.
 @router.get("/me", summary="Your own profile", response_model=UserAccount)
-def get_me(principal: Me, conn: ConnDep) -> dict[str, Any]:
+def get_me(principal: Me, conn: ConnDep) -> resolve.UserRow:
     return resolve.resolve_user(conn, principal.user_id)
 
 
@@ -186,11 +186,10 @@ def list_users(
 async def get_user(request: Request, read: ReadOne, user_id: str) -> Response:
     # The hot read path: by id, one statement on the event loop. An email or a username
     # (a miss by id) takes a second round trip.
-    row = read.row
-    if row is None:
-        async with request.app.state.apool.connection() as conn:
-            row = await resolve.aresolve_user(conn, user_id)
-    return trusted_json(row)
+    if read.row is not None:
+        return trusted_json(read.row)
+    async with request.app.state.apool.connection() as conn:
+        return trusted_json(await resolve.aresolve_user(conn, user_id))
 
 
 @router.post(
