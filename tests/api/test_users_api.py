@@ -11,8 +11,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 from smartstart.api.app import create_app
+from smartstart.api.schemas import UserAccount
 from smartstart.config import Settings
 from smartstart.domain import passwords
+from smartstart.domain.resolve import PUBLIC_COLUMNS, UserRow
 
 Conn = psycopg.Connection[Any]
 ADMIN_EMAIL = "admin@alicesolutionsgroup.com"
@@ -558,3 +560,10 @@ def test_guessable_passwords_are_422_naming_what_is_wrong(
         error = resp.json()["error"]
         assert error["details"] == {"field": "password", "reason": reason}, password
     assert db.execute('SELECT count(*) FROM "User"').fetchone() == (2,)
+
+
+def test_the_api_schema_and_the_domain_row_name_the_same_fields() -> None:
+    # Kept apart on purpose (the API's contract vs the domain's row); they must agree,
+    # or the hot read (the row serialised as is) would break its documented shape.
+    assert list(UserAccount.model_fields) == list(UserRow.__annotations__)
+    assert tuple(UserRow.__annotations__) == PUBLIC_COLUMNS

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import getpass
 import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
 
 import psycopg
 import pytest
+import typer
 from typer.testing import CliRunner
 
 from smartstart.cli.main import app
@@ -213,3 +216,53 @@ def test_the_last_super_admin_is_protected(db: psycopg.Connection[Any]) -> None:
     assert demote.exit_code == 1 and "last active SUPER_ADMIN" in demote.output
     create("second", "--role", "SUPER_ADMIN")
     assert run("suspend", "admin").exit_code == 0
+
+
+def test_delete_plans_first_so_a_refusal_comes_before_any_question(
+    db: psycopg.Connection[Any],
+) -> None:
+    audits = "SELECT count(*) FROM audit_log"
+    before = one(db, audits)
+    for args in (("delete", "admin", "--dry-run"), ("delete", "admin")):
+        result = run(*args)  # no input: a question would abort with "aborted"
+        assert result.exit_code == 1, args
+        assert "last active SUPER_ADMIN" in result.output and "aborted" not in result.output
+    assert one(db, audits) == before
+    assert one(db, 'SELECT count(*) FROM "User" WHERE username = %s', ["admin"]) == 1
+
+
+def test_no_question_is_asked_inside_a_transaction(
+    db: psycopg.Connection[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import smartstart.cli.users as cli_users
+
+    state = {"open": 0, "asked": 0}
+    real_transaction = cli_users.transaction
+
+    @contextmanager
+    def tracked() -> Iterator[Any]:
+        with real_transaction() as pair:
+            state["open"] += 1
+            try:
+                yield pair
+            finally:
+                state["open"] -= 1
+
+    def asks(real: Callable[..., Any]) -> Callable[..., Any]:
+        def ask(*args: Any, **kwargs: Any) -> Any:
+            assert state["open"] == 0, "a question was asked inside a transaction"
+            state["asked"] += 1
+            return real(*args, **kwargs)
+
+        return ask
+
+    monkeypatch.setattr(cli_users, "transaction", tracked)
+    monkeypatch.setattr(typer, "prompt", asks(typer.prompt))
+    monkeypatch.setattr(typer, "confirm", asks(typer.confirm))
+    twice = f"{PW}\n{PW}\n"
+    created = run("create", "--email", "ivy@example.com", "--username", "ivy", input=twice)
+    assert created.exit_code == 0, created.output
+    assert run("passwd", "ivy", input=twice).exit_code == 0
+    deleted = run("delete", "ivy", input="y\n")
+    assert deleted.exit_code == 0 and "deleted ivy" in deleted.output, deleted.output
+    assert state["asked"] == 3

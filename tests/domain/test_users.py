@@ -16,10 +16,10 @@ import pytest
 
 from smartstart.config import Settings
 from smartstart.db.seed import ROLE_PERMISSIONS
-from smartstart.domain import passwords, sessions, users
+from smartstart.domain import passwords, sessions, users, xp
 from smartstart.domain.audit import Actor
 from smartstart.domain.errors import Conflict, Forbidden, Invalid, NotFound
-from smartstart.domain.resolve import resolve_user
+from smartstart.domain.resolve import UserRow, resolve_user
 
 Conn = psycopg.Connection[Any]
 CLI = Actor.operator()
@@ -372,7 +372,7 @@ def test_delete_is_hard_cascades_and_keeps_the_before_image(
         [u["id"]],
     )
     impact = users.delete(seeded_conn, CLI, u["id"])
-    assert (impact["sessions"], impact["journeyStates"], impact["roleAssignments"]) == (1, 1, 1)
+    assert (impact.sessions, impact.journey_states, impact.role_assignments) == (1, 1, 1)
     for table in ("User", "Session", "UserJourneyState", "UserRole"):
         column = "id" if table == "User" else "userId"
         row = seeded_conn.execute(
@@ -386,6 +386,61 @@ def test_delete_is_hard_cascades_and_keeps_the_before_image(
     assert "$2b$" not in json.dumps(details)
     with pytest.raises(NotFound):
         users.delete(seeded_conn, CLI, u["id"])
+
+
+def test_plan_delete_changes_nothing_and_refuses_what_delete_refuses(
+    seeded_conn: Conn, make: Callable[..., dict[str, Any]]
+) -> None:
+    u = make("DEVELOPER")
+    sessions.create(seeded_conn, u["id"], lifetime=timedelta(hours=1))
+    plan = users.plan_delete(seeded_conn, CLI, u["username"])
+    assert isinstance(plan, users.DeletePlan)
+    assert plan.user == resolve_user(seeded_conn, u["id"])
+    assert (plan.sessions, plan.active_sessions, plan.journey_states) == (1, 1, 0)
+    assert plan.role_assignments == 1
+    assert resolve_user(seeded_conn, u["id"])["id"] == u["id"]  # still there
+    assert [a for a, _ in audit_rows(seeded_conn, u["id"])] == ["users.create"]
+    # Refused as the deletion would be: the last SUPER_ADMIN, an outranked actor.
+    with pytest.raises(Conflict) as e:
+        users.plan_delete(seeded_conn, CLI, ADMIN_EMAIL)
+    assert e.value.details["reason"] == "last_super_admin"
+    admin_perms = frozenset(ROLE_PERMISSIONS["ADMIN"])
+    make("SUPER_ADMIN")
+    with pytest.raises(Forbidden) as f:
+        users.plan_delete(seeded_conn, as_(admin_perms), ADMIN_EMAIL)
+    assert f.value.details["reason"] == "outranked"
+    assert users.plan_delete(seeded_conn, CLI, ADMIN_EMAIL).user["role"] == "SUPER_ADMIN"
+    # What delete returns is the same typed plan, and the audit row keeps its counts.
+    done = users.delete(seeded_conn, CLI, u["id"])
+    assert done == plan
+    assert audit_rows(seeded_conn, u["id"])[-1][1]["removed"] == {
+        "sessions": 1,
+        "activeSessions": 1,
+        "journeyStates": 0,
+        "roleAssignments": 1,
+    }
+
+
+def test_every_write_and_listing_returns_exactly_a_user_row(
+    seeded_settings: Settings, seeded_conn: Conn, make: Callable[..., dict[str, Any]]
+) -> None:
+    shape = set(UserRow.__annotations__)
+    u = make()
+    rows = [
+        u,
+        users.update(seeded_conn, CLI, u["id"], {"name": "Typed"}),
+        users.suspend(seeded_conn, CLI, u["id"]),
+        users.activate(seeded_conn, CLI, u["id"]),
+        users.set_password(seeded_conn, CLI, u["id"], "another fine passphrase", rounds=4),
+        xp.add_xp(seeded_conn, CLI, u["id"], 5, "typed"),
+        xp.set_reputation(seeded_conn, CLI, u["id"], 3),
+        *users.list_users(seeded_conn, settings=seeded_settings, limit=3).items,
+    ]
+    for row in rows:
+        assert set(row) == shape
+    # The XP functions live in `xp`; `users` re-exports them for its callers.
+    assert (users.add_xp, users.set_xp) == (xp.add_xp, xp.set_xp)
+    assert (users.add_reputation, users.set_reputation) == (xp.add_reputation, xp.set_reputation)
 
 
 # -- XP and reputation -------------------------------------------------------------

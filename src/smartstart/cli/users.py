@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import sys
-from typing import Annotated, Any
+from dataclasses import dataclass
+from typing import Annotated, cast
 
 import typer
 
@@ -21,8 +22,8 @@ from smartstart.cli.common import (
 )
 from smartstart.cli.context import transaction
 from smartstart.cli.paging import DEFAULT_LIMIT, CursorOpt, LimitOpt, more
-from smartstart.domain import users
-from smartstart.domain.resolve import resolve_user
+from smartstart.domain import users, xp
+from smartstart.domain.resolve import UserRow, resolve_user
 
 app = typer.Typer(
     help="User accounts: list, show, create, update, status, passwords, XP, delete.",
@@ -51,7 +52,7 @@ def _say(message: str) -> None:
     console.print(f"[green]•[/] {message}", highlight=False)
 
 
-def _label(user: dict[str, Any]) -> str:
+def _label(user: UserRow) -> str:
     return f"{user['username']} <{user['email']}> ({user['id']})"
 
 
@@ -66,7 +67,7 @@ def _password(given: str | None, from_stdin: bool) -> str:
     return str(typer.prompt("New password", hide_input=True, confirmation_prompt=True))
 
 
-def _show(user: dict[str, Any], as_json: bool) -> None:
+def _show(user: UserRow, as_json: bool) -> None:
     if as_json:
         print_json(user)
     else:
@@ -108,7 +109,7 @@ def list_(
     if as_json:
         print_json(page.as_dict())
         return
-    print_table(page.items, LIST_COLUMNS)
+    print_table([dict(u) for u in page.items], LIST_COLUMNS)
     more(page)
 
 
@@ -180,7 +181,8 @@ def update(
         "role": role,
         "status": status,
     }
-    changes = {k: v for k, v in given.items() if v is not None}
+    # Only the options given (an empty name is a value: the CLI cannot clear one).
+    changes = cast(users.UserChanges, {k: v for k, v in given.items() if v is not None})
     if not changes:
         raise fail("nothing to change: give at least one option (see --help)")
     with transaction() as (conn, actor):
@@ -234,70 +236,68 @@ def passwd(
     _say(f"password of {_label(row)} changed; their sessions were ended")
 
 
-@app.command("add-xp")
-@handle_errors
-def add_xp(
-    user: UserArg,
-    amount: Annotated[int, typer.Argument(help="XP to add; to take, write `-- -50`.")],
-    reason: ReasonOpt = None,
-    as_json: JsonOpt = False,
-) -> None:
-    """Add XP (atomically; the level follows). A reason is required."""
-    if reason is None:
-        raise fail("give a --reason (it is kept in the audit log)")
-    with transaction() as (conn, actor):
-        row = users.add_xp(conn, actor, user, amount, reason)
-    _counter_done(row, "xp", as_json)
+@dataclass(frozen=True)
+class _CounterHelp:
+    add: str
+    amount: str
+    set: str
+    value: str
 
 
-@app.command("set-xp")
-@handle_errors
-def set_xp(
-    user: UserArg,
-    xp: Annotated[int, typer.Argument(help="The new XP total (≥ 0).")],
-    reason: ReasonOpt = None,
-    as_json: JsonOpt = False,
-) -> None:
-    """Set a user's XP; the level follows."""
-    with transaction() as (conn, actor):
-        row = users.set_xp(conn, actor, user, xp, reason)
-    _counter_done(row, "xp", as_json)
+_COUNTERS: dict[xp.Counter, _CounterHelp] = {
+    "xp": _CounterHelp(
+        add="Add XP (atomically; the level follows). A reason is required.",
+        amount="XP to add; to take, write `-- -50`.",
+        set="Set a user's XP; the level follows.",
+        value="The new XP total (≥ 0).",
+    ),
+    "reputation": _CounterHelp(
+        add="Add reputation (atomically). A reason is required.",
+        amount="Reputation to add; to take, write `-- -5`.",
+        set="Set a user's reputation.",
+        value="The new reputation.",
+    ),
+}
 
 
-@app.command("add-reputation")
-@handle_errors
-def add_reputation(
-    user: UserArg,
-    amount: Annotated[int, typer.Argument(help="Reputation to add; to take, write `-- -5`.")],
-    reason: ReasonOpt = None,
-    as_json: JsonOpt = False,
-) -> None:
-    """Add reputation (atomically). A reason is required."""
-    if reason is None:
-        raise fail("give a --reason (it is kept in the audit log)")
-    with transaction() as (conn, actor):
-        row = users.add_reputation(conn, actor, user, amount, reason)
-    _counter_done(row, "reputation", as_json)
+def _counter_commands(counter: xp.Counter, text: _CounterHelp) -> None:
+    """`add-<counter>` and `set-<counter>`: one implementation for XP and reputation."""
+
+    @app.command(f"add-{counter}", help=text.add)
+    @handle_errors
+    def add(
+        user: UserArg,
+        amount: int = typer.Argument(..., help=text.amount),
+        reason: ReasonOpt = None,
+        as_json: JsonOpt = False,
+    ) -> None:
+        if reason is None:
+            raise fail("give a --reason (it is kept in the audit log)")
+        with transaction() as (conn, actor):
+            row = xp.add(conn, actor, user, counter, amount, reason)
+        _counter_done(row, counter, as_json)
+
+    @app.command(f"set-{counter}", help=text.set)
+    @handle_errors
+    def set_(
+        user: UserArg,
+        value: int = typer.Argument(..., metavar=counter, help=text.value),
+        reason: ReasonOpt = None,
+        as_json: JsonOpt = False,
+    ) -> None:
+        with transaction() as (conn, actor):
+            row = xp.set_(conn, actor, user, counter, value, reason)
+        _counter_done(row, counter, as_json)
 
 
-@app.command("set-reputation")
-@handle_errors
-def set_reputation(
-    user: UserArg,
-    reputation: Annotated[int, typer.Argument(help="The new reputation.")],
-    reason: ReasonOpt = None,
-    as_json: JsonOpt = False,
-) -> None:
-    """Set a user's reputation."""
-    with transaction() as (conn, actor):
-        row = users.set_reputation(conn, actor, user, reputation, reason)
-    _counter_done(row, "reputation", as_json)
+for _counter, _help in _COUNTERS.items():
+    _counter_commands(_counter, _help)
 
 
-def _counter_done(row: dict[str, Any], column: str, as_json: bool) -> None:
+def _counter_done(row: UserRow, counter: xp.Counter, as_json: bool) -> None:
     if as_json:
         print_json(row)
-    elif column == "xp":
+    elif counter == "xp":
         _say(f"{_label(row)}: {row['xp']} XP, level {row['level']}")
     else:
         _say(f"{_label(row)}: reputation {row['reputation']}")
@@ -307,21 +307,22 @@ def _counter_done(row: dict[str, Any], column: str, as_json: bool) -> None:
 @handle_errors
 def delete(user: UserArg, yes: YesOpt = False, dry_run: DryRunOpt = False) -> None:
     """Delete a user for good, with their sessions, journey and role assignments."""
-    with transaction() as (conn, _):
-        impact = users.delete_impact(conn, user)
-    target = impact["user"]
-    if dry_run:
-        _say(f"would delete {_label(target)} and {_touched(impact)}; nothing was changed")
-        return
-    confirm(f"Delete {_label(target)} and {_touched(impact)}? This cannot be undone.", yes)
-    # A second transaction: nobody's row stays locked while the operator reads the question.
+    # The plan (refused as the deletion would be) in a read-only transaction of its own:
+    # nothing is locked or open while the operator reads the question.
     with transaction() as (conn, actor):
-        impact = users.delete(conn, actor, target["id"])
-    _say(f"deleted {_label(target)} and {_touched(impact)}")
+        plan = users.plan_delete(conn, actor, user)
+    target = plan.user
+    if dry_run:
+        _say(f"would delete {_label(target)} and {_touched(plan)}; nothing was changed")
+        return
+    confirm(f"Delete {_label(target)} and {_touched(plan)}? This cannot be undone.", yes)
+    with transaction() as (conn, actor):
+        done = users.delete(conn, actor, target["id"])
+    _say(f"deleted {_label(target)} and {_touched(done)}")
 
 
-def _touched(impact: dict[str, Any]) -> str:
+def _touched(plan: users.DeletePlan) -> str:
     return (
-        f"{impact['sessions']} sessions ({impact['activeSessions']} active), "
-        f"{impact['journeyStates']} journey states, {impact['roleAssignments']} role assignments"
+        f"{plan.sessions} sessions ({plan.active_sessions} active), "
+        f"{plan.journey_states} journey states, {plan.role_assignments} role assignments"
     )

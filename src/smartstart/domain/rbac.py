@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, Literal
 
@@ -157,7 +157,7 @@ def resolve_permission(conn: psycopg.Connection[Any], ref: str) -> dict[str, Any
     )
 
 
-def _user_brief(user: dict[str, Any]) -> dict[str, Any]:
+def _user_brief(user: Mapping[str, Any]) -> dict[str, Any]:
     return {k: user[k] for k in ("id", "email", "username", "role", "status")}
 
 

@@ -10,7 +10,8 @@ Rows are read through `PUBLIC_COLUMNS` only: never the password hash.
 from __future__ import annotations
 
 import unicodedata
-from typing import Any
+from datetime import datetime
+from typing import Any, TypedDict, cast
 
 import psycopg
 from psycopg import sql
@@ -18,6 +19,26 @@ from psycopg.rows import dict_row
 
 from smartstart.domain import sessions
 from smartstart.domain.errors import NotFound
+
+
+class UserRow(TypedDict):
+    """A user as every face sees it: the public columns, never the password hash."""
+
+    id: str
+    email: str
+    username: str
+    name: str | None
+    firstName: str | None
+    lastName: str | None
+    role: str
+    level: str
+    status: str
+    xp: int
+    reputation: int
+    lastActive: datetime
+    createdAt: datetime
+    updatedAt: datetime
+
 
 PUBLIC_COLUMNS = (
     "id",
@@ -60,7 +81,7 @@ def not_found(ref: object) -> NotFound:
     return NotFound("no user with this id, email or username", details={"user": shown})
 
 
-def resolve_user(conn: psycopg.Connection[Any], ref: str, *, lock: bool = False) -> dict[str, Any]:
+def resolve_user(conn: psycopg.Connection[Any], ref: str, *, lock: bool = False) -> UserRow:
     """The user ref names (id, email in any case, or username); NotFound otherwise.
 
     With lock, the row stays locked (FOR UPDATE) until the end of the transaction.
@@ -73,10 +94,10 @@ def resolve_user(conn: psycopg.Connection[Any], ref: str, *, lock: bool = False)
         row = cur.fetchone()
     if row is None:
         raise not_found(ref)
-    return row
+    return cast(UserRow, row)
 
 
-async def aresolve_user(conn: psycopg.AsyncConnection[Any], ref: str) -> dict[str, Any]:
+async def aresolve_user(conn: psycopg.AsyncConnection[Any], ref: str) -> UserRow:
     """`resolve_user` on an async connection."""
     if not usable(ref):
         raise not_found(ref)
@@ -86,7 +107,7 @@ async def aresolve_user(conn: psycopg.AsyncConnection[Any], ref: str) -> dict[st
         row = await cur.fetchone()
     if row is None:
         raise not_found(ref)
-    return row
+    return cast(UserRow, row)
 
 
 def user_rider(ref: str) -> sessions.Rider | None:

@@ -1,4 +1,7 @@
-"""User accounts: listing, profile changes, status, passwords, deletion, XP and reputation.
+"""User accounts: listing, creation, changes, status, passwords and deletion.
+
+XP and reputation live in `xp`, the rules of each field in `userfields`; the
+names callers use (`users.add_xp`, `users.MAX_NAME_LENGTH`...) are re-exported.
 
 Every function takes the caller's connection and never commits; every write
 records exactly one audit row. No function ever returns or audits the password
@@ -10,6 +13,7 @@ forever, and every query would have to remember to skip it. Reversible removal
 already exists as `deactivate` (status INACTIVE: no login, sessions ended).
 `delete` removes the row; the database cascades its sessions, journey states and
 role assignments, and the audit row keeps the before-image (minus secrets).
+`plan_delete` says what would go, for a face to show before it asks.
 
 Every write takes an `Actor` and a user reference (id, email or username, see
 `resolve.resolve_user`) and asks `authorize` first: the permission, and the
@@ -21,48 +25,42 @@ refused on one's own account: that takes the current password (`POST
 
 from __future__ import annotations
 
-import re
-import unicodedata
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict, cast
 
 import psycopg
-from psycopg import errors as pg_errors
 from psycopg import sql
 from psycopg.rows import dict_row
 
 from smartstart.config import Settings
-from smartstart.db.models import LEVELS, USER_STATUSES, level_for
-from smartstart.domain import audit, guards, paging, passwords
+from smartstart.db.models import LEVELS
+from smartstart.domain import guards, paging, passwords
+from smartstart.domain import userfields as fields
 from smartstart.domain.actor import Actor
 from smartstart.domain.authorize import authorize
-from smartstart.domain.errors import Conflict, Invalid, NotFound
+from smartstart.domain.errors import Invalid
 from smartstart.domain.paging import Page
 from smartstart.domain.resolve import PUBLIC_COLUMNS as PUBLIC_COLUMNS
-from smartstart.domain.resolve import resolve_user
+from smartstart.domain.resolve import UserRow, resolve_user
+
+# Re-exported: callers name them `users.X` (the rules live in userfields, XP in xp).
+from smartstart.domain.userfields import INT4_MAX as INT4_MAX
+from smartstart.domain.userfields import MAX_EMAIL_LENGTH as MAX_EMAIL_LENGTH
+from smartstart.domain.userfields import MAX_NAME_LENGTH as MAX_NAME_LENGTH
+from smartstart.domain.userfields import MAX_REASON_LENGTH as MAX_REASON_LENGTH
+from smartstart.domain.userfields import MAX_SEARCH_LENGTH as MAX_SEARCH_LENGTH
+from smartstart.domain.userfields import UPDATE_FIELDS as UPDATE_FIELDS
+from smartstart.domain.userfields import login_identifier as login_identifier
+from smartstart.domain.xp import add_reputation as add_reputation
+from smartstart.domain.xp import add_xp as add_xp
+from smartstart.domain.xp import set_reputation as set_reputation
+from smartstart.domain.xp import set_xp as set_xp
 
 _SELECT = sql.SQL(", ").join(sql.Identifier("u", c) for c in PUBLIC_COLUMNS)
-_RETURNING = sql.SQL(", ").join(sql.Identifier(c) for c in PUBLIC_COLUMNS)
 
 LEVEL_NAMES = tuple(name for name, _ in LEVELS)
-INT4_MAX = 2**31 - 1
-MAX_ID_LENGTH = 128
-MAX_NAME_LENGTH = 200
-MAX_EMAIL_LENGTH = 254
-MAX_SEARCH_LENGTH = 200
-MAX_REASON_LENGTH = 500
-USERNAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{1,49}$")
-EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+$")  # the same rule as the table's CHECK
-# Unicode categories no email or sign-in identifier may hold: controls, format characters
-# (zero-width spaces and joiners, bidi marks), lone surrogates, spaces and separators.
-_INVISIBLE = frozenset({"Cc", "Cf", "Cs", "Zs", "Zl", "Zp"})
 PROFILE_FIELDS = ("name", "firstName", "lastName", "username")
-UPDATE_FIELDS = ("email", "username", "name", "firstName", "lastName", "role", "status")
 _NULLABLE = frozenset({"name", "firstName", "lastName"})
-
-# The unique constraints of "User", by name, and the field each one protects.
-_CONSTRAINT_FIELDS = {"User_email_lower_key": "email", "User_username_key": "username"}
 
 # Sort keys: expression and cursor value type. Only these constants ever reach the SQL.
 SORTS: dict[str, tuple[sql.Composable, paging.KeyKind]] = {
@@ -75,6 +73,43 @@ SORTS: dict[str, tuple[sql.Composable, paging.KeyKind]] = {
 ORDERS = ("asc", "desc")
 
 
+class ProfileChanges(TypedDict, total=False):
+    """What a user may change of their own profile (the keys present are changed)."""
+
+    username: str
+    name: str | None
+    firstName: str | None
+    lastName: str | None
+
+
+class UserChanges(ProfileChanges, total=False):
+    """What an administrator may change of a user (the keys present are changed)."""
+
+    email: str
+    role: str
+    status: str
+
+
+@dataclass(frozen=True)
+class DeletePlan:
+    """What deleting a user removes with them: shown before asking, audited after."""
+
+    user: UserRow
+    sessions: int
+    active_sessions: int
+    journey_states: int
+    role_assignments: int
+
+    def removed(self) -> dict[str, int]:
+        """The counts, as the audit row keeps them."""
+        return {
+            "sessions": self.sessions,
+            "activeSessions": self.active_sessions,
+            "journeyStates": self.journey_states,
+            "roleAssignments": self.role_assignments,
+        }
+
+
 @dataclass(frozen=True)
 class UserFilter:
     """What `list_users` selects: a search text and exact filters (None: any)."""
@@ -83,116 +118,6 @@ class UserFilter:
     role: str | None = None
     status: str | None = None
     level: str | None = None
-
-
-# -- validation -------------------------------------------------------------------
-
-
-def _text(value: Any, field: str, *, max_length: int, nullable: bool = False) -> str | None:
-    """A string field checked for type, NUL bytes and length (None allowed when nullable)."""
-    if value is None:
-        if nullable:
-            return None
-        raise Invalid(f"{field} cannot be null", details={"field": field})
-    if not isinstance(value, str):
-        raise Invalid(f"{field} must be a string", details={"field": field})
-    if "\x00" in value:
-        raise Invalid(f"{field} cannot contain NUL characters", details={"field": field})
-    if len(value) > max_length:
-        raise Invalid(f"{field} is longer than {max_length} characters", details={"field": field})
-    return value
-
-
-def _visible(text: str, field: str) -> str:
-    """text in NFC; Invalid when it holds a control, format or space character.
-
-    Such characters make look-alike addresses (a zero-width space, NFD's separate
-    accents) that are different accounts to the database but the same to a person.
-    """
-    text = unicodedata.normalize("NFC", text)
-    if any(ch.isspace() or unicodedata.category(ch) in _INVISIBLE for ch in text):
-        raise Invalid(
-            f"{field} cannot contain spaces, control or invisible characters",
-            details={"field": field},
-        )
-    return text
-
-
-def _email(value: Any) -> str:
-    """An email as it is stored and compared: NFC, visible characters only."""
-    email = _text(value, "email", max_length=MAX_EMAIL_LENGTH)
-    assert email is not None
-    email = _visible(email, "email")
-    if len(email) > MAX_EMAIL_LENGTH or not EMAIL_RE.match(email):
-        raise Invalid("email is not a valid address", details={"field": "email"})
-    return email
-
-
-def login_identifier(value: str) -> str:
-    """A sign-in identifier (email or username) in the form accounts are looked up by."""
-    return _visible(value.strip(), "identifier")
-
-
-def _username(value: Any) -> str:
-    username = _text(value, "username", max_length=50)
-    assert username is not None
-    if not USERNAME_RE.match(username):
-        raise Invalid(
-            "username must be 2 to 50 letters, digits, '.', '_' or '-', starting with a "
-            "letter or digit",
-            details={"field": "username"},
-        )
-    return username
-
-
-def _status(value: Any) -> str:
-    if value not in USER_STATUSES:
-        raise Invalid(
-            f"status must be one of {', '.join(USER_STATUSES)}",
-            details={"field": "status", "allowed": list(USER_STATUSES)},
-        )
-    return str(value)
-
-
-def _int(value: Any, field: str, low: int, high: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise Invalid(f"{field} must be an integer", details={"field": field})
-    if not low <= value <= high:
-        raise Invalid(f"{field} must be between {low} and {high}", details={"field": field})
-    return value
-
-
-def _reason(value: Any, *, required: bool) -> str | None:
-    reason = _text(value, "reason", max_length=MAX_REASON_LENGTH, nullable=not required)
-    if required and not (reason or "").strip():
-        raise Invalid("a reason is required", details={"field": "reason"})
-    return reason
-
-
-def _valid_id(user_id: Any) -> bool:
-    return isinstance(user_id, str) and 0 < len(user_id) <= MAX_ID_LENGTH and "\x00" not in user_id
-
-
-def _not_found(user_id: Any) -> NotFound:
-    shown = user_id if _valid_id(user_id) else None
-    return NotFound("no such user", details={"id": shown})
-
-
-def _conflict(e: pg_errors.UniqueViolation) -> Conflict:
-    field = _CONSTRAINT_FIELDS.get(e.diag.constraint_name or "")
-    if field is None:
-        return Conflict("the user conflicts with an existing one")
-    return Conflict(f"a user with this {field} already exists", field=field)
-
-
-def _refused(e: pg_errors.IntegrityError) -> Invalid:
-    """A CHECK or foreign key the checks above let through (the database has the last word)."""
-    constraint = e.diag.constraint_name or ""
-    field = next((f for f in UPDATE_FIELDS + ("xp",) if f in constraint.split("_")), None)
-    return Invalid(
-        f"the database refused the value ({constraint or 'constraint'})",
-        details={"field": field, "constraint": constraint},
-    )
 
 
 # -- reads ------------------------------------------------------------------------
@@ -212,7 +137,7 @@ def list_users(
     order: str = "desc",
     limit: int = paging.DEFAULT_LIMIT,
     cursor: str | None = None,
-) -> Page[dict[str, Any]]:
+) -> Page[UserRow]:
     """A page of users (keyset pagination: no duplicates or gaps while rows change)."""
     f = filters or UserFilter()
     if sort not in SORTS:
@@ -225,7 +150,7 @@ def list_users(
     limit = paging.check_limit(limit)
     clauses: list[sql.Composable] = []
     params: list[Any] = []
-    q = _text(f.q, "q", max_length=MAX_SEARCH_LENGTH, nullable=True)
+    q = fields.text(f.q, "q", max_length=MAX_SEARCH_LENGTH, nullable=True)
     if q:
         clauses.append(
             sql.SQL(
@@ -235,7 +160,7 @@ def list_users(
         )
         params.extend([f"%{escape_like(q)}%"] * 5)
     if f.role is not None:
-        role = _text(f.role, "role", max_length=MAX_NAME_LENGTH)
+        role = fields.text(f.role, "role", max_length=MAX_NAME_LENGTH)
         # Primary or additional: the trigger keeps the primary role in "UserRole" too.
         clauses.append(
             sql.SQL(
@@ -246,7 +171,7 @@ def list_users(
         params.append(role)
     if f.status is not None:
         clauses.append(sql.SQL("u.status = %s"))
-        params.append(_status(f.status))
+        params.append(fields.status(f.status))
     if f.level is not None:
         if f.level not in LEVEL_NAMES:
             raise Invalid(
@@ -285,29 +210,35 @@ def list_users(
     page = keyset.page(settings, rows, limit, lambda r: (r["_key"], r["id"]))
     for row in page.items:
         del row["_key"]
-    return page
+    # Without "_key", each row holds exactly the public columns.
+    return cast(Page[UserRow], page)
 
 
-def delete_impact(conn: psycopg.Connection[Any], ref: str) -> dict[str, Any]:
-    """What deleting the user would remove with it (for confirmations and --dry-run)."""
+def plan_delete(conn: psycopg.Connection[Any], actor: Actor, ref: str) -> DeletePlan:
+    """What deleting the user would remove, for a face to show before it asks.
+
+    Refused as the deletion itself would be (permission, outranked, the last
+    SUPER_ADMIN), so a dry run or a question never promises what `delete` refuses.
+    Reads only: nothing is locked while the operator reads the question.
+    """
     user = resolve_user(conn, ref)
-    user_id = user["id"]
+    authorize(conn, actor, "users:delete", user["id"])
+    if guards.active_super_admins(conn) == [user["id"]]:
+        guards.ensure_not_last_super_admin(conn, user["id"])
+    return _impact(conn, user)
+
+
+def _impact(conn: psycopg.Connection[Any], user: UserRow) -> DeletePlan:
     row = conn.execute(
         'SELECT (SELECT count(*) FROM "Session" WHERE "userId" = %(id)s),'
         ' (SELECT count(*) FROM "Session" WHERE "userId" = %(id)s AND "revokedAt" IS NULL'
         ' AND "expiresAt" > now()),'
         ' (SELECT count(*) FROM "UserJourneyState" WHERE "userId" = %(id)s),'
         ' (SELECT count(*) FROM "UserRole" WHERE "userId" = %(id)s)',
-        {"id": user_id},
+        {"id": user["id"]},
     ).fetchone()
     assert row is not None
-    return {
-        "user": user,
-        "sessions": int(row[0]),
-        "activeSessions": int(row[1]),
-        "journeyStates": int(row[2]),
-        "roleAssignments": int(row[3]),
-    }
+    return DeletePlan(user, int(row[0]), int(row[1]), int(row[2]), int(row[3]))
 
 
 # -- guards -----------------------------------------------------------------------
@@ -341,135 +272,102 @@ def create(
     role: str = "MEMBER",
     status: str = "ACTIVE",
     rounds: int = passwords.DEFAULT_ROUNDS,
-) -> dict[str, Any]:
+) -> UserRow:
     """A new user; Conflict(field) on a taken email (any case) or username."""
-    values = {
-        "email": _email(email),
-        "username": _username(username),
-        "name": _text(name, "name", max_length=MAX_NAME_LENGTH, nullable=True),
-        "firstName": _text(first_name, "firstName", max_length=MAX_NAME_LENGTH, nullable=True),
-        "lastName": _text(last_name, "lastName", max_length=MAX_NAME_LENGTH, nullable=True),
-        "role": _text(role, "role", max_length=MAX_NAME_LENGTH),
-        "status": _status(status),
+    primary = fields.required_text(role, "role", max_length=MAX_NAME_LENGTH)
+    values: dict[str, str | None] = {
+        "email": fields.email(email),
+        "username": fields.username(username),
+        "name": fields.text(name, "name", max_length=MAX_NAME_LENGTH, nullable=True),
+        "firstName": fields.text(
+            first_name, "firstName", max_length=MAX_NAME_LENGTH, nullable=True
+        ),
+        "lastName": fields.text(last_name, "lastName", max_length=MAX_NAME_LENGTH, nullable=True),
+        "role": primary,
+        "status": fields.status(status),
     }
     passwords.validate(password)
-    role_grants = role_permissions(conn, str(values["role"]))
-    authorize(conn, actor, "users:write", grants=role_grants)
+    authorize(conn, actor, "users:write", grants=role_permissions(conn, primary))
     values["password"] = passwords.hash_password(password, rounds)
     query = sql.SQL('INSERT INTO "User" ({}) VALUES ({}) RETURNING {}').format(
         sql.SQL(", ").join(sql.Identifier(k) for k in values),
         sql.SQL(", ").join(sql.Placeholder() * len(values)),
-        _RETURNING,
+        fields.RETURNING,
     )
-    try:
-        # A savepoint: a conflict leaves the caller's transaction usable.
-        with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
-            cur.execute(query, list(values.values()))
-            user = cur.fetchone()
-    except pg_errors.UniqueViolation as e:
-        raise _conflict(e) from None
-    except (pg_errors.CheckViolation, pg_errors.ForeignKeyViolation) as e:
-        raise _refused(e) from None
+    user = fields.fetch_user(conn, query, list(values.values()))
     assert user is not None
-    audit.record(conn, actor, "users.create", resource="user", resource_id=user["id"], after=user)
+    fields.record(conn, actor, "users.create", user["id"], None, user)
     return user
 
 
-def _apply(
-    conn: psycopg.Connection[Any], user_id: str, changes: Mapping[str, Any]
-) -> dict[str, Any]:
-    """UPDATE the given columns (names from a whitelist) and return the new public row."""
-    assignments = sql.SQL(", ").join(sql.SQL("{} = %s").format(sql.Identifier(k)) for k in changes)
-    query = sql.SQL('UPDATE "User" SET {} WHERE id = %s RETURNING {}').format(
-        assignments, _RETURNING
-    )
-    try:
-        with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
-            cur.execute(query, [*changes.values(), user_id])
-            row = cur.fetchone()
-    except pg_errors.UniqueViolation as e:
-        raise _conflict(e) from None
-    except (pg_errors.CheckViolation, pg_errors.ForeignKeyViolation) as e:
-        raise _refused(e) from None
-    if row is None:
-        raise _not_found(user_id)
-    return row
-
-
-def _validate_changes(changes: Mapping[str, Any], allowed: tuple[str, ...]) -> dict[str, Any]:
+def _validate_changes(
+    changes: UserChanges | ProfileChanges, allowed: tuple[str, ...]
+) -> dict[str, str | None]:
     unknown = sorted(set(changes) - set(allowed))
     if unknown:
         raise Invalid(
             f"cannot change {', '.join(unknown)}", details={"fields": unknown, "allowed": allowed}
         )
-    clean: dict[str, Any] = {}
+    clean: dict[str, str | None] = {}
     for key, value in changes.items():
         if key == "email":
-            clean[key] = _email(value)
+            clean[key] = fields.email(value)
         elif key == "username":
-            clean[key] = _username(value)
+            clean[key] = fields.username(value)
         elif key == "status":
-            clean[key] = _status(value)
+            clean[key] = fields.status(value)
         elif key == "role":
-            clean[key] = _text(value, "role", max_length=MAX_NAME_LENGTH)
+            clean[key] = fields.text(value, "role", max_length=MAX_NAME_LENGTH)
         else:
-            clean[key] = _text(value, key, max_length=MAX_NAME_LENGTH, nullable=key in _NULLABLE)
+            clean[key] = fields.text(
+                value, key, max_length=MAX_NAME_LENGTH, nullable=key in _NULLABLE
+            )
     return clean
 
 
-def update(
-    conn: psycopg.Connection[Any], actor: Actor, ref: str, changes: Mapping[str, Any]
-) -> dict[str, Any]:
+def _write(
+    conn: psycopg.Connection[Any],
+    actor: Actor,
+    action: str,
+    before: UserRow,
+    changes: dict[str, str | None],
+    **details: object,
+) -> UserRow:
+    """Apply validated changes to the (locked) user `before` and audit both images."""
+    after = fields.update_row(conn, before["id"], changes)
+    fields.record(conn, actor, action, before["id"], before, after, **details)
+    return after
+
+
+def update(conn: psycopg.Connection[Any], actor: Actor, ref: str, changes: UserChanges) -> UserRow:
     """Change email, username, names, role or status (the keys present in changes)."""
     clean = _validate_changes(changes, UPDATE_FIELDS)
     before = resolve_user(conn, ref, lock=True)
     user_id = before["id"]
     if not clean:
         raise Invalid("nothing to change", details={"allowed": list(UPDATE_FIELDS)})
-    new_role = "role" in clean and clean["role"] != before["role"]
-    grants = role_permissions(conn, clean["role"]) if new_role else set()
+    role = clean.get("role")
+    new_role = role is not None and role != before["role"]
+    grants = role_permissions(conn, role) if role is not None and new_role else set()
     authorize(conn, actor, "users:write", user_id, grants=grants)
     if new_role and before["role"] == guards.SUPER_ADMIN:
         guards.ensure_not_last_super_admin(conn, user_id)
     if clean.get("status", "ACTIVE") != "ACTIVE" and before["status"] == "ACTIVE":
         guards.ensure_not_last_super_admin(conn, user_id)
-    after = _apply(conn, user_id, clean)
-    audit.record(
-        conn,
-        actor,
-        "users.update",
-        resource="user",
-        resource_id=user_id,
-        before=before,
-        after=after,
-        fields=sorted(clean),
-    )
-    return after
+    return _write(conn, actor, "users.update", before, clean, fields=sorted(clean))
 
 
 def update_profile(
-    conn: psycopg.Connection[Any], actor: Actor, ref: str, changes: Mapping[str, Any]
-) -> dict[str, Any]:
+    conn: psycopg.Connection[Any], actor: Actor, ref: str, changes: ProfileChanges
+) -> UserRow:
     """A user's change of their own profile: names and username only."""
     clean = _validate_changes(changes, PROFILE_FIELDS)
     before = resolve_user(conn, ref, lock=True)
-    user_id = before["id"]
-    if user_id != actor.user_id:
-        authorize(conn, actor, "users:write", user_id)
+    if before["id"] != actor.user_id:
+        authorize(conn, actor, "users:write", before["id"])
     if not clean:
         raise Invalid("nothing to change", details={"allowed": list(PROFILE_FIELDS)})
-    after = _apply(conn, user_id, clean)
-    audit.record(
-        conn,
-        actor,
-        "users.update_profile",
-        resource="user",
-        resource_id=user_id,
-        before=before,
-        after=after,
-        fields=sorted(clean),
-    )
-    return after
+    return _write(conn, actor, "users.update_profile", before, clean, fields=sorted(clean))
 
 
 SELF_RESET_REFUSED = (
@@ -479,41 +377,29 @@ SELF_RESET_REFUSED = (
 _STATUS_ACTIONS = {"SUSPENDED": "suspend", "ACTIVE": "activate", "INACTIVE": "deactivate"}
 
 
-def set_status(
-    conn: psycopg.Connection[Any], actor: Actor, ref: str, status: str
-) -> dict[str, Any]:
+def set_status(conn: psycopg.Connection[Any], actor: Actor, ref: str, status: str) -> UserRow:
     """Suspend, activate or deactivate; leaving ACTIVE ends every session (trigger)."""
-    _status(status)
+    fields.status(status)
     before = resolve_user(conn, ref, lock=True)
     user_id = before["id"]
     authorize(conn, actor, "users:write", user_id)
     if status != "ACTIVE" and before["status"] == "ACTIVE":
         guards.ensure_not_last_super_admin(conn, user_id)
-    after = _apply(conn, user_id, {"status": status})
     verb = _STATUS_ACTIONS.get(status, "status")
-    audit.record(
-        conn,
-        actor,
-        f"users.{verb}",
-        resource="user",
-        resource_id=user_id,
-        before=before,
-        after=after,
-    )
-    return after
+    return _write(conn, actor, f"users.{verb}", before, {"status": status})
 
 
-def suspend(conn: psycopg.Connection[Any], actor: Actor, ref: str) -> dict[str, Any]:
+def suspend(conn: psycopg.Connection[Any], actor: Actor, ref: str) -> UserRow:
     """Status SUSPENDED: no login, every session ended."""
     return set_status(conn, actor, ref, "SUSPENDED")
 
 
-def activate(conn: psycopg.Connection[Any], actor: Actor, ref: str) -> dict[str, Any]:
+def activate(conn: psycopg.Connection[Any], actor: Actor, ref: str) -> UserRow:
     """Status ACTIVE: the user may sign in again."""
     return set_status(conn, actor, ref, "ACTIVE")
 
 
-def deactivate(conn: psycopg.Connection[Any], actor: Actor, ref: str) -> dict[str, Any]:
+def deactivate(conn: psycopg.Connection[Any], actor: Actor, ref: str) -> UserRow:
     """Status INACTIVE (the reversible alternative to delete): no login, sessions ended."""
     return set_status(conn, actor, ref, "INACTIVE")
 
@@ -525,7 +411,7 @@ def set_password(
     password: str,
     *,
     rounds: int = passwords.DEFAULT_ROUNDS,
-) -> dict[str, Any]:
+) -> UserRow:
     """An administrator's reset of another user's password; ends every session (trigger)."""
     passwords.validate(password)
     user_id = resolve_user(conn, ref)["id"]
@@ -537,150 +423,18 @@ def set_password(
         'SELECT count(*) FROM "Session" WHERE "userId" = %s AND "revokedAt" IS NULL',
         [user_id],
     ).fetchone()
-    after = _apply(conn, user_id, {"password": hashed})
-    audit.record(
-        conn,
-        actor,
-        "users.set_password",
-        resource="user",
-        resource_id=user_id,
-        before=before,
-        after=after,
-        sessionsRevoked=int(live[0]) if live else 0,
+    revoked = int(live[0]) if live else 0
+    return _write(
+        conn, actor, "users.set_password", before, {"password": hashed}, sessionsRevoked=revoked
     )
-    return after
 
 
-def delete(conn: psycopg.Connection[Any], actor: Actor, ref: str) -> dict[str, Any]:
+def delete(conn: psycopg.Connection[Any], actor: Actor, ref: str) -> DeletePlan:
     """Hard-delete the user (see the module docstring for why); returns what was removed."""
-    user_id = resolve_user(conn, ref, lock=True)["id"]
-    authorize(conn, actor, "users:delete", user_id)
-    guards.ensure_not_last_super_admin(conn, user_id)
-    impact = delete_impact(conn, user_id)
-    conn.execute('DELETE FROM "User" WHERE id = %s', [user_id])
-    audit.record(
-        conn,
-        actor,
-        "users.delete",
-        resource="user",
-        resource_id=user_id,
-        before=impact["user"],
-        removed={k: v for k, v in impact.items() if k != "user"},
-    )
+    user = resolve_user(conn, ref, lock=True)
+    authorize(conn, actor, "users:delete", user["id"])
+    guards.ensure_not_last_super_admin(conn, user["id"])
+    impact = _impact(conn, user)
+    conn.execute('DELETE FROM "User" WHERE id = %s', [user["id"]])
+    fields.record(conn, actor, "users.delete", user["id"], user, None, removed=impact.removed())
     return impact
-
-
-# -- XP and reputation ------------------------------------------------------------
-
-_COUNTERS = {"xp": (0, INT4_MAX), "reputation": (-INT4_MAX, INT4_MAX)}
-
-
-def _add(
-    conn: psycopg.Connection[Any],
-    actor: Actor,
-    ref: str,
-    column: str,
-    amount: int,
-    reason: str | None,
-) -> dict[str, Any]:
-    """column += amount in one statement (concurrent additions are never lost)."""
-    low, high = _COUNTERS[column]
-    amount = _int(amount, "amount", -INT4_MAX, INT4_MAX)
-    if amount == 0:
-        raise Invalid("amount must not be 0", details={"field": "amount"})
-    reason = _reason(reason, required=True)
-    user_id = resolve_user(conn, ref)["id"]
-    authorize(conn, actor, "users:write", user_id)
-    col = sql.Identifier(column)
-    # The bound check in WHERE keeps the row (and the int4 column) in range without an
-    # error: a refused addition changes nothing and is told apart from a missing user.
-    query = sql.SQL(
-        'UPDATE "User" SET {col} = {col} + %(a)s WHERE id = %(id)s'
-        " AND {col}::bigint + %(a)s BETWEEN %(low)s AND %(high)s RETURNING {ret}"
-    ).format(col=col, ret=_RETURNING)
-    with conn.cursor(row_factory=dict_row) as cur:
-        cur.execute(query, {"a": amount, "id": user_id, "low": low, "high": high})
-        after = cur.fetchone()
-    if after is None:
-        current = resolve_user(conn, user_id)[column]
-        raise Invalid(
-            f"{column} would leave its range ({low} to {high}): it is {current}",
-            details={"field": "amount", column: current},
-        )
-    before = {column: after[column] - amount}
-    if column == "xp":
-        before["level"] = level_for(before["xp"])
-    audit.record(
-        conn,
-        actor,
-        f"users.add_{column}",
-        resource="user",
-        resource_id=user_id,
-        before=before,
-        after={k: after[k] for k in before},
-        amount=amount,
-        reason=reason,
-    )
-    return after
-
-
-def _set(
-    conn: psycopg.Connection[Any],
-    actor: Actor,
-    ref: str,
-    column: str,
-    value: int,
-    reason: str | None,
-) -> dict[str, Any]:
-    """column = value, returning the old value from the same locked row."""
-    low, high = _COUNTERS[column]
-    value = _int(value, column, low, high)
-    reason = _reason(reason, required=False)
-    before_row = resolve_user(conn, ref, lock=True)
-    user_id = before_row["id"]
-    authorize(conn, actor, "users:write", user_id)
-    after = _apply(conn, user_id, {column: value})
-    keys = [column, "level"] if column == "xp" else [column]
-    audit.record(
-        conn,
-        actor,
-        f"users.set_{column}",
-        resource="user",
-        resource_id=user_id,
-        before={k: before_row[k] for k in keys},
-        after={k: after[k] for k in keys},
-        reason=reason,
-    )
-    return after
-
-
-def add_xp(
-    conn: psycopg.Connection[Any], actor: Actor, ref: str, amount: int, reason: str
-) -> dict[str, Any]:
-    """Add (or with a negative amount, take) XP atomically; Invalid if xp would go below 0."""
-    return _add(conn, actor, ref, "xp", amount, reason)
-
-
-def set_xp(
-    conn: psycopg.Connection[Any], actor: Actor, ref: str, xp: int, reason: str | None = None
-) -> dict[str, Any]:
-    """Set XP (≥ 0); the level follows by trigger."""
-    return _set(conn, actor, ref, "xp", xp, reason)
-
-
-def add_reputation(
-    conn: psycopg.Connection[Any], actor: Actor, ref: str, amount: int, reason: str
-) -> dict[str, Any]:
-    """Add (or take) reputation atomically; reputation may be negative."""
-    return _add(conn, actor, ref, "reputation", amount, reason)
-
-
-def set_reputation(
-    conn: psycopg.Connection[Any],
-    actor: Actor,
-    ref: str,
-    reputation: int,
-    reason: str | None = None,
-) -> dict[str, Any]:
-    """Set reputation."""
-    return _set(conn, actor, ref, "reputation", reputation, reason)

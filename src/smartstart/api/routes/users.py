@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from collections.abc import Callable
+from typing import Annotated, Any, Literal, cast
 
+import psycopg
 from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -19,8 +21,10 @@ from smartstart.api.deps import (
 from smartstart.api.paging import Cursor, Limit
 from smartstart.api.responses import trusted_json
 from smartstart.api.schemas import UserAccount
-from smartstart.domain import resolve, users
+from smartstart.domain import resolve, users, xp
+from smartstart.domain.actor import Actor
 from smartstart.domain.paging import DEFAULT_LIMIT
+from smartstart.domain.resolve import UserRow
 from smartstart.domain.sessions import Principal
 
 router = APIRouter(prefix="/api/users", tags=["users"])
@@ -43,8 +47,9 @@ ReadOne = Annotated[
     Depends(RequireRiding("users:read", lambda r: resolve.user_rider(r.path_params["user_id"]))),
 ]
 
-_NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "No such user"}}
-_WRITE_ERRORS: dict[int | str, dict[str, Any]] = {
+Responses = dict[int | str, dict[str, Any]]  # OpenAPI's extra responses of a route
+_NOT_FOUND: Responses = {404: {"description": "No such user"}}
+_WRITE_ERRORS: Responses = {
     **_NOT_FOUND,
     403: {"description": "Missing permission, or the user holds permissions you lack (Denied)"},
     409: {"description": "Taken email/username (details.field), or the last SUPER_ADMIN"},
@@ -120,7 +125,7 @@ class ReputationSet(BaseModel):
 
 # /me comes before /{user_id}: otherwise "me" would be taken for an id.
 @router.get("/me", summary="Your own profile", response_model=UserAccount)
-def get_me(principal: Me, conn: ConnDep) -> dict[str, Any]:
+def get_me(principal: Me, conn: ConnDep) -> UserRow:
     return resolve.resolve_user(conn, principal.user_id)
 
 
@@ -130,12 +135,9 @@ def get_me(principal: Me, conn: ConnDep) -> dict[str, Any]:
     response_model=UserAccount,
     responses={409: {"description": "Username taken (details.field)"}},
 )
-def update_me(
-    request: Request, principal: Me, conn: ConnDep, body: ProfileUpdate
-) -> dict[str, Any]:
-    return users.update_profile(
-        conn, actor_for(request, principal), principal.user_id, body.model_dump(exclude_unset=True)
-    )
+def update_me(request: Request, principal: Me, conn: ConnDep, body: ProfileUpdate) -> UserRow:
+    changes = cast(users.ProfileChanges, body.model_dump(exclude_unset=True))
+    return users.update_profile(conn, actor_for(request, principal), principal.user_id, changes)
 
 
 @router.get(
@@ -186,11 +188,10 @@ def list_users(
 async def get_user(request: Request, read: ReadOne, user_id: str) -> Response:
     # The hot read path: by id, one statement on the event loop. An email or a username
     # (a miss by id) takes a second round trip.
-    row = read.row
-    if row is None:
-        async with request.app.state.apool.connection() as conn:
-            row = await resolve.aresolve_user(conn, user_id)
-    return trusted_json(row)
+    if read.row is not None:
+        return trusted_json(read.row)
+    async with request.app.state.apool.connection() as conn:
+        return trusted_json(await resolve.aresolve_user(conn, user_id))
 
 
 @router.post(
@@ -205,7 +206,7 @@ async def get_user(request: Request, read: ReadOne, user_id: str) -> Response:
 )
 def create_user(
     request: Request, settings: SettingsDep, principal: Writer, conn: ConnDep, body: UserCreate
-) -> dict[str, Any]:
+) -> UserRow:
     return users.create(
         conn,
         actor_for(request, principal),
@@ -229,49 +230,45 @@ def create_user(
 )
 def update_user(
     request: Request, principal: Writer, conn: ConnDep, user_id: str, body: UserUpdate
-) -> dict[str, Any]:
-    return users.update(
-        conn,
-        actor_for(request, principal),
-        user_id,
-        body.model_dump(exclude_unset=True),
+) -> UserRow:
+    changes = cast(users.UserChanges, body.model_dump(exclude_unset=True))
+    return users.update(conn, actor_for(request, principal), user_id, changes)
+
+
+Change = Callable[[psycopg.Connection[Any], Actor, str], UserRow]
+
+
+def _post(
+    path: str, route: Callable[..., UserRow], name: str, summary: str, errors: Responses
+) -> None:
+    """Register a POST route that answers with the changed user (for the factories below)."""
+    router.add_api_route(
+        path,
+        route,
+        methods=["POST"],
+        name=name,
+        summary=summary,
+        response_model=UserAccount,
+        responses=errors,
     )
 
 
-@router.post(
-    "/{user_id}/suspend",
-    summary="Suspend a user (ends their sessions)",
-    response_model=UserAccount,
-    responses=_WRITE_ERRORS,
+def _status_route(verb: str, summary: str, change: Change) -> None:
+    """POST /{user_id}/<verb>: one status change (suspend, activate, deactivate)."""
+
+    def route(request: Request, principal: Writer, conn: ConnDep, user_id: str) -> UserRow:
+        return change(conn, actor_for(request, principal), user_id)
+
+    _post(f"/{{user_id}}/{verb}", route, f"{verb}_user", summary, _WRITE_ERRORS)
+
+
+_status_route("suspend", "Suspend a user (ends their sessions)", users.suspend)
+_status_route("activate", "Activate a user", users.activate)
+_status_route(
+    "deactivate",
+    "Deactivate a user (ends their sessions; reversible, unlike delete)",
+    users.deactivate,
 )
-def suspend_user(
-    request: Request, principal: Writer, conn: ConnDep, user_id: str
-) -> dict[str, Any]:
-    return users.suspend(conn, actor_for(request, principal), user_id)
-
-
-@router.post(
-    "/{user_id}/activate",
-    summary="Activate a user",
-    response_model=UserAccount,
-    responses=_WRITE_ERRORS,
-)
-def activate_user(
-    request: Request, principal: Writer, conn: ConnDep, user_id: str
-) -> dict[str, Any]:
-    return users.activate(conn, actor_for(request, principal), user_id)
-
-
-@router.post(
-    "/{user_id}/deactivate",
-    summary="Deactivate a user (ends their sessions; reversible, unlike delete)",
-    response_model=UserAccount,
-    responses=_WRITE_ERRORS,
-)
-def deactivate_user(
-    request: Request, principal: Writer, conn: ConnDep, user_id: str
-) -> dict[str, Any]:
-    return users.deactivate(conn, actor_for(request, principal), user_id)
 
 
 @router.put(
@@ -311,37 +308,32 @@ def delete_user(request: Request, principal: Deleter, conn: ConnDep, user_id: st
     return Response(status_code=204)
 
 
-@router.post(
-    "/{user_id}/xp",
-    summary="Add XP (negative to take); the level follows",
-    response_model=UserAccount,
-    responses={**_WRITE_ERRORS, 422: {"description": "XP would go below 0"}},
+def _add_route(counter: xp.Counter, summary: str, errors: Responses) -> None:
+    """POST /{user_id}/<counter>: add to XP or reputation (negative to take)."""
+
+    def route(
+        request: Request, principal: Writer, conn: ConnDep, user_id: str, body: CounterAdd
+    ) -> UserRow:
+        actor = actor_for(request, principal)
+        return xp.add(conn, actor, user_id, counter, body.amount, body.reason)
+
+    _post(f"/{{user_id}}/{counter}", route, f"add_{counter}", summary, errors)
+
+
+_add_route(
+    "xp",
+    "Add XP (negative to take); the level follows",
+    {**_WRITE_ERRORS, 422: {"description": "XP would go below 0"}},
 )
-def add_xp(
-    request: Request, principal: Writer, conn: ConnDep, user_id: str, body: CounterAdd
-) -> dict[str, Any]:
-    return users.add_xp(conn, actor_for(request, principal), user_id, body.amount, body.reason)
+_add_route("reputation", "Add reputation (negative to take)", _WRITE_ERRORS)
 
 
+# The two setters differ in their body (the field is named after the counter).
 @router.put("/{user_id}/xp", summary="Set XP", response_model=UserAccount, responses=_WRITE_ERRORS)
 def set_xp(
     request: Request, principal: Writer, conn: ConnDep, user_id: str, body: XpSet
-) -> dict[str, Any]:
-    return users.set_xp(conn, actor_for(request, principal), user_id, body.xp, body.reason)
-
-
-@router.post(
-    "/{user_id}/reputation",
-    summary="Add reputation (negative to take)",
-    response_model=UserAccount,
-    responses=_WRITE_ERRORS,
-)
-def add_reputation(
-    request: Request, principal: Writer, conn: ConnDep, user_id: str, body: CounterAdd
-) -> dict[str, Any]:
-    return users.add_reputation(
-        conn, actor_for(request, principal), user_id, body.amount, body.reason
-    )
+) -> UserRow:
+    return xp.set_xp(conn, actor_for(request, principal), user_id, body.xp, body.reason)
 
 
 @router.put(
@@ -352,7 +344,6 @@ def add_reputation(
 )
 def set_reputation(
     request: Request, principal: Writer, conn: ConnDep, user_id: str, body: ReputationSet
-) -> dict[str, Any]:
-    return users.set_reputation(
-        conn, actor_for(request, principal), user_id, body.reputation, body.reason
-    )
+) -> UserRow:
+    actor = actor_for(request, principal)
+    return xp.set_reputation(conn, actor, user_id, body.reputation, body.reason)
