@@ -7,8 +7,10 @@ smartstart.domain.rbac applies, and every change is audited as `cli:<os user>`.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
 
+import psycopg
 import typer
 
 from smartstart.cli.common import (
@@ -25,7 +27,8 @@ from smartstart.cli.common import (
 from smartstart.cli.context import transaction
 from smartstart.cli.paging import DEFAULT_LIMIT, CursorOpt, LimitOpt, more
 from smartstart.domain import rbac
-from smartstart.domain.resolve import resolve_user
+from smartstart.domain.actor import Actor
+from smartstart.domain.paging import Page
 
 app = typer.Typer(
     help="Roles, permissions, grants and role assignments (RBAC).", no_args_is_help=True
@@ -40,47 +43,89 @@ PermissionArg = Annotated[str, typer.Argument(help="Permission name, resource:ac
 UserArg = Annotated[str, typer.Argument(help="The user: id, email or username.")]
 DescriptionOpt = Annotated[str | None, typer.Option("--description", "-d", help="Description.")]
 
+Connection = psycopg.Connection[Any]
+P = TypeVar("P")
+R = TypeVar("R")
+T = TypeVar("T")
+
 
 def _say(message: str) -> None:
     console.print(f"[green]•[/] {message}", highlight=False)
 
 
-def _role_rows(roles: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [
-        {
-            "name": r["name"],
-            "users": r["users"],
-            "permissions": len(r["permissions"]),
-            "description": r["description"],
-        }
-        for r in roles
-    ]
-
-
-def _show_role(role: dict[str, Any], as_json: bool) -> None:
+def _listing(
+    lister: Callable[..., Page[R]],
+    as_json: bool,
+    limit: int,
+    cursor: str | None,
+    table: Callable[[R], dict[str, object]],
+    title: str,
+) -> None:
+    """A page of `lister` (rbac.list_roles or rbac.list_permissions) as JSON or a table."""
+    with transaction() as (conn, _):
+        page = lister(conn, settings=settings(), limit=limit, cursor=cursor)
     if as_json:
-        print_json(role)
+        print_json(page.as_dict())
         return
-    print_table(
-        [{"field": k, "value": v} for k, v in role.items() if k != "permissions"],
-        ["field", "value"],
-        title=f"role {role['name']}",
-    )
-    print_table([{"permission": p} for p in role["permissions"]], ["permission"])
+    print_table([table(r) for r in page.items], title=title)
+    more(page)
 
 
-def _show_permission(perm: dict[str, Any], as_json: bool) -> None:
+def _written(row: rbac.RoleRow | rbac.PermissionRow, as_json: bool, message: str) -> None:
     if as_json:
-        print_json(perm)
-        return
-    print_table(
-        [{"field": k, "value": ", ".join(v) if k == "roles" else v} for k, v in perm.items()],
-        ["field", "value"],
-        title=f"permission {perm['name']}",
-    )
+        print_json(row)
+    else:
+        _say(message)
+
+
+def _changes(name: str | None, description: str | None) -> dict[str, str | None]:
+    """What an update sets: only what was given; --description "" clears it."""
+    changes: dict[str, str | None] = {}
+    if name is not None:
+        changes["name"] = name
+    if description is not None:
+        changes["description"] = description or None
+    return changes
+
+
+def _planned(
+    verb: str,
+    plan: Callable[[Connection, Actor], P],
+    touch: Callable[[P], str | None],
+    write: Callable[[Connection, Actor], T],
+    *,
+    yes: bool,
+    dry_run: bool,
+) -> tuple[P, T] | None:
+    """Plan (its own read-only transaction), show it and stop for --dry-run, ask, write.
+
+    `touch` names what the plan changes ("role X: …"), None when it changes nothing
+    (no question then; the write still records the no-op). No transaction is open
+    while we ask, and a dry run writes nothing at all.
+    """
+    with transaction() as (conn, actor):
+        planned = plan(conn, actor)
+    what = touch(planned)
+    if dry_run:
+        _say(f"would {verb} {what}" if what else f"nothing to {verb}")
+        _say("nothing changed (dry run)")
+        return None
+    if what:
+        confirm(f"{verb.capitalize()} {what}?", yes)
+    with transaction() as (conn, actor):
+        return planned, write(conn, actor)
 
 
 # -- roles ---------------------------------------------------------------------------
+
+
+def _role_row(r: rbac.RoleRow) -> dict[str, object]:
+    return {
+        "name": r["name"],
+        "users": r["users"],
+        "permissions": len(r["permissions"]),
+        "description": r["description"],
+    }
 
 
 @roles_app.callback(invoke_without_command=True)
@@ -101,13 +146,7 @@ def role_list(
     as_json: JsonOpt = False, limit: LimitOpt = DEFAULT_LIMIT, cursor: CursorOpt = None
 ) -> None:
     """List roles with their number of users and permissions."""
-    with transaction() as (conn, _):
-        page = rbac.list_roles(conn, settings=settings(), limit=limit, cursor=cursor)
-    if as_json:
-        print_json(page.as_dict())
-        return
-    print_table(_role_rows(page.items), title="roles")
-    more(page)
+    _listing(rbac.list_roles, as_json, limit, cursor, _role_row, "roles")
 
 
 @roles_app.command("show")
@@ -116,7 +155,15 @@ def role_show(role: RoleArg, as_json: JsonOpt = False) -> None:
     """Show a role and the permissions it grants."""
     with transaction() as (conn, _):
         row = rbac.resolve_role(conn, role)
-    _show_role(row, as_json)
+    if as_json:
+        print_json(row)
+        return
+    print_table(
+        [{"field": k, "value": v} for k, v in row.items() if k != "permissions"],
+        ["field", "value"],
+        title=f"role {row['name']}",
+    )
+    print_table([{"permission": p} for p in row["permissions"]], ["permission"])
 
 
 @roles_app.command("create")
@@ -127,10 +174,7 @@ def role_create(
     """Create a role (without permissions: `rbac grant` them next)."""
     with transaction() as (conn, actor):
         row = rbac.create_role(conn, actor, name=name, description=description)
-    if as_json:
-        print_json(row)
-    else:
-        _say(f"created role {row['name']} ({row['id']})")
+    _written(row, as_json, f"created role {row['name']} ({row['id']})")
 
 
 @roles_app.command("update")
@@ -144,39 +188,39 @@ def role_update(
     as_json: JsonOpt = False,
 ) -> None:
     """Rename a role or change its description."""
-    kwargs: dict[str, Any] = {}
-    if name is not None:
-        kwargs["name"] = name
-    if description is not None:
-        kwargs["description"] = description or None  # --description "" clears it
     with transaction() as (conn, actor):
-        row = rbac.update_role(conn, actor, role, **kwargs)
-    if as_json:
-        print_json(row)
-    else:
-        _say(f"updated role {row['name']}")
+        row = rbac.update_role(conn, actor, role, **_changes(name, description))
+    _written(row, as_json, f"updated role {row['name']}")
+
+
+def _role_deletion(plan: rbac.RoleDeletePlan) -> str:
+    return (
+        f"role {plan['role']['name']}: {len(plan['grants'])} grant(s),"
+        f" {plan['assignments']} assignment(s)"
+    )
 
 
 @roles_app.command("delete")
 @handle_errors
 def role_delete(role: RoleArg, yes: YesOpt = False, dry_run: DryRunOpt = False) -> None:
     """Delete a role with its grants (refused while it is some user's primary role)."""
-    with transaction() as (conn, actor):
-        row = rbac.resolve_role(conn, role)
-        touch = (
-            f"role {row['name']}: {len(row['permissions'])} grant(s), {row['users']} assignment(s)"
-        )
-        if dry_run:
-            rbac.delete_role(conn, actor, role)  # every rule checked, then undone
-            conn.rollback()
-            _say(f"would delete {touch}; nothing changed (dry run)")
-            return
-        confirm(f"Delete {touch}?", yes)
-        rbac.delete_role(conn, actor, role)
-    _say(f"deleted {touch}")
+    done = _planned(
+        "delete",
+        lambda conn, actor: rbac.plan_delete_role(conn, actor, role),
+        _role_deletion,
+        lambda conn, actor: rbac.delete_role(conn, actor, role),
+        yes=yes,
+        dry_run=dry_run,
+    )
+    if done:
+        _say(f"deleted {_role_deletion(done[0])}")
 
 
 # -- permissions -----------------------------------------------------------------------
+
+
+def _permission_row(p: rbac.PermissionRow) -> dict[str, object]:
+    return {"name": p["name"], "roles": ", ".join(p["roles"]), "description": p["description"]}
 
 
 @permissions_app.callback(invoke_without_command=True)
@@ -197,19 +241,7 @@ def permission_list(
     as_json: JsonOpt = False, limit: LimitOpt = DEFAULT_LIMIT, cursor: CursorOpt = None
 ) -> None:
     """List permissions with the roles granting them."""
-    with transaction() as (conn, _):
-        page = rbac.list_permissions(conn, settings=settings(), limit=limit, cursor=cursor)
-    if as_json:
-        print_json(page.as_dict())
-        return
-    print_table(
-        [
-            {"name": p["name"], "roles": ", ".join(p["roles"]), "description": p["description"]}
-            for p in page.items
-        ],
-        title="permissions",
-    )
-    more(page)
+    _listing(rbac.list_permissions, as_json, limit, cursor, _permission_row, "permissions")
 
 
 @permissions_app.command("show")
@@ -218,7 +250,14 @@ def permission_show(permission: PermissionArg, as_json: JsonOpt = False) -> None
     """Show a permission and the roles granting it."""
     with transaction() as (conn, _):
         row = rbac.resolve_permission(conn, permission)
-    _show_permission(row, as_json)
+    if as_json:
+        print_json(row)
+        return
+    print_table(
+        [{"field": k, "value": v} for k, v in {**row, "roles": ", ".join(row["roles"])}.items()],
+        ["field", "value"],
+        title=f"permission {row['name']}",
+    )
 
 
 @permissions_app.command("create")
@@ -229,10 +268,7 @@ def permission_create(
     """Create a permission (resource:action); SUPER_ADMIN is granted it at once."""
     with transaction() as (conn, actor):
         row = rbac.create_permission(conn, actor, name=name, description=description)
-    if as_json:
-        print_json(row)
-    else:
-        _say(f"created permission {row['name']} (granted to SUPER_ADMIN)")
+    _written(row, as_json, f"created permission {row['name']} (granted to SUPER_ADMIN)")
 
 
 @permissions_app.command("update")
@@ -244,17 +280,14 @@ def permission_update(
     as_json: JsonOpt = False,
 ) -> None:
     """Rename a (non built-in) permission or change its description."""
-    kwargs: dict[str, Any] = {}
-    if name is not None:
-        kwargs["name"] = name
-    if description is not None:
-        kwargs["description"] = description or None
     with transaction() as (conn, actor):
-        row = rbac.update_permission(conn, actor, permission, **kwargs)
-    if as_json:
-        print_json(row)
-    else:
-        _say(f"updated permission {row['name']}")
+        row = rbac.update_permission(conn, actor, permission, **_changes(name, description))
+    _written(row, as_json, f"updated permission {row['name']}")
+
+
+def _permission_deletion(plan: rbac.PermissionDeletePlan) -> str:
+    granted = ", ".join(plan["roles"]) or "no role"
+    return f"permission {plan['permission']['name']}, granted to {granted}"
 
 
 @permissions_app.command("delete")
@@ -263,17 +296,16 @@ def permission_delete(
     permission: PermissionArg, yes: YesOpt = False, dry_run: DryRunOpt = False
 ) -> None:
     """Delete a (non built-in) permission and its grants."""
-    with transaction() as (conn, actor):
-        row = rbac.resolve_permission(conn, permission)
-        touch = f"permission {row['name']}, granted to {', '.join(row['roles']) or 'no role'}"
-        if dry_run:
-            rbac.delete_permission(conn, actor, permission)
-            conn.rollback()
-            _say(f"would delete {touch}; nothing changed (dry run)")
-            return
-        confirm(f"Delete {touch}?", yes)
-        rbac.delete_permission(conn, actor, permission)
-    _say(f"deleted {touch}")
+    done = _planned(
+        "delete",
+        lambda conn, actor: rbac.plan_delete_permission(conn, actor, permission),
+        _permission_deletion,
+        lambda conn, actor: rbac.delete_permission(conn, actor, permission),
+        yes=yes,
+        dry_run=dry_run,
+    )
+    if done:
+        _say(f"deleted {_permission_deletion(done[0])}")
 
 
 # -- grants ----------------------------------------------------------------------------
@@ -292,26 +324,33 @@ def grant(role: RoleArg, permission: PermissionArg) -> None:
     )
 
 
+def _revocation(plan: rbac.RevokePlan) -> str | None:
+    if not plan["changed"]:
+        return None
+    return f"{plan['permission']} from role {plan['role']['name']} ({plan['users']} user(s))"
+
+
 @app.command()
 @handle_errors
 def revoke(
     role: RoleArg, permission: PermissionArg, yes: YesOpt = False, dry_run: DryRunOpt = False
 ) -> None:
     """Revoke a permission from a role (a no-op when not granted)."""
-    with transaction() as (conn, actor):
-        target = rbac.resolve_role(conn, role)
-        touch = f"{permission} from role {target['name']} ({target['users']} user(s))"
-        if dry_run:
-            _, changed = rbac.revoke(conn, actor, role, permission)
-            conn.rollback()
-            _say(f"would revoke {touch}" if changed else f"{target['name']} lacks {permission}")
-            _say("nothing changed (dry run)")
-            return
-        confirm(f"Revoke {touch}?", yes)
-        _, changed = rbac.revoke(conn, actor, role, permission)
-    _say(
-        f"revoked {touch}" if changed else f"{target['name']} lacked {permission}; nothing changed"
+    done = _planned(
+        "revoke",
+        lambda conn, actor: rbac.plan_revoke(conn, actor, role, permission),
+        _revocation,
+        lambda conn, actor: rbac.revoke(conn, actor, role, permission),
+        yes=yes,
+        dry_run=dry_run,
     )
+    if done:
+        plan, (_, changed) = done
+        _say(
+            f"revoked {_revocation(plan)}"
+            if changed
+            else f"{plan['role']['name']} lacked {plan['permission']}; nothing changed"
+        )
 
 
 @app.command()
@@ -333,7 +372,7 @@ def matrix(as_json: JsonOpt = False) -> None:
 # -- assignments and checks ---------------------------------------------------------------
 
 
-def _roles_line(roles: dict[str, Any]) -> str:
+def _roles_line(roles: rbac.UserRoles) -> str:
     return ", ".join(r["name"] + (" (primary)" if r["primary"] else "") for r in roles["roles"])
 
 
@@ -350,24 +389,31 @@ def assign(user: UserArg, role: RoleArg) -> None:
     _say(f"roles: {_roles_line(roles)}")
 
 
+def _unassignment(plan: rbac.UnassignPlan) -> str | None:
+    return f"{plan['role']} from {plan['user']['email']}" if plan["changed"] else None
+
+
 @app.command()
 @handle_errors
 def unassign(user: UserArg, role: RoleArg, yes: YesOpt = False, dry_run: DryRunOpt = False) -> None:
     """Unassign an additional role from a user (the primary role: change it with `users update`)."""
-    with transaction() as (conn, actor):
-        email = resolve_user(conn, user)["email"]
-        if dry_run:
-            _, changed = rbac.unassign(conn, actor, user, role)
-            conn.rollback()
-            _say(f"would unassign {role} from {email}" if changed else f"{email} lacks {role}")
-            _say("nothing changed (dry run)")
-            return
-        confirm(f"Unassign {role} from {email}?", yes)
-        roles, changed = rbac.unassign(conn, actor, user, role)
-    _say(
-        f"unassigned {role} from {email}" if changed else f"{email} lacked {role}; nothing changed"
+    done = _planned(
+        "unassign",
+        lambda conn, actor: rbac.plan_unassign(conn, actor, user, role),
+        _unassignment,
+        lambda conn, actor: rbac.unassign(conn, actor, user, role),
+        yes=yes,
+        dry_run=dry_run,
     )
-    _say(f"roles: {_roles_line(roles)}")
+    if done:
+        plan, (roles, changed) = done
+        email = plan["user"]["email"]
+        _say(
+            f"unassigned {_unassignment(plan)}"
+            if changed
+            else f"{email} lacked {plan['role']}; nothing changed"
+        )
+        _say(f"roles: {_roles_line(roles)}")
 
 
 @app.command()
