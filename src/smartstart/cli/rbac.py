@@ -8,7 +8,7 @@ smartstart.domain.rbac applies, and every change is audited as `cli:<os user>`.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, TypeVar, TypeVarTuple
 
 import psycopg
 import typer
@@ -47,6 +47,7 @@ Connection = psycopg.Connection[Any]
 P = TypeVar("P")
 R = TypeVar("R")
 T = TypeVar("T")
+Refs = TypeVarTuple("Refs")
 
 
 def _say(message: str) -> None:
@@ -90,10 +91,10 @@ def _changes(name: str | None, description: str | None) -> dict[str, str | None]
 
 def _planned(
     verb: str,
-    plan: Callable[[Connection, Actor], P],
     touch: Callable[[P], str | None],
-    write: Callable[[Connection, Actor], T],
-    *,
+    plan: Callable[[Connection, Actor, *Refs], P],
+    write: Callable[[Connection, Actor, *Refs], T],
+    *refs: *Refs,
     yes: bool,
     dry_run: bool,
 ) -> tuple[P, T] | None:
@@ -104,7 +105,7 @@ def _planned(
     while we ask, and a dry run writes nothing at all.
     """
     with transaction() as (conn, actor):
-        planned = plan(conn, actor)
+        planned = plan(conn, actor, *refs)
     what = touch(planned)
     if dry_run:
         _say(f"would {verb} {what}" if what else f"nothing to {verb}")
@@ -113,7 +114,7 @@ def _planned(
     if what:
         confirm(f"{verb.capitalize()} {what}?", yes)
     with transaction() as (conn, actor):
-        return planned, write(conn, actor)
+        return planned, write(conn, actor, *refs)
 
 
 # -- roles ---------------------------------------------------------------------------
@@ -200,18 +201,14 @@ def _role_deletion(plan: rbac.RoleDeletePlan) -> str:
     )
 
 
+ROLE_DELETION = ("delete", _role_deletion, rbac.plan_delete_role, rbac.delete_role)
+
+
 @roles_app.command("delete")
 @handle_errors
 def role_delete(role: RoleArg, yes: YesOpt = False, dry_run: DryRunOpt = False) -> None:
     """Delete a role with its grants (refused while it is some user's primary role)."""
-    done = _planned(
-        "delete",
-        lambda conn, actor: rbac.plan_delete_role(conn, actor, role),
-        _role_deletion,
-        lambda conn, actor: rbac.delete_role(conn, actor, role),
-        yes=yes,
-        dry_run=dry_run,
-    )
+    done = _planned(*ROLE_DELETION, role, yes=yes, dry_run=dry_run)
     if done:
         _say(f"deleted {_role_deletion(done[0])}")
 
@@ -290,20 +287,21 @@ def _permission_deletion(plan: rbac.PermissionDeletePlan) -> str:
     return f"permission {plan['permission']['name']}, granted to {granted}"
 
 
+PERMISSION_DELETION = (
+    "delete",
+    _permission_deletion,
+    rbac.plan_delete_permission,
+    rbac.delete_permission,
+)
+
+
 @permissions_app.command("delete")
 @handle_errors
 def permission_delete(
     permission: PermissionArg, yes: YesOpt = False, dry_run: DryRunOpt = False
 ) -> None:
     """Delete a (non built-in) permission and its grants."""
-    done = _planned(
-        "delete",
-        lambda conn, actor: rbac.plan_delete_permission(conn, actor, permission),
-        _permission_deletion,
-        lambda conn, actor: rbac.delete_permission(conn, actor, permission),
-        yes=yes,
-        dry_run=dry_run,
-    )
+    done = _planned(*PERMISSION_DELETION, permission, yes=yes, dry_run=dry_run)
     if done:
         _say(f"deleted {_permission_deletion(done[0])}")
 
@@ -330,20 +328,16 @@ def _revocation(plan: rbac.RevokePlan) -> str | None:
     return f"{plan['permission']} from role {plan['role']['name']} ({plan['users']} user(s))"
 
 
+REVOCATION = ("revoke", _revocation, rbac.plan_revoke, rbac.revoke)
+
+
 @app.command()
 @handle_errors
 def revoke(
     role: RoleArg, permission: PermissionArg, yes: YesOpt = False, dry_run: DryRunOpt = False
 ) -> None:
     """Revoke a permission from a role (a no-op when not granted)."""
-    done = _planned(
-        "revoke",
-        lambda conn, actor: rbac.plan_revoke(conn, actor, role, permission),
-        _revocation,
-        lambda conn, actor: rbac.revoke(conn, actor, role, permission),
-        yes=yes,
-        dry_run=dry_run,
-    )
+    done = _planned(*REVOCATION, role, permission, yes=yes, dry_run=dry_run)
     if done:
         plan, (_, changed) = done
         _say(
@@ -393,18 +387,14 @@ def _unassignment(plan: rbac.UnassignPlan) -> str | None:
     return f"{plan['role']} from {plan['user']['email']}" if plan["changed"] else None
 
 
+UNASSIGNMENT = ("unassign", _unassignment, rbac.plan_unassign, rbac.unassign)
+
+
 @app.command()
 @handle_errors
 def unassign(user: UserArg, role: RoleArg, yes: YesOpt = False, dry_run: DryRunOpt = False) -> None:
     """Unassign an additional role from a user (the primary role: change it with `users update`)."""
-    done = _planned(
-        "unassign",
-        lambda conn, actor: rbac.plan_unassign(conn, actor, user, role),
-        _unassignment,
-        lambda conn, actor: rbac.unassign(conn, actor, user, role),
-        yes=yes,
-        dry_run=dry_run,
-    )
+    done = _planned(*UNASSIGNMENT, user, role, yes=yes, dry_run=dry_run)
     if done:
         plan, (roles, changed) = done
         email = plan["user"]["email"]

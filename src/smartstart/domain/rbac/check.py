@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 import psycopg
 
@@ -154,15 +154,17 @@ def _check_result(
     }
 
 
+class CheckOptions(TypedDict, total=False):
+    """`check`'s caches (all three, or none) and whether to explain."""
+
+    cache: PermissionCache | None
+    subjects: SubjectCache | None
+    version: int | None
+    explain: bool  # default True
+
+
 def check(
-    conn: psycopg.Connection[Any],
-    user_ref: str,
-    permission: str,
-    *,
-    cache: PermissionCache | None = None,
-    subjects: SubjectCache | None = None,
-    version: int | None = None,
-    explain: bool = True,
+    conn: psycopg.Connection[Any], user_ref: str, permission: str, **options: Unpack[CheckOptions]
 ) -> CheckResult:
     """Whether a user (id, email or username) holds a permission, and why.
 
@@ -172,23 +174,22 @@ def check(
     hold permissions: others cannot sign in.
     """
     _check_args(user_ref, permission)
-    via: list[str] | None = None
-    if cache is not None and subjects is not None and version is not None and not explain:
-        try:
-            if "@" in user_ref:
-                raise NotFound("not an id")
-            user_id, status = user_ref, subjects.status(conn, user_ref, version)
-        except NotFound:  # an email or a username (ids are cached, names are not)
-            user_id, status = _check_row(conn, user_ref, permission)[:2]
-        exists = permission in subjects.catalogue(conn, version)
-        held = permission in cache.get(conn, user_id, version)
-    else:
+    explain = options.get("explain", True)
+    cache, subjects, version = options.get("cache"), options.get("subjects"), options.get("version")
+    if cache is None or subjects is None or version is None or explain:
         user_id, status, exists = _check_row(conn, user_ref, permission)
         sources = effective_permissions(conn, user_id)
-        held = permission in sources
-        if explain:
-            via = sources.get(permission, [])
-    return _check_result(permission, user_id, status, exists, held, via)
+        via = sources.get(permission, []) if explain else None
+        return _check_result(permission, user_id, status, exists, permission in sources, via)
+    try:
+        if "@" in user_ref:
+            raise NotFound("not an id")
+        user_id, status = user_ref, subjects.status(conn, user_ref, version)
+    except NotFound:  # an email or a username (ids are cached, names are not)
+        user_id, status = _check_row(conn, user_ref, permission)[:2]
+    exists = permission in subjects.catalogue(conn, version)
+    held = permission in cache.get(conn, user_id, version)
+    return _check_result(permission, user_id, status, exists, held, None)
 
 
 def check_cached(

@@ -8,7 +8,6 @@ change); a `Kind` says what differs.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 import psycopg
@@ -23,6 +22,7 @@ from smartstart.domain.rbac.common import Param, description, fetch_all, fetch_o
 from smartstart.domain.rbac.rows import PermissionRow, RoleRow
 
 R = TypeVar("R", RoleRow, PermissionRow)
+Conn = psycopg.Connection[Any]
 MANAGE = "roles:manage"
 Columns = dict[str, Param]
 
@@ -34,21 +34,15 @@ class _Unset:
 UNSET: Any = _Unset()
 
 
-@dataclass(frozen=True)
 class Kind(Generic[R]):
-    """What differs between roles and permissions."""
+    """What differs between roles and permissions: subclasses name their table and
+    override the hooks."""
 
     noun: str  # "role": the audit resource, NotFound's detail
     table: str  # "Role"
     alias: str  # the table's alias in `select`
     select: str  # the row with its relations, without WHERE
     row: type[R]
-    name_columns: Callable[[str], Columns]  # a validated name → the columns it sets
-    refuse: Callable[[R, str], None]  # raises when the row cannot be "renamed"/"deleted"
-    snapshot: Callable[[R], dict[str, object]]  # what the audit log keeps of it
-    gone: Callable[[R], dict[str, object]]  # ... of a deleted one
-    created: Callable[[psycopg.Connection[Any], str], None] | None = None
-    in_use: Callable[[psycopg.Connection[Any], R], None] | None = None  # refuses a delete
 
     @property
     def plural(self) -> str:
@@ -59,8 +53,29 @@ class Kind(Generic[R]):
     def by_ref(self) -> str:
         return f"{self.select} WHERE {self.alias}.id = %s OR {self.alias}.name = %s"
 
+    def name_columns(self, name: str) -> Columns:
+        """The columns a (validated) name sets; Invalid when it is malformed."""
+        raise NotImplementedError
 
-def resolve(conn: psycopg.Connection[Any], kind: Kind[R], ref: str) -> R:
+    def refuse(self, row: R, verb: str) -> None:
+        """Raise when the row cannot be `verb` ("renamed", "deleted")."""
+
+    def snapshot(self, row: R) -> dict[str, object]:
+        """What the audit log keeps of a row."""
+        return {"name": row["name"], "description": row["description"]}
+
+    def gone(self, row: R) -> dict[str, object]:
+        """What the audit log keeps of a deleted row."""
+        return self.snapshot(row)
+
+    def created(self, conn: Conn, row_id: str) -> None:
+        """What else a new row needs, in its transaction."""
+
+    def in_use(self, conn: Conn, row: R) -> None:
+        """Raise when something else still needs the row (a delete is refused)."""
+
+
+def resolve(conn: Conn, kind: Kind[R], ref: str) -> R:
     """One row by id or name, or NotFound."""
     if not usable(ref):
         raise NotFound(f"no such {kind.noun}", details={kind.noun: None})
@@ -71,12 +86,7 @@ def resolve(conn: psycopg.Connection[Any], kind: Kind[R], ref: str) -> R:
 
 
 def list_page(
-    conn: psycopg.Connection[Any],
-    settings: Settings,
-    kind: Kind[R],
-    *,
-    limit: int,
-    cursor: str | None,
+    conn: Conn, settings: Settings, kind: Kind[R], limit: int, cursor: str | None
 ) -> paging.Page[R]:
     """A page of rows by name (unique: the whole key)."""
     limit = paging.check_limit(limit)
@@ -95,14 +105,35 @@ def _name_key(row: RoleRow | PermissionRow) -> tuple[str]:
     return (row["name"],)
 
 
-def _refuse_taken(conn: psycopg.Connection[Any], kind: Kind[R], name: object) -> None:
+def _audit(
+    conn: Conn,
+    actor: Actor,
+    kind: Kind[R],
+    verb: str,
+    row_id: str,
+    before: dict[str, object] | None = None,
+    after: dict[str, object] | None = None,
+) -> None:
+    """One audit row ("roles.update" …) in the change's transaction."""
+    audit.record(
+        conn,
+        actor,
+        f"{kind.plural}.{verb}",
+        resource=kind.noun,
+        resource_id=row_id,
+        before=before,
+        after=after,
+    )
+
+
+def _refuse_taken(conn: Conn, kind: Kind[R], name: object) -> None:
     query = sql.SQL("SELECT 1 FROM {} WHERE name = %s").format(sql.Identifier(kind.table))
     if conn.execute(query, [name]).fetchone():
         raise Conflict(f"a {kind.noun} named {name!r} already exists", field="name")
 
 
 def create(
-    conn: psycopg.Connection[Any],
+    conn: Conn,
     actor: Actor,
     kind: Kind[R],
     name: str,
@@ -125,22 +156,14 @@ def create(
     with mapped("name"):
         inserted = conn.execute(query, list(values.values())).fetchone()
     assert inserted is not None
-    if kind.created is not None:
-        kind.created(conn, inserted[0])
+    kind.created(conn, inserted[0])
     row = resolve(conn, kind, inserted[0])
-    audit.record(
-        conn,
-        actor,
-        f"{kind.plural}.create",
-        resource=kind.noun,
-        resource_id=row["id"],
-        after=kind.snapshot(row),
-    )
+    _audit(conn, actor, kind, "create", row["id"], after=kind.snapshot(row))
     return row
 
 
 def update(
-    conn: psycopg.Connection[Any],
+    conn: Conn,
     actor: Actor,
     kind: Kind[R],
     ref: str,
@@ -166,39 +189,23 @@ def update(
         with mapped("name"):
             conn.execute(query, [*changes.values(), before["id"]])
     after = resolve(conn, kind, before["id"])
-    audit.record(
-        conn,
-        actor,
-        f"{kind.plural}.update",
-        resource=kind.noun,
-        resource_id=before["id"],
-        before=kind.snapshot(before),
-        after=kind.snapshot(after),
-    )
+    _audit(conn, actor, kind, "update", after["id"], kind.snapshot(before), kind.snapshot(after))
     return after
 
 
-def deletable(conn: psycopg.Connection[Any], actor: Actor, kind: Kind[R], ref: str) -> R:
+def deletable(conn: Conn, actor: Actor, kind: Kind[R], ref: str) -> R:
     """The row a delete would remove, every rule checked; nothing written."""
     authorize(conn, actor, MANAGE)
     row = resolve(conn, kind, ref)
     kind.refuse(row, "deleted")
-    if kind.in_use is not None:
-        kind.in_use(conn, row)
+    kind.in_use(conn, row)
     return row
 
 
-def delete(conn: psycopg.Connection[Any], actor: Actor, kind: Kind[R], row: R) -> R:
+def delete(conn: Conn, actor: Actor, kind: Kind[R], row: R) -> R:
     """Delete a row `deletable` returned in this transaction (its relations go with it)."""
     query = sql.SQL("DELETE FROM {} WHERE id = %s").format(sql.Identifier(kind.table))
     with mapped(kind.noun):
         conn.execute(query, [row["id"]])
-    audit.record(
-        conn,
-        actor,
-        f"{kind.plural}.delete",
-        resource=kind.noun,
-        resource_id=row["id"],
-        before=kind.gone(row),
-    )
+    _audit(conn, actor, kind, "delete", row["id"], before=kind.gone(row))
     return row

@@ -23,45 +23,35 @@ FROM "Permission" p
 """
 
 
-def _name_columns(name: str) -> crud.Columns:
-    resource, action = validate_permission_name(name)
-    return {"name": name, "resource": resource, "action": action}
+class _Permissions(crud.Kind[PermissionRow]):
+    noun, table, alias = "permission", "Permission", "p"
+    select, row = PERMISSION_SQL, PermissionRow
 
+    def name_columns(self, name: str) -> crud.Columns:
+        resource, action = validate_permission_name(name)
+        return {"name": name, "resource": resource, "action": action}
 
-def _refuse_builtin(perm: PermissionRow, verb: str) -> None:
-    if perm["name"] in BUILTIN_PERMISSIONS:
-        raise Conflict(
-            f"{perm['name']} is a built-in permission the Brain checks; it cannot be {verb}",
-            field="name",
-            details={"reason": "builtin_permission"},
+    def refuse(self, row: PermissionRow, verb: str) -> None:
+        if row["name"] in BUILTIN_PERMISSIONS:
+            raise Conflict(
+                f"{row['name']} is a built-in permission the Brain checks; it cannot be {verb}",
+                field="name",
+                details={"reason": "builtin_permission"},
+            )
+
+    def snapshot(self, row: PermissionRow) -> dict[str, object]:
+        return {"name": row["name"], "description": row["description"], "roles": row["roles"]}
+
+    def created(self, conn: psycopg.Connection[Any], row_id: str) -> None:
+        # Otherwise nobody could ever grant it: one only hands out what one holds.
+        conn.execute(
+            'INSERT INTO "RolePermission" ("roleId", "permissionId")'
+            ' SELECT r.id, %s FROM "Role" r WHERE r.name = %s ON CONFLICT DO NOTHING',
+            [row_id, SUPER_ADMIN],
         )
 
 
-def _grant_to_super_admin(conn: psycopg.Connection[Any], permission_id: str) -> None:
-    # Otherwise nobody could ever grant it: one only hands out what one holds.
-    conn.execute(
-        'INSERT INTO "RolePermission" ("roleId", "permissionId")'
-        ' SELECT r.id, %s FROM "Role" r WHERE r.name = %s ON CONFLICT DO NOTHING',
-        [permission_id, SUPER_ADMIN],
-    )
-
-
-def _snapshot(perm: PermissionRow) -> dict[str, object]:
-    return {"name": perm["name"], "description": perm["description"], "roles": perm["roles"]}
-
-
-PERMISSIONS = crud.Kind(
-    noun="permission",
-    table="Permission",
-    alias="p",
-    select=PERMISSION_SQL,
-    row=PermissionRow,
-    name_columns=_name_columns,
-    refuse=_refuse_builtin,
-    snapshot=_snapshot,
-    gone=_snapshot,
-    created=_grant_to_super_admin,
-)
+PERMISSIONS = _Permissions()
 
 
 def resolve_permission(conn: psycopg.Connection[Any], ref: str) -> PermissionRow:
@@ -77,7 +67,7 @@ def list_permissions(
     cursor: str | None = None,
 ) -> paging.Page[PermissionRow]:
     """A page of permissions by name, each with the roles granting it."""
-    return crud.list_page(conn, settings, PERMISSIONS, limit=limit, cursor=cursor)
+    return crud.list_page(conn, settings, PERMISSIONS, limit, cursor)
 
 
 def create_permission(

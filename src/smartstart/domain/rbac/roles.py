@@ -24,42 +24,36 @@ FROM "Role" r
 """
 
 
-def _refuse_system(role: RoleRow, verb: str) -> None:
-    if role["name"] in SYSTEM_ROLES:
-        raise Conflict(
-            f"{role['name']} is a system role and cannot be {verb}",
-            field="name" if verb == "renamed" else None,
-            details={"reason": "system_role"},
-        )
+class _Roles(crud.Kind[RoleRow]):
+    noun, table, alias, select, row = "role", "Role", "r", ROLE_SQL, RoleRow
+
+    def name_columns(self, name: str) -> crud.Columns:
+        return {"name": validate_role_name(name)}
+
+    def refuse(self, row: RoleRow, verb: str) -> None:
+        if row["name"] in SYSTEM_ROLES:
+            raise Conflict(
+                f"{row['name']} is a system role and cannot be {verb}",
+                field="name" if verb == "renamed" else None,
+                details={"reason": "system_role"},
+            )
+
+    def gone(self, row: RoleRow) -> dict[str, object]:
+        return {**self.snapshot(row), "permissions": row["permissions"], "users": row["users"]}
+
+    def in_use(self, conn: psycopg.Connection[Any], row: RoleRow) -> None:
+        count = conn.execute('SELECT count(*) FROM "User" WHERE role = %s', [row["name"]])
+        found = count.fetchone()
+        primary_users = int(found[0]) if found else 0
+        if primary_users:
+            raise Conflict(
+                f"{row['name']} is the primary role of {primary_users} user(s);"
+                " change their role first",
+                details={"reason": "role_in_use", "users": primary_users},
+            )
 
 
-def _refuse_primary(conn: psycopg.Connection[Any], role: RoleRow) -> None:
-    row = conn.execute('SELECT count(*) FROM "User" WHERE role = %s', [role["name"]]).fetchone()
-    primary_users = int(row[0]) if row else 0
-    if primary_users:
-        raise Conflict(
-            f"{role['name']} is the primary role of {primary_users} user(s);"
-            " change their role first",
-            details={"reason": "role_in_use", "users": primary_users},
-        )
-
-
-def _snapshot(role: RoleRow) -> dict[str, object]:
-    return {"name": role["name"], "description": role["description"]}
-
-
-ROLES = crud.Kind(
-    noun="role",
-    table="Role",
-    alias="r",
-    select=ROLE_SQL,
-    row=RoleRow,
-    name_columns=lambda name: {"name": validate_role_name(name)},
-    refuse=_refuse_system,
-    snapshot=_snapshot,
-    gone=lambda r: {**_snapshot(r), "permissions": r["permissions"], "users": r["users"]},
-    in_use=_refuse_primary,
-)
+ROLES = _Roles()
 
 
 def resolve_role(conn: psycopg.Connection[Any], ref: str) -> RoleRow:
@@ -75,7 +69,7 @@ def list_roles(
     cursor: str | None = None,
 ) -> paging.Page[RoleRow]:
     """A page of roles by name, each with its permissions and number of users."""
-    return crud.list_page(conn, settings, ROLES, limit=limit, cursor=cursor)
+    return crud.list_page(conn, settings, ROLES, limit, cursor)
 
 
 def create_role(
