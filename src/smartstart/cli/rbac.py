@@ -8,7 +8,8 @@ smartstart.domain.rbac applies, and every change is audited as `cli:<os user>`.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Annotated, Any, TypeVar, TypeVarTuple
+from dataclasses import dataclass
+from typing import Annotated, Any, Generic, TypeVar, TypeVarTuple
 
 import psycopg
 import typer
@@ -48,6 +49,7 @@ P = TypeVar("P")
 R = TypeVar("R")
 T = TypeVar("T")
 Refs = TypeVarTuple("Refs")
+C = TypeVar("C", rbac.RoleRow, rbac.PermissionRow)
 
 
 def _say(message: str) -> None:
@@ -72,7 +74,7 @@ def _listing(
     more(page)
 
 
-def _written(row: rbac.RoleRow | rbac.PermissionRow, as_json: bool, message: str) -> None:
+def _written(row: C, as_json: bool, message: str) -> None:
     if as_json:
         print_json(row)
     else:
@@ -117,7 +119,105 @@ def _planned(
         return planned, write(conn, actor, *refs)
 
 
-# -- roles ---------------------------------------------------------------------------
+# -- roles and permissions: the same commands over two kinds ---------------------------
+
+
+@dataclass(frozen=True)
+class _Catalogue(Generic[C]):
+    """How `rbac roles …` and `rbac permissions …` differ; `_catalogue_commands` makes
+    the same list, show, create, update and delete commands of each."""
+
+    plural: str  # "roles": the listing's title
+    arg_help: str  # of the ROLE / PERMISSION argument
+    rename_help: str  # of update's --name
+    docs: dict[str, str]  # command → its help
+    # the domain's list_…, resolve_…, create_… and update_… functions of the kind
+    domain: tuple[
+        Callable[..., Page[C]], Callable[[Connection, str], C], Callable[..., C], Callable[..., C]
+    ]
+    table: Callable[[C], dict[str, object]]  # a listing's row
+    show: Callable[[C], None]  # `show` without --json
+    created: Callable[[C], str]  # what `create` says
+    deletion: tuple[
+        str,
+        Callable[[Any], str | None],
+        Callable[[Connection, Actor, str], Any],
+        Callable[[Connection, Actor, str], C],
+    ]
+
+
+def _catalogue_commands(sub: typer.Typer, kind: _Catalogue[C]) -> None:
+    """Register the commands of one catalogue sub-app (`rbac roles` lists, as does
+    `rbac roles list`)."""
+    lister, resolver, creator, updater = kind.domain
+
+    @handle_errors
+    def listing(
+        as_json: JsonOpt = False, limit: LimitOpt = DEFAULT_LIMIT, cursor: CursorOpt = None
+    ) -> None:
+        _listing(lister, as_json, limit, cursor, kind.table, kind.plural)
+
+    def default(  # `rbac roles` alone lists, as `rbac roles list` does
+        ctx: typer.Context,
+        as_json: JsonOpt = False,
+        limit: LimitOpt = DEFAULT_LIMIT,
+        cursor: CursorOpt = None,
+    ) -> None:
+        if ctx.invoked_subcommand is None:
+            listing(as_json, limit, cursor)
+
+    @handle_errors
+    def show(
+        ref: str = typer.Argument(help=kind.arg_help, metavar=kind.plural[:-1]),
+        as_json: JsonOpt = False,
+    ) -> None:
+        with transaction() as (conn, _):
+            row = resolver(conn, ref)
+        if as_json:
+            print_json(row)
+        else:
+            kind.show(row)
+
+    @handle_errors
+    def create(
+        name: str = typer.Argument(help=kind.arg_help),
+        description: DescriptionOpt = None,
+        as_json: JsonOpt = False,
+    ) -> None:
+        with transaction() as (conn, actor):
+            row = creator(conn, actor, name=name, description=description)
+        _written(row, as_json, kind.created(row))
+
+    @handle_errors
+    def update(
+        ref: str = typer.Argument(help=kind.arg_help, metavar=kind.plural[:-1]),
+        name: str | None = typer.Option(None, "--name", help=kind.rename_help),
+        description: DescriptionOpt = None,
+        as_json: JsonOpt = False,
+    ) -> None:
+        with transaction() as (conn, actor):
+            row = updater(conn, actor, ref, **_changes(name, description))
+        _written(row, as_json, f"updated {kind.plural[:-1]} {row['name']}")
+
+    @handle_errors
+    def delete(
+        ref: str = typer.Argument(help=kind.arg_help, metavar=kind.plural[:-1]),
+        yes: YesOpt = False,
+        dry_run: DryRunOpt = False,
+    ) -> None:
+        done = _planned(*kind.deletion, ref, yes=yes, dry_run=dry_run)
+        if done:
+            _say(f"deleted {kind.deletion[1](done[0])}")
+
+    sub.callback(invoke_without_command=True)(default)
+    for name, command in (
+        ("list", listing),
+        ("show", show),
+        ("create", create),
+        ("update", update),
+        ("delete", delete),
+    ):
+        sub.command(name, help=kind.docs[name])(command)
 
 
 def _role_row(r: rbac.RoleRow) -> dict[str, object]:
@@ -129,69 +229,13 @@ def _role_row(r: rbac.RoleRow) -> dict[str, object]:
     }
 
 
-@roles_app.callback(invoke_without_command=True)
-def roles(
-    ctx: typer.Context,
-    as_json: JsonOpt = False,
-    limit: LimitOpt = DEFAULT_LIMIT,
-    cursor: CursorOpt = None,
-) -> None:
-    """List roles (`rbac roles` alone is `rbac roles list`)."""
-    if ctx.invoked_subcommand is None:
-        role_list(as_json, limit, cursor)
-
-
-@roles_app.command("list")
-@handle_errors
-def role_list(
-    as_json: JsonOpt = False, limit: LimitOpt = DEFAULT_LIMIT, cursor: CursorOpt = None
-) -> None:
-    """List roles with their number of users and permissions."""
-    _listing(rbac.list_roles, as_json, limit, cursor, _role_row, "roles")
-
-
-@roles_app.command("show")
-@handle_errors
-def role_show(role: RoleArg, as_json: JsonOpt = False) -> None:
-    """Show a role and the permissions it grants."""
-    with transaction() as (conn, _):
-        row = rbac.resolve_role(conn, role)
-    if as_json:
-        print_json(row)
-        return
+def _show_role(role: rbac.RoleRow) -> None:
     print_table(
-        [{"field": k, "value": v} for k, v in row.items() if k != "permissions"],
+        [{"field": k, "value": v} for k, v in role.items() if k != "permissions"],
         ["field", "value"],
-        title=f"role {row['name']}",
+        title=f"role {role['name']}",
     )
-    print_table([{"permission": p} for p in row["permissions"]], ["permission"])
-
-
-@roles_app.command("create")
-@handle_errors
-def role_create(
-    name: RoleArg, description: DescriptionOpt = None, as_json: JsonOpt = False
-) -> None:
-    """Create a role (without permissions: `rbac grant` them next)."""
-    with transaction() as (conn, actor):
-        row = rbac.create_role(conn, actor, name=name, description=description)
-    _written(row, as_json, f"created role {row['name']} ({row['id']})")
-
-
-@roles_app.command("update")
-@handle_errors
-def role_update(
-    role: RoleArg,
-    name: Annotated[
-        str | None, typer.Option("--name", help="New name; users' primary role follows.")
-    ] = None,
-    description: DescriptionOpt = None,
-    as_json: JsonOpt = False,
-) -> None:
-    """Rename a role or change its description."""
-    with transaction() as (conn, actor):
-        row = rbac.update_role(conn, actor, role, **_changes(name, description))
-    _written(row, as_json, f"updated role {row['name']}")
+    print_table([{"permission": p} for p in role["permissions"]], ["permission"])
 
 
 def _role_deletion(plan: rbac.RoleDeletePlan) -> str:
@@ -201,85 +245,39 @@ def _role_deletion(plan: rbac.RoleDeletePlan) -> str:
     )
 
 
-ROLE_DELETION = ("delete", _role_deletion, rbac.plan_delete_role, rbac.delete_role)
-
-
-@roles_app.command("delete")
-@handle_errors
-def role_delete(role: RoleArg, yes: YesOpt = False, dry_run: DryRunOpt = False) -> None:
-    """Delete a role with its grants (refused while it is some user's primary role)."""
-    done = _planned(*ROLE_DELETION, role, yes=yes, dry_run=dry_run)
-    if done:
-        _say(f"deleted {_role_deletion(done[0])}")
-
-
-# -- permissions -----------------------------------------------------------------------
+_catalogue_commands(
+    roles_app,
+    _Catalogue(
+        plural="roles",
+        arg_help="Role name (or id).",
+        rename_help="New name; users' primary role follows.",
+        docs={
+            "list": "List roles with their number of users and permissions.",
+            "show": "Show a role and the permissions it grants.",
+            "create": "Create a role (without permissions: `rbac grant` them next).",
+            "update": "Rename a role or change its description.",
+            "delete": "Delete a role with its grants (refused while it is some user's primary"
+            " role).",
+        },
+        domain=(rbac.list_roles, rbac.resolve_role, rbac.create_role, rbac.update_role),
+        table=_role_row,
+        show=_show_role,
+        created=lambda row: f"created role {row['name']} ({row['id']})",
+        deletion=("delete", _role_deletion, rbac.plan_delete_role, rbac.delete_role),
+    ),
+)
 
 
 def _permission_row(p: rbac.PermissionRow) -> dict[str, object]:
     return {"name": p["name"], "roles": ", ".join(p["roles"]), "description": p["description"]}
 
 
-@permissions_app.callback(invoke_without_command=True)
-def permissions(
-    ctx: typer.Context,
-    as_json: JsonOpt = False,
-    limit: LimitOpt = DEFAULT_LIMIT,
-    cursor: CursorOpt = None,
-) -> None:
-    """List permissions (`rbac permissions` alone is `rbac permissions list`)."""
-    if ctx.invoked_subcommand is None:
-        permission_list(as_json, limit, cursor)
-
-
-@permissions_app.command("list")
-@handle_errors
-def permission_list(
-    as_json: JsonOpt = False, limit: LimitOpt = DEFAULT_LIMIT, cursor: CursorOpt = None
-) -> None:
-    """List permissions with the roles granting them."""
-    _listing(rbac.list_permissions, as_json, limit, cursor, _permission_row, "permissions")
-
-
-@permissions_app.command("show")
-@handle_errors
-def permission_show(permission: PermissionArg, as_json: JsonOpt = False) -> None:
-    """Show a permission and the roles granting it."""
-    with transaction() as (conn, _):
-        row = rbac.resolve_permission(conn, permission)
-    if as_json:
-        print_json(row)
-        return
+def _show_permission(perm: rbac.PermissionRow) -> None:
     print_table(
-        [{"field": k, "value": v} for k, v in {**row, "roles": ", ".join(row["roles"])}.items()],
+        [{"field": k, "value": v} for k, v in {**perm, "roles": ", ".join(perm["roles"])}.items()],
         ["field", "value"],
-        title=f"permission {row['name']}",
+        title=f"permission {perm['name']}",
     )
-
-
-@permissions_app.command("create")
-@handle_errors
-def permission_create(
-    name: PermissionArg, description: DescriptionOpt = None, as_json: JsonOpt = False
-) -> None:
-    """Create a permission (resource:action); SUPER_ADMIN is granted it at once."""
-    with transaction() as (conn, actor):
-        row = rbac.create_permission(conn, actor, name=name, description=description)
-    _written(row, as_json, f"created permission {row['name']} (granted to SUPER_ADMIN)")
-
-
-@permissions_app.command("update")
-@handle_errors
-def permission_update(
-    permission: PermissionArg,
-    name: Annotated[str | None, typer.Option("--name", help="New resource:action name.")] = None,
-    description: DescriptionOpt = None,
-    as_json: JsonOpt = False,
-) -> None:
-    """Rename a (non built-in) permission or change its description."""
-    with transaction() as (conn, actor):
-        row = rbac.update_permission(conn, actor, permission, **_changes(name, description))
-    _written(row, as_json, f"updated permission {row['name']}")
 
 
 def _permission_deletion(plan: rbac.PermissionDeletePlan) -> str:
@@ -287,23 +285,36 @@ def _permission_deletion(plan: rbac.PermissionDeletePlan) -> str:
     return f"permission {plan['permission']['name']}, granted to {granted}"
 
 
-PERMISSION_DELETION = (
-    "delete",
-    _permission_deletion,
-    rbac.plan_delete_permission,
-    rbac.delete_permission,
+_catalogue_commands(
+    permissions_app,
+    _Catalogue(
+        plural="permissions",
+        arg_help="Permission name, resource:action.",
+        rename_help="New resource:action name.",
+        docs={
+            "list": "List permissions with the roles granting them.",
+            "show": "Show a permission and the roles granting it.",
+            "create": "Create a permission (resource:action); SUPER_ADMIN is granted it at once.",
+            "update": "Rename a (non built-in) permission or change its description.",
+            "delete": "Delete a (non built-in) permission and its grants.",
+        },
+        domain=(
+            rbac.list_permissions,
+            rbac.resolve_permission,
+            rbac.create_permission,
+            rbac.update_permission,
+        ),
+        table=_permission_row,
+        show=_show_permission,
+        created=lambda row: f"created permission {row['name']} (granted to SUPER_ADMIN)",
+        deletion=(
+            "delete",
+            _permission_deletion,
+            rbac.plan_delete_permission,
+            rbac.delete_permission,
+        ),
+    ),
 )
-
-
-@permissions_app.command("delete")
-@handle_errors
-def permission_delete(
-    permission: PermissionArg, yes: YesOpt = False, dry_run: DryRunOpt = False
-) -> None:
-    """Delete a (non built-in) permission and its grants."""
-    done = _planned(*PERMISSION_DELETION, permission, yes=yes, dry_run=dry_run)
-    if done:
-        _say(f"deleted {_permission_deletion(done[0])}")
 
 
 # -- grants ----------------------------------------------------------------------------
