@@ -155,3 +155,76 @@ def test_matrix(db: Settings) -> None:
     assert set(m["grants"]["DEVELOPER"]) == set(seed.ROLE_PERMISSIONS["DEVELOPER"])
     table = run("rbac", "matrix")
     assert table.exit_code == 0 and "db:restore" in table.output
+
+
+# The commands that ask first, with the rows their write would change.
+ASKING = [
+    (("rbac", "roles", "delete", "WRITER"), "SELECT 1 FROM \"Role\" WHERE name = 'WRITER'"),
+    (
+        ("rbac", "permissions", "delete", "reports:read"),
+        "SELECT 1 FROM \"Permission\" WHERE name = 'reports:read'",
+    ),
+    (
+        ("rbac", "revoke", "WRITER", "reports:read"),
+        'SELECT 1 FROM "RolePermission" rp JOIN "Role" r ON r.id = rp."roleId"'
+        " WHERE r.name = 'WRITER'",
+    ),
+    (
+        ("rbac", "unassign", DEV_EMAIL, "WRITER"),
+        'SELECT 1 FROM "UserRole" ur JOIN "Role" r ON r.id = ur."roleId" WHERE r.name = \'WRITER\'',
+    ),
+]
+
+
+ASKING_IDS = ["role-delete", "permission-delete", "revoke", "unassign"]
+
+
+def _writer_role(db: Settings) -> None:
+    for args in (
+        ("rbac", "roles", "create", "WRITER"),
+        ("rbac", "permissions", "create", "reports:read"),
+        ("rbac", "grant", "WRITER", "reports:read"),
+        ("rbac", "assign", DEV_EMAIL, "WRITER"),
+    ):
+        assert run(*args).exit_code == 0
+
+
+@pytest.mark.parametrize(("args", "rows"), ASKING, ids=ASKING_IDS)
+def test_no_transaction_is_open_while_asking(
+    db: Settings, monkeypatch: pytest.MonkeyPatch, args: tuple[str, ...], rows: str
+) -> None:
+    _writer_role(db)
+    seen: list[list[tuple[Any, ...]]] = []
+
+    def answer_no(question: str, yes: bool) -> None:
+        seen.append(
+            query(
+                db,
+                "SELECT state FROM pg_stat_activity WHERE datname = current_database()"
+                " AND pid <> pg_backend_pid() AND state LIKE 'idle in transaction%%'",
+            )
+        )
+        raise SystemExit(1)
+
+    monkeypatch.setattr("smartstart.cli.rbac.confirm", answer_no)
+    assert run(*args).exit_code == 1
+    assert seen == [[]]  # asked once, with no transaction open
+    assert query(db, rows) == [(1,)]
+
+
+@pytest.mark.parametrize(("args", "rows"), ASKING, ids=ASKING_IDS)
+def test_a_dry_run_only_reads(
+    db: Settings, monkeypatch: pytest.MonkeyPatch, args: tuple[str, ...], rows: str
+) -> None:
+    """A dry run does not make the change and undo it: it waits for no row another
+    transaction holds, and leaves nothing behind."""
+    _writer_role(db)
+    audited = audit_actions(db)
+    monkeypatch.setenv("PGOPTIONS", "-c lock_timeout=2s")
+    with psycopg.connect(db.url_for()) as holder:
+        holder.execute(rows + " FOR UPDATE").fetchall()
+        dry = run(*args, "--dry-run")
+    assert dry.exit_code == 0, dry.output
+    assert "would " in dry.output and "nothing changed (dry run)" in dry.output
+    assert query(db, rows) == [(1,)]
+    assert audit_actions(db) == audited

@@ -7,8 +7,11 @@ smartstart.domain.rbac applies, and every change is audited as `cli:<os user>`.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated, Any, Generic, TypeVar, TypeVarTuple
 
+import psycopg
 import typer
 
 from smartstart.cli.common import (
@@ -25,7 +28,8 @@ from smartstart.cli.common import (
 from smartstart.cli.context import transaction
 from smartstart.cli.paging import DEFAULT_LIMIT, CursorOpt, LimitOpt, more
 from smartstart.domain import rbac
-from smartstart.domain.resolve import resolve_user
+from smartstart.domain.actor import Actor
+from smartstart.domain.paging import Page
 
 app = typer.Typer(
     help="Roles, permissions, grants and role assignments (RBAC).", no_args_is_help=True
@@ -40,27 +44,192 @@ PermissionArg = Annotated[str, typer.Argument(help="Permission name, resource:ac
 UserArg = Annotated[str, typer.Argument(help="The user: id, email or username.")]
 DescriptionOpt = Annotated[str | None, typer.Option("--description", "-d", help="Description.")]
 
+Connection = psycopg.Connection[Any]
+P = TypeVar("P")
+R = TypeVar("R")
+T = TypeVar("T")
+Refs = TypeVarTuple("Refs")
+C = TypeVar("C", rbac.RoleRow, rbac.PermissionRow)
+
 
 def _say(message: str) -> None:
     console.print(f"[green]•[/] {message}", highlight=False)
 
 
-def _role_rows(roles: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [
-        {
-            "name": r["name"],
-            "users": r["users"],
-            "permissions": len(r["permissions"]),
-            "description": r["description"],
-        }
-        for r in roles
+def _listing(
+    lister: Callable[..., Page[R]],
+    as_json: bool,
+    limit: int,
+    cursor: str | None,
+    table: Callable[[R], dict[str, object]],
+    title: str,
+) -> None:
+    """A page of `lister` (rbac.list_roles or rbac.list_permissions) as JSON or a table."""
+    with transaction() as (conn, _):
+        page = lister(conn, settings=settings(), limit=limit, cursor=cursor)
+    if as_json:
+        print_json(page.as_dict())
+        return
+    print_table([table(r) for r in page.items], title=title)
+    more(page)
+
+
+def _written(row: C, as_json: bool, message: str) -> None:
+    if as_json:
+        print_json(row)
+    else:
+        _say(message)
+
+
+def _changes(name: str | None, description: str | None) -> dict[str, str | None]:
+    """What an update sets: only what was given; --description "" clears it."""
+    changes: dict[str, str | None] = {}
+    if name is not None:
+        changes["name"] = name
+    if description is not None:
+        changes["description"] = description or None
+    return changes
+
+
+def _planned(
+    verb: str,
+    touch: Callable[[P], str | None],
+    plan: Callable[[Connection, Actor, *Refs], P],
+    write: Callable[[Connection, Actor, *Refs], T],
+    *refs: *Refs,
+    yes: bool,
+    dry_run: bool,
+) -> tuple[P, T] | None:
+    """Plan (its own read-only transaction), show it and stop for --dry-run, ask, write.
+
+    `touch` names what the plan changes ("role X: …"), None when it changes nothing
+    (no question then; the write still records the no-op). No transaction is open
+    while we ask, and a dry run writes nothing at all.
+    """
+    with transaction() as (conn, actor):
+        planned = plan(conn, actor, *refs)
+    what = touch(planned)
+    if dry_run:
+        _say(f"would {verb} {what}" if what else f"nothing to {verb}")
+        _say("nothing changed (dry run)")
+        return None
+    if what:
+        confirm(f"{verb.capitalize()} {what}?", yes)
+    with transaction() as (conn, actor):
+        return planned, write(conn, actor, *refs)
+
+
+# -- roles and permissions: the same commands over two kinds ---------------------------
+
+
+@dataclass(frozen=True)
+class _Catalogue(Generic[C]):
+    """How `rbac roles …` and `rbac permissions …` differ; `_catalogue_commands` makes
+    the same list, show, create, update and delete commands of each."""
+
+    plural: str  # "roles": the listing's title
+    arg_help: str  # of the ROLE / PERMISSION argument
+    rename_help: str  # of update's --name
+    docs: dict[str, str]  # command → its help
+    # the domain's list_…, resolve_…, create_… and update_… functions of the kind
+    domain: tuple[
+        Callable[..., Page[C]], Callable[[Connection, str], C], Callable[..., C], Callable[..., C]
+    ]
+    table: Callable[[C], dict[str, object]]  # a listing's row
+    show: Callable[[C], None]  # `show` without --json
+    created: Callable[[C], str]  # what `create` says
+    deletion: tuple[
+        str,
+        Callable[[Any], str | None],
+        Callable[[Connection, Actor, str], Any],
+        Callable[[Connection, Actor, str], C],
     ]
 
 
-def _show_role(role: dict[str, Any], as_json: bool) -> None:
-    if as_json:
-        print_json(role)
-        return
+def _catalogue_commands(sub: typer.Typer, kind: _Catalogue[C]) -> None:
+    """Register the commands of one catalogue sub-app (`rbac roles` lists, as does
+    `rbac roles list`)."""
+    lister, resolver, creator, updater = kind.domain
+
+    @handle_errors
+    def listing(
+        as_json: JsonOpt = False, limit: LimitOpt = DEFAULT_LIMIT, cursor: CursorOpt = None
+    ) -> None:
+        _listing(lister, as_json, limit, cursor, kind.table, kind.plural)
+
+    def default(  # `rbac roles` alone lists, as `rbac roles list` does
+        ctx: typer.Context,
+        as_json: JsonOpt = False,
+        limit: LimitOpt = DEFAULT_LIMIT,
+        cursor: CursorOpt = None,
+    ) -> None:
+        if ctx.invoked_subcommand is None:
+            listing(as_json, limit, cursor)
+
+    @handle_errors
+    def show(
+        ref: str = typer.Argument(help=kind.arg_help, metavar=kind.plural[:-1]),
+        as_json: JsonOpt = False,
+    ) -> None:
+        with transaction() as (conn, _):
+            row = resolver(conn, ref)
+        if as_json:
+            print_json(row)
+        else:
+            kind.show(row)
+
+    @handle_errors
+    def create(
+        name: str = typer.Argument(help=kind.arg_help),
+        description: DescriptionOpt = None,
+        as_json: JsonOpt = False,
+    ) -> None:
+        with transaction() as (conn, actor):
+            row = creator(conn, actor, name=name, description=description)
+        _written(row, as_json, kind.created(row))
+
+    @handle_errors
+    def update(
+        ref: str = typer.Argument(help=kind.arg_help, metavar=kind.plural[:-1]),
+        name: str | None = typer.Option(None, "--name", help=kind.rename_help),
+        description: DescriptionOpt = None,
+        as_json: JsonOpt = False,
+    ) -> None:
+        with transaction() as (conn, actor):
+            row = updater(conn, actor, ref, **_changes(name, description))
+        _written(row, as_json, f"updated {kind.plural[:-1]} {row['name']}")
+
+    @handle_errors
+    def delete(
+        ref: str = typer.Argument(help=kind.arg_help, metavar=kind.plural[:-1]),
+        yes: YesOpt = False,
+        dry_run: DryRunOpt = False,
+    ) -> None:
+        done = _planned(*kind.deletion, ref, yes=yes, dry_run=dry_run)
+        if done:
+            _say(f"deleted {kind.deletion[1](done[0])}")
+
+    sub.callback(invoke_without_command=True)(default)
+    for name, command in (
+        ("list", listing),
+        ("show", show),
+        ("create", create),
+        ("update", update),
+        ("delete", delete),
+    ):
+        sub.command(name, help=kind.docs[name])(command)
+
+
+def _role_row(r: rbac.RoleRow) -> dict[str, object]:
+    return {
+        "name": r["name"],
+        "users": r["users"],
+        "permissions": len(r["permissions"]),
+        "description": r["description"],
+    }
+
+
+def _show_role(role: rbac.RoleRow) -> None:
     print_table(
         [{"field": k, "value": v} for k, v in role.items() if k != "permissions"],
         ["field", "value"],
@@ -69,211 +238,83 @@ def _show_role(role: dict[str, Any], as_json: bool) -> None:
     print_table([{"permission": p} for p in role["permissions"]], ["permission"])
 
 
-def _show_permission(perm: dict[str, Any], as_json: bool) -> None:
-    if as_json:
-        print_json(perm)
-        return
+def _role_deletion(plan: rbac.RoleDeletePlan) -> str:
+    return (
+        f"role {plan['role']['name']}: {len(plan['grants'])} grant(s),"
+        f" {plan['assignments']} assignment(s)"
+    )
+
+
+_catalogue_commands(
+    roles_app,
+    _Catalogue(
+        plural="roles",
+        arg_help="Role name (or id).",
+        rename_help="New name; users' primary role follows.",
+        docs={
+            "list": "List roles with their number of users and permissions.",
+            "show": "Show a role and the permissions it grants.",
+            "create": "Create a role (without permissions: `rbac grant` them next).",
+            "update": "Rename a role or change its description.",
+            "delete": "Delete a role with its grants (refused while it is some user's primary"
+            " role).",
+        },
+        domain=(rbac.list_roles, rbac.resolve_role, rbac.create_role, rbac.update_role),
+        table=_role_row,
+        show=_show_role,
+        created=lambda row: f"created role {row['name']} ({row['id']})",
+        deletion=("delete", _role_deletion, rbac.plan_delete_role, rbac.delete_role),
+    ),
+)
+
+
+def _permission_row(p: rbac.PermissionRow) -> dict[str, object]:
+    return {"name": p["name"], "roles": ", ".join(p["roles"]), "description": p["description"]}
+
+
+def _show_permission(perm: rbac.PermissionRow) -> None:
     print_table(
-        [{"field": k, "value": ", ".join(v) if k == "roles" else v} for k, v in perm.items()],
+        [{"field": k, "value": v} for k, v in {**perm, "roles": ", ".join(perm["roles"])}.items()],
         ["field", "value"],
         title=f"permission {perm['name']}",
     )
 
 
-# -- roles ---------------------------------------------------------------------------
+def _permission_deletion(plan: rbac.PermissionDeletePlan) -> str:
+    granted = ", ".join(plan["roles"]) or "no role"
+    return f"permission {plan['permission']['name']}, granted to {granted}"
 
 
-@roles_app.callback(invoke_without_command=True)
-def roles(
-    ctx: typer.Context,
-    as_json: JsonOpt = False,
-    limit: LimitOpt = DEFAULT_LIMIT,
-    cursor: CursorOpt = None,
-) -> None:
-    """List roles (`rbac roles` alone is `rbac roles list`)."""
-    if ctx.invoked_subcommand is None:
-        role_list(as_json, limit, cursor)
-
-
-@roles_app.command("list")
-@handle_errors
-def role_list(
-    as_json: JsonOpt = False, limit: LimitOpt = DEFAULT_LIMIT, cursor: CursorOpt = None
-) -> None:
-    """List roles with their number of users and permissions."""
-    with transaction() as (conn, _):
-        page = rbac.list_roles(conn, settings=settings(), limit=limit, cursor=cursor)
-    if as_json:
-        print_json(page.as_dict())
-        return
-    print_table(_role_rows(page.items), title="roles")
-    more(page)
-
-
-@roles_app.command("show")
-@handle_errors
-def role_show(role: RoleArg, as_json: JsonOpt = False) -> None:
-    """Show a role and the permissions it grants."""
-    with transaction() as (conn, _):
-        row = rbac.resolve_role(conn, role)
-    _show_role(row, as_json)
-
-
-@roles_app.command("create")
-@handle_errors
-def role_create(
-    name: RoleArg, description: DescriptionOpt = None, as_json: JsonOpt = False
-) -> None:
-    """Create a role (without permissions: `rbac grant` them next)."""
-    with transaction() as (conn, actor):
-        row = rbac.create_role(conn, actor, name=name, description=description)
-    if as_json:
-        print_json(row)
-    else:
-        _say(f"created role {row['name']} ({row['id']})")
-
-
-@roles_app.command("update")
-@handle_errors
-def role_update(
-    role: RoleArg,
-    name: Annotated[
-        str | None, typer.Option("--name", help="New name; users' primary role follows.")
-    ] = None,
-    description: DescriptionOpt = None,
-    as_json: JsonOpt = False,
-) -> None:
-    """Rename a role or change its description."""
-    kwargs: dict[str, Any] = {}
-    if name is not None:
-        kwargs["name"] = name
-    if description is not None:
-        kwargs["description"] = description or None  # --description "" clears it
-    with transaction() as (conn, actor):
-        row = rbac.update_role(conn, actor, role, **kwargs)
-    if as_json:
-        print_json(row)
-    else:
-        _say(f"updated role {row['name']}")
-
-
-@roles_app.command("delete")
-@handle_errors
-def role_delete(role: RoleArg, yes: YesOpt = False, dry_run: DryRunOpt = False) -> None:
-    """Delete a role with its grants (refused while it is some user's primary role)."""
-    with transaction() as (conn, actor):
-        row = rbac.resolve_role(conn, role)
-        touch = (
-            f"role {row['name']}: {len(row['permissions'])} grant(s), {row['users']} assignment(s)"
-        )
-        if dry_run:
-            rbac.delete_role(conn, actor, role)  # every rule checked, then undone
-            conn.rollback()
-            _say(f"would delete {touch}; nothing changed (dry run)")
-            return
-        confirm(f"Delete {touch}?", yes)
-        rbac.delete_role(conn, actor, role)
-    _say(f"deleted {touch}")
-
-
-# -- permissions -----------------------------------------------------------------------
-
-
-@permissions_app.callback(invoke_without_command=True)
-def permissions(
-    ctx: typer.Context,
-    as_json: JsonOpt = False,
-    limit: LimitOpt = DEFAULT_LIMIT,
-    cursor: CursorOpt = None,
-) -> None:
-    """List permissions (`rbac permissions` alone is `rbac permissions list`)."""
-    if ctx.invoked_subcommand is None:
-        permission_list(as_json, limit, cursor)
-
-
-@permissions_app.command("list")
-@handle_errors
-def permission_list(
-    as_json: JsonOpt = False, limit: LimitOpt = DEFAULT_LIMIT, cursor: CursorOpt = None
-) -> None:
-    """List permissions with the roles granting them."""
-    with transaction() as (conn, _):
-        page = rbac.list_permissions(conn, settings=settings(), limit=limit, cursor=cursor)
-    if as_json:
-        print_json(page.as_dict())
-        return
-    print_table(
-        [
-            {"name": p["name"], "roles": ", ".join(p["roles"]), "description": p["description"]}
-            for p in page.items
-        ],
-        title="permissions",
-    )
-    more(page)
-
-
-@permissions_app.command("show")
-@handle_errors
-def permission_show(permission: PermissionArg, as_json: JsonOpt = False) -> None:
-    """Show a permission and the roles granting it."""
-    with transaction() as (conn, _):
-        row = rbac.resolve_permission(conn, permission)
-    _show_permission(row, as_json)
-
-
-@permissions_app.command("create")
-@handle_errors
-def permission_create(
-    name: PermissionArg, description: DescriptionOpt = None, as_json: JsonOpt = False
-) -> None:
-    """Create a permission (resource:action); SUPER_ADMIN is granted it at once."""
-    with transaction() as (conn, actor):
-        row = rbac.create_permission(conn, actor, name=name, description=description)
-    if as_json:
-        print_json(row)
-    else:
-        _say(f"created permission {row['name']} (granted to SUPER_ADMIN)")
-
-
-@permissions_app.command("update")
-@handle_errors
-def permission_update(
-    permission: PermissionArg,
-    name: Annotated[str | None, typer.Option("--name", help="New resource:action name.")] = None,
-    description: DescriptionOpt = None,
-    as_json: JsonOpt = False,
-) -> None:
-    """Rename a (non built-in) permission or change its description."""
-    kwargs: dict[str, Any] = {}
-    if name is not None:
-        kwargs["name"] = name
-    if description is not None:
-        kwargs["description"] = description or None
-    with transaction() as (conn, actor):
-        row = rbac.update_permission(conn, actor, permission, **kwargs)
-    if as_json:
-        print_json(row)
-    else:
-        _say(f"updated permission {row['name']}")
-
-
-@permissions_app.command("delete")
-@handle_errors
-def permission_delete(
-    permission: PermissionArg, yes: YesOpt = False, dry_run: DryRunOpt = False
-) -> None:
-    """Delete a (non built-in) permission and its grants."""
-    with transaction() as (conn, actor):
-        row = rbac.resolve_permission(conn, permission)
-        touch = f"permission {row['name']}, granted to {', '.join(row['roles']) or 'no role'}"
-        if dry_run:
-            rbac.delete_permission(conn, actor, permission)
-            conn.rollback()
-            _say(f"would delete {touch}; nothing changed (dry run)")
-            return
-        confirm(f"Delete {touch}?", yes)
-        rbac.delete_permission(conn, actor, permission)
-    _say(f"deleted {touch}")
+_catalogue_commands(
+    permissions_app,
+    _Catalogue(
+        plural="permissions",
+        arg_help="Permission name, resource:action.",
+        rename_help="New resource:action name.",
+        docs={
+            "list": "List permissions with the roles granting them.",
+            "show": "Show a permission and the roles granting it.",
+            "create": "Create a permission (resource:action); SUPER_ADMIN is granted it at once.",
+            "update": "Rename a (non built-in) permission or change its description.",
+            "delete": "Delete a (non built-in) permission and its grants.",
+        },
+        domain=(
+            rbac.list_permissions,
+            rbac.resolve_permission,
+            rbac.create_permission,
+            rbac.update_permission,
+        ),
+        table=_permission_row,
+        show=_show_permission,
+        created=lambda row: f"created permission {row['name']} (granted to SUPER_ADMIN)",
+        deletion=(
+            "delete",
+            _permission_deletion,
+            rbac.plan_delete_permission,
+            rbac.delete_permission,
+        ),
+    ),
+)
 
 
 # -- grants ----------------------------------------------------------------------------
@@ -292,26 +333,29 @@ def grant(role: RoleArg, permission: PermissionArg) -> None:
     )
 
 
+def _revocation(plan: rbac.RevokePlan) -> str | None:
+    if not plan["changed"]:
+        return None
+    return f"{plan['permission']} from role {plan['role']['name']} ({plan['users']} user(s))"
+
+
+REVOCATION = ("revoke", _revocation, rbac.plan_revoke, rbac.revoke)
+
+
 @app.command()
 @handle_errors
 def revoke(
     role: RoleArg, permission: PermissionArg, yes: YesOpt = False, dry_run: DryRunOpt = False
 ) -> None:
     """Revoke a permission from a role (a no-op when not granted)."""
-    with transaction() as (conn, actor):
-        target = rbac.resolve_role(conn, role)
-        touch = f"{permission} from role {target['name']} ({target['users']} user(s))"
-        if dry_run:
-            _, changed = rbac.revoke(conn, actor, role, permission)
-            conn.rollback()
-            _say(f"would revoke {touch}" if changed else f"{target['name']} lacks {permission}")
-            _say("nothing changed (dry run)")
-            return
-        confirm(f"Revoke {touch}?", yes)
-        _, changed = rbac.revoke(conn, actor, role, permission)
-    _say(
-        f"revoked {touch}" if changed else f"{target['name']} lacked {permission}; nothing changed"
-    )
+    done = _planned(*REVOCATION, role, permission, yes=yes, dry_run=dry_run)
+    if done:
+        plan, (_, changed) = done
+        _say(
+            f"revoked {_revocation(plan)}"
+            if changed
+            else f"{plan['role']['name']} lacked {plan['permission']}; nothing changed"
+        )
 
 
 @app.command()
@@ -333,7 +377,7 @@ def matrix(as_json: JsonOpt = False) -> None:
 # -- assignments and checks ---------------------------------------------------------------
 
 
-def _roles_line(roles: dict[str, Any]) -> str:
+def _roles_line(roles: rbac.UserRoles) -> str:
     return ", ".join(r["name"] + (" (primary)" if r["primary"] else "") for r in roles["roles"])
 
 
@@ -350,24 +394,27 @@ def assign(user: UserArg, role: RoleArg) -> None:
     _say(f"roles: {_roles_line(roles)}")
 
 
+def _unassignment(plan: rbac.UnassignPlan) -> str | None:
+    return f"{plan['role']} from {plan['user']['email']}" if plan["changed"] else None
+
+
+UNASSIGNMENT = ("unassign", _unassignment, rbac.plan_unassign, rbac.unassign)
+
+
 @app.command()
 @handle_errors
 def unassign(user: UserArg, role: RoleArg, yes: YesOpt = False, dry_run: DryRunOpt = False) -> None:
     """Unassign an additional role from a user (the primary role: change it with `users update`)."""
-    with transaction() as (conn, actor):
-        email = resolve_user(conn, user)["email"]
-        if dry_run:
-            _, changed = rbac.unassign(conn, actor, user, role)
-            conn.rollback()
-            _say(f"would unassign {role} from {email}" if changed else f"{email} lacks {role}")
-            _say("nothing changed (dry run)")
-            return
-        confirm(f"Unassign {role} from {email}?", yes)
-        roles, changed = rbac.unassign(conn, actor, user, role)
-    _say(
-        f"unassigned {role} from {email}" if changed else f"{email} lacked {role}; nothing changed"
-    )
-    _say(f"roles: {_roles_line(roles)}")
+    done = _planned(*UNASSIGNMENT, user, role, yes=yes, dry_run=dry_run)
+    if done:
+        plan, (roles, changed) = done
+        email = plan["user"]["email"]
+        _say(
+            f"unassigned {_unassignment(plan)}"
+            if changed
+            else f"{email} lacked {plan['role']}; nothing changed"
+        )
+        _say(f"roles: {_roles_line(roles)}")
 
 
 @app.command()

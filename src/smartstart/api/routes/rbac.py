@@ -11,7 +11,7 @@ The user-role routes live here (full paths) beside the users router's `/api/user
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
@@ -251,9 +251,9 @@ def get_role(principal: RoleReader, conn: ConnDep, id: RoleId) -> RoleOut:
     return RoleOut(**rbac.resolve_role(conn, id))
 
 
-def _changes(body: RoleUpdate | PermissionUpdate) -> dict[str, Any]:
+def _changes(body: RoleUpdate | PermissionUpdate) -> dict[str, str | None]:
     """What a PATCH of a role or a permission sets: a null description clears it."""
-    changes: dict[str, Any] = {}
+    changes: dict[str, str | None] = {}
     if "name" in body.model_fields_set and body.name is not None:
         changes["name"] = body.name
     if "description" in body.model_fields_set:
