@@ -31,8 +31,8 @@ Rules (the API and the CLI both go through these functions):
 from __future__ import annotations
 
 import unicodedata
-from collections.abc import Callable
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -299,13 +299,35 @@ def logout(conn: psycopg.Connection[Any], actor: Actor, session_id: str) -> None
 # -- one's own password ------------------------------------------------------------
 
 
+def apart(conn: psycopg.Connection[Any]) -> Transaction:
+    """Transactions on new connections to conn's database: for what must outlive the
+    rollback of conn's transaction (a refusal's audit row and throttle count)."""
+    info = conn.info
+
+    @contextmanager
+    def transaction() -> Iterator[psycopg.Connection[Any]]:
+        with psycopg.connect(info.dsn, password=info.password, connect_timeout=5) as other:
+            yield other  # committed when the block ends normally
+
+    return transaction
+
+
 def _fail(
-    conn: psycopg.Connection[Any], actor: Actor, action: str, error: Exception, **details: Any
+    refusals: Transaction,
+    actor: Actor,
+    action: str,
+    error: Exception,
+    *,
+    failed: list[throttle.Key] | None = None,
+    **details: Any,
 ) -> Exception:
-    """Record one audit row for a refused attempt, commit it, and hand back the error."""
+    """Record a refused attempt (and count it against `failed`) in a transaction of its
+    own, so the request's rollback keeps it; hand back the error."""
     resource_id = details.pop("user_id", None)
-    audit.record(conn, actor, action, resource="user", resource_id=resource_id, **details)
-    conn.commit()  # the request fails, yet the attempt stays recorded
+    with refusals() as conn:
+        if failed:
+            throttle.record_failure(conn, failed)
+        audit.record(conn, actor, action, resource="user", resource_id=resource_id, **details)
     return error
 
 
@@ -316,9 +338,12 @@ def change_own_password(
     current: str,
     new: str,
     settings: Settings,
+    *,
+    refusals: Transaction,
 ) -> tuple[str, dict[str, Any]]:
     """Replace one's password (the current one required); every session ends and a new
-    one is returned (token, session row) for the caller.
+    one is returned (token, session row) for the caller. A refusal is recorded through
+    `refusals` (e.g. `apart(conn)`), never by committing conn.
 
     A wrong current password is 422 (a 401 would read as "signed out") and counts
     against the user's password-change throttle (not the sign-in one: a stolen session
@@ -334,7 +359,7 @@ def change_own_password(
     retry_after, locked = throttle.locked_for(conn, keys)
     if retry_after:
         raise _fail(
-            conn,
+            refusals,
             actor,
             "auth.throttled",
             TooManyRequests(
@@ -346,12 +371,12 @@ def change_own_password(
             operation="password_change",
         )
     if not passwords.verify(current, user["password"]):
-        throttle.record_failure(conn, keys)
         raise _fail(
-            conn,
+            refusals,
             actor,
             "auth.password_change_failed",
             Invalid("the current password is wrong", details={"field": "current_password"}),
+            failed=keys,
             user_id=user_id,
             reason="wrong_current_password",
         )

@@ -352,6 +352,7 @@ def change_password(
         body.current_password,
         body.new_password,
         settings,
+        refusals=auth.apart(conn),
     )
     user = auth.me(conn, principal.user_id)["user"]
     return _session_response(response, settings, token, session, user)
