@@ -405,6 +405,22 @@ def test_a_refused_password_change_commits_nothing_of_the_callers_transaction(
         assert failures == (1,)
 
 
+def test_revoke_plans_say_what_revoking_would_do_and_write_nothing(
+    seeded_conn: psycopg.Connection[Any], settings: Settings
+) -> None:
+    user = add_user(seeded_conn)
+    do_login(seeded_conn, settings, user["email"])
+    do_login(seeded_conn, settings, user["email"])
+    every = auth.plan_revoke_all(seeded_conn, user["email"].lower(), settings)
+    assert every.user["id"] == user["id"] and every.live == 2
+    sid = auth.list_user_sessions(seeded_conn, user["id"], settings).items[0]["id"]
+    one = auth.plan_revoke_session(seeded_conn, sid)
+    assert one.live and one.session["email"] == user["email"]
+    assert auth.revoke_session(seeded_conn, Actor.operator(), sid)
+    assert not auth.plan_revoke_session(seeded_conn, sid).live
+    assert auth.plan_revoke_all(seeded_conn, user["id"], settings).live == 1
+
+
 def test_list_sessions_states_and_paging(
     seeded_conn: psycopg.Connection[Any], settings: Settings
 ) -> None:

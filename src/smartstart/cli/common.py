@@ -95,7 +95,7 @@ class _NulFreeStdin:
 @contextmanager
 def _nul_free_stdin() -> Iterator[None]:
     original = sys.stdin
-    sys.stdin = _NulFreeStdin(original)  # type: ignore[assignment]
+    sys.stdin = _NulFreeStdin(original)
     try:
         yield
     finally:

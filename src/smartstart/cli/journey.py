@@ -40,8 +40,8 @@ def _when(value: datetime | None) -> str | None:
     return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC") if value else None
 
 
-def _stage_json(row: dict[str, Any]) -> dict[str, Any]:
-    return {k: row[k] for k in (*STAGE_COLUMNS, "createdAt", "updatedAt")}
+def _stage_json(row: journey.StageRow) -> dict[str, object]:
+    return dict(row)
 
 
 @app.command()
@@ -214,19 +214,21 @@ def stage_deactivate(stage: StageArg) -> None:
 @handle_errors
 def stage_delete(stage: StageArg, yes: YesOpt = False, dry_run: DryRunOpt = False) -> None:
     """Delete a stage nobody has progress in (otherwise deactivate it)."""
+    with transaction() as (conn, _):
+        plan = journey.plan_stage_delete(conn, stage)
+    row = plan.stage
+    what = f"stage {row['name']!r} (order {row['order']}, id {row['id']})"
+    if dry_run:
+        _say(
+            f"would delete {what}"
+            if plan.deletable
+            else f"cannot delete {what}: {plan.states} journey state(s) reference it;"
+            " use stage-deactivate"
+        )
+        return
+    # No prompt inside a transaction: the delete checks the stage's use again itself.
+    confirm(f"Delete {what}?", yes)
     with transaction() as (conn, actor):
-        row = journey.resolve_stage(conn, stage)
-        states = journey.stage_usage(conn, row["id"])
-        what = f"stage {row['name']!r} (order {row['order']}, id {row['id']})"
-        if dry_run:
-            _say(
-                f"would delete {what}"
-                if not states
-                else f"cannot delete {what}: {states} journey state(s) reference it;"
-                " use stage-deactivate"
-            )
-            return
-        confirm(f"Delete {what}?", yes)
         journey.delete_stage(conn, actor, row["id"])
     _say(f"deleted {what}")
 

@@ -31,11 +31,11 @@ Rules (the API and the CLI both go through these functions):
 from __future__ import annotations
 
 import unicodedata
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
-from datetime import timedelta
-from typing import Any
+from datetime import datetime, timedelta
+from typing import Any, TypedDict, cast
 
 import psycopg
 from psycopg.rows import dict_row
@@ -52,6 +52,7 @@ from smartstart.domain.errors import (
     Unauthorized,
 )
 from smartstart.domain.permissions import effective_permissions
+from smartstart.domain.resolve import UserRow, resolve_user
 
 INVALID_CREDENTIALS = "invalid email/username or password"
 
@@ -66,6 +67,64 @@ SESSION_COLUMNS = (
 # Opens a connection in a transaction, committed when the block ends normally and
 # rolled back when it raises (`psycopg.connect`, or a pool's connection).
 Transaction = Callable[[], AbstractContextManager[psycopg.Connection[Any]]]
+
+
+# -- rows --------------------------------------------------------------------------
+
+
+class SessionRow(TypedDict):
+    """One of a user's sessions as listed, with its state (active, revoked, expired, idle)."""
+
+    id: str
+    userId: str
+    createdAt: datetime
+    expiresAt: datetime
+    lastSeenAt: datetime
+    ip: str | None
+    userAgent: str | None
+    revokedAt: datetime | None
+    state: str
+
+
+class SessionInfo(TypedDict):
+    """One session and its user's email."""
+
+    id: str
+    userId: str
+    email: str
+    createdAt: datetime
+    expiresAt: datetime
+    lastSeenAt: datetime
+    ip: str | None
+    userAgent: str | None
+    revokedAt: datetime | None
+
+
+class Me(TypedDict):
+    """The signed-in user, their roles and effective permissions (with where each comes from)."""
+
+    user: UserRow
+    roles: list[str]
+    permissions: dict[str, list[str]]  # permission -> the roles it comes from
+
+
+@dataclass(frozen=True)
+class RevokeSessionPlan:
+    """What revoking one session would do (nothing when it has already ended)."""
+
+    session: SessionInfo
+
+    @property
+    def live(self) -> bool:
+        return self.session["revokedAt"] is None
+
+
+@dataclass(frozen=True)
+class RevokeAllPlan:
+    """What revoking every session of a user would do."""
+
+    user: UserRow
+    live: int  # live sessions now
 
 
 # -- lookups -----------------------------------------------------------------------
@@ -139,8 +198,8 @@ class SignedIn:
     device token for the device cookie."""
 
     token: str
-    session: dict[str, Any]
-    user: dict[str, Any]
+    session: sessions.NewSession
+    user: Mapping[str, Any]  # UserRow's columns
     device: str
 
 
@@ -340,7 +399,7 @@ def change_own_password(
     settings: Settings,
     *,
     refusals: Transaction,
-) -> tuple[str, dict[str, Any]]:
+) -> tuple[str, sessions.NewSession]:
     """Replace one's password (the current one required); every session ends and a new
     one is returned (token, session row) for the caller. A refusal is recorded through
     `refusals` (e.g. `apart(conn)`), never by committing conn.
@@ -434,7 +493,7 @@ def list_user_sessions(
     include_ended: bool = False,
     limit: int = paging.DEFAULT_LIMIT,
     cursor: str | None = None,
-) -> paging.Page[dict[str, Any]]:
+) -> paging.Page[SessionRow]:
     """A page of a user's sessions, newest first, each with its `state` (active, revoked,
     expired, idle); only active ones unless include_ended."""
     limit = paging.check_limit(limit)
@@ -462,11 +521,11 @@ def list_user_sessions(
     )
     with conn.cursor(row_factory=dict_row) as cur:
         cur.execute(query, params)
-        rows = cur.fetchall()
+        rows = cast(list[SessionRow], cur.fetchall())
     return keyset.page(settings, rows, limit, lambda r: (r["createdAt"], r["id"]))
 
 
-def get_session(conn: psycopg.Connection[Any], session_id: str) -> dict[str, Any]:
+def get_session(conn: psycopg.Connection[Any], session_id: str) -> SessionInfo:
     """One session with its user's email; NotFound otherwise."""
     with conn.cursor(row_factory=dict_row) as cur:
         cur.execute(
@@ -478,7 +537,20 @@ def get_session(conn: psycopg.Connection[Any], session_id: str) -> dict[str, Any
         row = cur.fetchone()
     if row is None:
         raise NotFound("no such session", details={"id": session_id})
-    return row
+    return cast(SessionInfo, row)
+
+
+def plan_revoke_session(conn: psycopg.Connection[Any], session_id: str) -> RevokeSessionPlan:
+    """What `revoke_session` would do now."""
+    return RevokeSessionPlan(get_session(conn, session_id))
+
+
+def plan_revoke_all(
+    conn: psycopg.Connection[Any], user_ref: str, settings: Settings
+) -> RevokeAllPlan:
+    """What `revoke_all_sessions` would do now, for the user ref names."""
+    user = resolve_user(conn, user_ref)
+    return RevokeAllPlan(user, _count_live(conn, user["id"], settings))
 
 
 def revoke_session(
@@ -510,7 +582,7 @@ def revoke_all_sessions(conn: psycopg.Connection[Any], actor: Actor, user_id: st
 # -- who am I ----------------------------------------------------------------------
 
 
-def me(conn: psycopg.Connection[Any], user_id: str) -> dict[str, Any]:
+def me(conn: psycopg.Connection[Any], user_id: str) -> Me:
     """The user, their roles, and each effective permission with the roles it comes from."""
     with conn.cursor(row_factory=dict_row) as cur:
         cur.execute(f'SELECT {USER_COLUMNS} FROM "User" WHERE id = %s', [user_id])
@@ -525,4 +597,8 @@ def me(conn: psycopg.Connection[Any], user_id: str) -> dict[str, Any]:
             [user_id],
         )
     ]
-    return {"user": user, "roles": roles, "permissions": effective_permissions(conn, user_id)}
+    return {
+        "user": cast(UserRow, user),
+        "roles": roles,
+        "permissions": effective_permissions(conn, user_id),
+    }
