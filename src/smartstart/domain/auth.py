@@ -31,7 +31,7 @@ Rules (the API and the CLI both go through these functions):
 from __future__ import annotations
 
 import unicodedata
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -52,14 +52,11 @@ from smartstart.domain.errors import (
     Unauthorized,
 )
 from smartstart.domain.permissions import effective_permissions
-from smartstart.domain.resolve import UserRow, resolve_user
+from smartstart.domain.resolve import BY_ID_SQL, PUBLIC_COLUMNS, UserRow, resolve_user
 
 INVALID_CREDENTIALS = "invalid email/username or password"
 
-USER_COLUMNS = (
-    'id, email, username, name, "firstName", "lastName", role, level, status, xp,'
-    ' reputation, "lastActive", "createdAt", "updatedAt"'
-)
+USER_COLUMNS = ", ".join(f'"{c}"' for c in PUBLIC_COLUMNS)
 SESSION_COLUMNS = (
     'id, "userId", "createdAt", "expiresAt", "lastSeenAt", ip, "userAgent", "revokedAt"'
 )
@@ -100,6 +97,12 @@ class SessionInfo(TypedDict):
     revokedAt: datetime | None
 
 
+class LoginRow(UserRow):
+    """A user as login reads them: with the password hash (never returned)."""
+
+    password: str
+
+
 class Me(TypedDict):
     """The signed-in user, their roles and effective permissions (with where each comes from)."""
 
@@ -130,7 +133,7 @@ class RevokeAllPlan:
 # -- lookups -----------------------------------------------------------------------
 
 
-def _find_for_login(conn: psycopg.Connection[Any], identifier: str) -> dict[str, Any] | None:
+def _find_for_login(conn: psycopg.Connection[Any], identifier: str) -> LoginRow | None:
     """The user an identifier names (with the password hash); an email match wins."""
     identifier = unicodedata.normalize("NFC", identifier)  # as emails are stored
     with conn.cursor(row_factory=dict_row) as cur:
@@ -140,12 +143,12 @@ def _find_for_login(conn: psycopg.Connection[Any], identifier: str) -> dict[str,
             " ORDER BY (lower(email) = lower(%s)) DESC LIMIT 1",
             [identifier, identifier, identifier],
         )
-        return cur.fetchone()
+        return cast(LoginRow | None, cur.fetchone())
 
 
-def public_user(row: dict[str, Any]) -> dict[str, Any]:
+def public_user(row: LoginRow) -> UserRow:
     """A user row without its password hash."""
-    return {k: v for k, v in row.items() if k != "password"}
+    return cast(UserRow, {k: v for k, v in row.items() if k != "password"})
 
 
 # -- throttle reset ----------------------------------------------------------------
@@ -199,14 +202,14 @@ class SignedIn:
 
     token: str
     session: sessions.NewSession
-    user: Mapping[str, Any]  # UserRow's columns
+    user: UserRow
     device: str
 
 
 @dataclass(frozen=True)
 class _Attempt:
     identifier: str
-    user: dict[str, Any] | None
+    user: LoginRow | None
     keys: list[throttle.Key]
     trusted: bool  # a genuine device token of this account came with it
     actor: Actor
@@ -312,7 +315,8 @@ def _settle(
         rehashed=new_hash is not None,
         device=attempt.trusted,
     )
-    user = {**public_user(attempt.user), "status": status}
+    user = public_user(attempt.user)
+    user["status"] = status  # as read now, locked
     return SignedIn(token, session, user, throttle.issue_device(settings, user_id))
 
 
@@ -585,7 +589,7 @@ def revoke_all_sessions(conn: psycopg.Connection[Any], actor: Actor, user_id: st
 def me(conn: psycopg.Connection[Any], user_id: str) -> Me:
     """The user, their roles, and each effective permission with the roles it comes from."""
     with conn.cursor(row_factory=dict_row) as cur:
-        cur.execute(f'SELECT {USER_COLUMNS} FROM "User" WHERE id = %s', [user_id])
+        cur.execute(BY_ID_SQL, [user_id])
         user = cur.fetchone()
     if user is None:
         raise NotFound("no such user", details={"id": user_id})
