@@ -69,31 +69,17 @@ Transaction = Callable[[], AbstractContextManager[psycopg.Connection[Any]]]
 # -- rows --------------------------------------------------------------------------
 
 
-class SessionRow(TypedDict):
+class SessionRow(sessions.NewSession):
     """One of a user's sessions as listed, with its state (active, revoked, expired, idle)."""
 
-    id: str
-    userId: str
-    createdAt: datetime
-    expiresAt: datetime
-    lastSeenAt: datetime
-    ip: str | None
-    userAgent: str | None
     revokedAt: datetime | None
     state: str
 
 
-class SessionInfo(TypedDict):
+class SessionInfo(sessions.NewSession):
     """One session and its user's email."""
 
-    id: str
-    userId: str
     email: str
-    createdAt: datetime
-    expiresAt: datetime
-    lastSeenAt: datetime
-    ip: str | None
-    userAgent: str | None
     revokedAt: datetime | None
 
 
