@@ -53,7 +53,9 @@ def fail(message: str, code: int = 1) -> typer.Exit:
 
 
 def _nul_error(what: str) -> SmartStartError:
-    return SmartStartError(f"{what} contains a NUL character (\\0); nothing was changed")
+    return SmartStartError(
+        f"the {what} is invalid: it contains a NUL character (\\0); nothing was changed"
+    )
 
 
 def _check_no_nul(kwargs: Mapping[str, object]) -> None:
@@ -73,7 +75,7 @@ class _NulFreeStdin:
 
     def _checked(self, text: str) -> str:
         if "\x00" in text:
-            raise _nul_error("the input read from stdin")
+            raise _nul_error("input read from stdin")
         return text
 
     def read(self, size: int = -1) -> str:
