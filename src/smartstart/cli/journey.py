@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
@@ -177,17 +177,17 @@ def stage_update(
     as_json: JsonOpt = False,
 ) -> None:
     """Change a stage's name, order, XP reward, description or activity."""
-    changes: dict[str, Any] = {
-        k: v
-        for k, v in {
-            "name": name,
-            "order": order,
-            "xpReward": xp,
-            "description": description,
-            "active": active,
-        }.items()
-        if v is not None
-    }
+    changes: journey.StageChanges = {}
+    if name is not None:
+        changes["name"] = name
+    if order is not None:
+        changes["order"] = order
+    if xp is not None:
+        changes["xpReward"] = xp
+    if description is not None:
+        changes["description"] = description
+    if active is not None:
+        changes["active"] = active
     if not changes:
         raise typer.BadParameter("give at least one of --name --order --xp --description --active")
     with transaction() as (conn, actor):
