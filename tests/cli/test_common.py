@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import io
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
+import psycopg
 import pytest
 import typer
 from rich.console import Console
@@ -13,6 +15,7 @@ from typer.testing import CliRunner
 from smartstart import __version__
 from smartstart.cli import common
 from smartstart.cli.main import app
+from smartstart.config import Settings
 
 EMAIL = "a.very.long.address.of.somebody.in.operations@alicesolutionsgroup.example.com"
 ID = "cm0f3k2x90000abcdefghijklmnopqrstuv"
@@ -65,3 +68,53 @@ def test_version_and_short_help() -> None:
         result = runner.invoke(app, args)
         assert result.exit_code == 0, args
         assert "Usage:" in result.output, args
+
+
+# -- NUL in any string input: one error line, exit 1, nothing changed ------------------
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["journey", "show", "a\x00b"],
+        ["journey", "stage-create", "Wel\x00come"],
+        ["auth", "unlock", "--ip", "10.0.0.1\x00"],
+        ["audit", "list", "--actor", "a\x00b"],
+        ["users", "show", "admin\x00"],
+        ["journey", "reorder", "Welcome", "x\x00y"],
+    ],
+)
+def test_a_nul_in_an_argument_is_one_error_line(
+    cli_env: Any, seeded_settings: Settings, args: list[str]
+) -> None:
+    cli_env(seeded_settings)
+    before = _audit_count(seeded_settings)
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 1, result.output
+    assert result.output.startswith("error:") and "NUL" in result.output
+    assert result.output.count("\n") == 1 and "Traceback" not in result.output
+    assert _audit_count(seeded_settings) == before
+
+
+def test_a_nul_read_from_stdin_is_one_error_line(cli_env: Any, seeded_settings: Settings) -> None:
+    cli_env(seeded_settings)
+    with psycopg.connect(seeded_settings.url_for()) as conn:
+        (hashed,) = conn.execute(
+            "SELECT password FROM \"User\" WHERE username = 'admin'"
+        ).fetchone() or (None,)
+    result = CliRunner().invoke(
+        app,
+        ["users", "passwd", "admin", "--password-stdin"],
+        input="a perfectly\x00 fine passphrase\n",
+    )
+    assert result.exit_code == 1, result.output
+    assert result.output.startswith("error:") and "stdin" in result.output
+    with psycopg.connect(seeded_settings.url_for()) as conn:
+        row = conn.execute("SELECT password FROM \"User\" WHERE username = 'admin'").fetchone()
+    assert row is not None and row[0] == hashed
+
+
+def _audit_count(settings: Settings) -> int:
+    with psycopg.connect(settings.url_for()) as conn:
+        row = conn.execute("SELECT count(*) FROM audit_log").fetchone()
+    return int(row[0]) if row else 0

@@ -307,23 +307,32 @@ def test_change_own_password_requires_the_current_one(
     user = add_user(seeded_conn)
     old_token, _, _ = do_login(seeded_conn, settings, user["email"])
     actor = Actor.user(user["id"], "203.0.113.7", "pytest")
+    ours = auth.apart(seeded_conn)
     before = seeded_conn.execute('SELECT password FROM "User" WHERE id = %s', [user["id"]])
     old_hash = before.fetchone()
 
     with pytest.raises(Invalid) as exc:
         auth.change_own_password(
-            seeded_conn, actor, user["id"], "wrong password here", "a brand new secret", settings
+            seeded_conn,
+            actor,
+            user["id"],
+            "wrong password here",
+            "a brand new secret",
+            settings,
+            refusals=auth.apart(seeded_conn),
         )
     assert exc.value.details == {"field": "current_password"}
     for bad in ("short", "x" * 129, "password1234", PASSWORD):
         with pytest.raises(Invalid):
-            auth.change_own_password(seeded_conn, actor, user["id"], PASSWORD, bad, settings)
+            auth.change_own_password(
+                seeded_conn, actor, user["id"], PASSWORD, bad, settings, refusals=ours
+            )
     after = seeded_conn.execute('SELECT password FROM "User" WHERE id = %s', [user["id"]])
     assert after.fetchone() == old_hash
     assert sessions.resolve(seeded_conn, old_token, idle_timeout=IDLE) is not None
 
     token, session = auth.change_own_password(
-        seeded_conn, actor, user["id"], PASSWORD, "a brand new secret", settings
+        seeded_conn, actor, user["id"], PASSWORD, "a brand new secret", settings, refusals=ours
     )
     assert sessions.resolve(seeded_conn, old_token, idle_timeout=IDLE) is None
     principal = sessions.resolve(seeded_conn, token, idle_timeout=IDLE)
@@ -343,15 +352,73 @@ def test_wrong_current_passwords_lock_password_changes_not_sign_ins(
     for _ in range(throttle.PASSWORD_MAX_FAILURES):
         with pytest.raises(Invalid):
             auth.change_own_password(
-                seeded_conn, actor, user["id"], "wrong password here", "a new passphrase", settings
+                seeded_conn,
+                actor,
+                user["id"],
+                "wrong password here",
+                "a new passphrase",
+                settings,
+                refusals=auth.apart(seeded_conn),
             )
     with pytest.raises(TooManyRequests):
         auth.change_own_password(
-            seeded_conn, actor, user["id"], PASSWORD, "a new passphrase", settings
+            seeded_conn,
+            actor,
+            user["id"],
+            PASSWORD,
+            "a new passphrase",
+            settings,
+            refusals=auth.apart(seeded_conn),
         )
     do_login(seeded_conn, settings, user["email"])  # a stolen session cannot lock the owner out
     actions = [r[0] for r in audit_rows(seeded_conn)]
     assert actions == ["auth.password_change_failed"] * 5 + ["auth.throttled", "auth.login"]
+
+
+def test_a_refused_password_change_commits_nothing_of_the_callers_transaction(
+    seeded_settings: Settings, settings: Settings
+) -> None:
+    """The domain never commits: the refusal is recorded apart, the caller's work rolls back."""
+    with psycopg.connect(seeded_settings.url_for(), autocommit=True) as setup:
+        user = add_user(setup)
+    with psycopg.connect(seeded_settings.url_for()) as conn:
+        conn.execute('UPDATE "User" SET name = %s WHERE id = %s', ["uncommitted", user["id"]])
+        with pytest.raises(Invalid):
+            auth.change_own_password(
+                conn,
+                Actor.user(user["id"]),
+                user["id"],
+                "wrong password here",
+                "a new passphrase",
+                settings,
+                refusals=auth.apart(conn),
+            )
+        conn.rollback()
+        row = conn.execute('SELECT name FROM "User" WHERE id = %s', [user["id"]]).fetchone()
+        assert row is not None and row[0] != "uncommitted"
+        actions = [r[0] for r in audit_rows(conn)]
+        assert actions == ["auth.password_change_failed"]
+        key = throttle.password_key(user["id"])
+        failures = conn.execute(
+            'SELECT failures FROM "LoginThrottle" WHERE key = %s', [key]
+        ).fetchone()
+        assert failures == (1,)
+
+
+def test_revoke_plans_say_what_revoking_would_do_and_write_nothing(
+    seeded_conn: psycopg.Connection[Any], settings: Settings
+) -> None:
+    user = add_user(seeded_conn)
+    do_login(seeded_conn, settings, user["email"])
+    do_login(seeded_conn, settings, user["email"])
+    every = auth.plan_revoke_all(seeded_conn, user["email"].lower(), settings)
+    assert every.user["id"] == user["id"] and every.live == 2
+    sid = auth.list_user_sessions(seeded_conn, user["id"], settings).items[0]["id"]
+    one = auth.plan_revoke_session(seeded_conn, sid)
+    assert one.live and one.session["email"] == user["email"]
+    assert auth.revoke_session(seeded_conn, Actor.operator(), sid)
+    assert not auth.plan_revoke_session(seeded_conn, sid).live
+    assert auth.plan_revoke_all(seeded_conn, user["id"], settings).live == 1
 
 
 def test_list_sessions_states_and_paging(

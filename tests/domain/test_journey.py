@@ -178,6 +178,19 @@ def test_delete_stage_with_history_suggests_deactivate(
     assert audits(seeded_conn, "journey_stage.delete") == 0
 
 
+def test_plan_stage_delete_says_what_delete_would_do_and_writes_nothing(
+    seeded_conn: Conn, stages: dict[str, str]
+) -> None:
+    row = journey.create_stage(seeded_conn, ACTOR, name="Planned")
+    plan = journey.plan_stage_delete(seeded_conn, "planned")
+    assert plan.stage == row and plan.states == 0 and plan.deletable
+    used = journey.plan_stage_delete(seeded_conn, "Welcome")
+    assert used.stage["id"] == stages["Welcome"] and used.states > 0 and not used.deletable
+    assert audits(seeded_conn, "journey_stage.delete") == 0
+    with pytest.raises(NotFound):
+        journey.plan_stage_delete(seeded_conn, "no such stage")
+
+
 def test_reorder_swaps_two_stages(
     seeded_conn: Conn, seeded_settings: Settings, stages: dict[str, str]
 ) -> None:

@@ -21,7 +21,6 @@ from smartstart.cli.common import (
 from smartstart.cli.context import transaction
 from smartstart.cli.paging import DEFAULT_LIMIT, CursorOpt, LimitOpt, more
 from smartstart.domain import auth
-from smartstart.domain.paging import MAX_LIMIT
 from smartstart.domain.resolve import resolve_user
 
 app = typer.Typer(help="Sign-in throttles and sessions.", no_args_is_help=True)
@@ -101,34 +100,38 @@ def revoke(
         raise fail("give either SESSION_ID or --user EMAIL --all, not both")
     if not session_id and not (user and everything):
         raise fail("give a SESSION_ID, or --user EMAIL --all")
-    with transaction() as (conn, actor):
-        if session_id:
-            s = auth.get_session(conn, session_id)
-            state = "already ended" if s["revokedAt"] else "live"
-            created = f"{s['createdAt']:%Y-%m-%d %H:%M}"
-            console.print(
-                f"session {s['id']} of {s['email']} ({state}), created {created}"
-                f" from {s['ip'] or 'unknown address'}",
-                highlight=False,
-            )
-            if dry_run:
-                console.print("dry run: nothing was changed")
-                return
-            confirm("End this session?", yes)
-            ended = auth.revoke_session(conn, actor, session_id)
-            console.print(
-                "[green]•[/] " + ("session ended" if ended else "the session had already ended"),
-                highlight=False,
-            )
-            return
-        assert user is not None
-        found = resolve_user(conn, user)
-        live = auth.list_user_sessions(conn, found["id"], settings(), limit=MAX_LIMIT)
-        shown = f"{len(live.items)}{' or more' if live.next_cursor else ''}"
-        console.print(f"{found['email']} has {shown} live session(s)", highlight=False)
+    # The plan is read, shown and confirmed with no transaction open; the write
+    # then checks again in its own.
+    if session_id:
+        with transaction() as (conn, _):
+            plan = auth.plan_revoke_session(conn, session_id)
+        s = plan.session
+        created = f"{s['createdAt']:%Y-%m-%d %H:%M}"
+        console.print(
+            f"session {s['id']} of {s['email']} ({'live' if plan.live else 'already ended'}),"
+            f" created {created} from {s['ip'] or 'unknown address'}",
+            highlight=False,
+        )
         if dry_run:
             console.print("dry run: nothing was changed")
             return
-        confirm(f"End every session of {found['email']}?", yes)
-        count = auth.revoke_all_sessions(conn, actor, found["id"])
-        console.print(f"[green]•[/] ended {count} session(s) of {found['email']}", highlight=False)
+        confirm("End this session?", yes)
+        with transaction() as (conn, actor):
+            ended = auth.revoke_session(conn, actor, session_id)
+        console.print(
+            "[green]•[/] " + ("session ended" if ended else "the session had already ended"),
+            highlight=False,
+        )
+        return
+    assert user is not None
+    with transaction() as (conn, _):
+        every = auth.plan_revoke_all(conn, user, settings())
+    email = every.user["email"]
+    console.print(f"{email} has {every.live} live session(s)", highlight=False)
+    if dry_run:
+        console.print("dry run: nothing was changed")
+        return
+    confirm(f"End every session of {email}?", yes)
+    with transaction() as (conn, actor):
+        count = auth.revoke_all_sessions(conn, actor, every.user["id"])
+    console.print(f"[green]•[/] ended {count} session(s) of {email}", highlight=False)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Iterable, Sequence
+import sys
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from functools import wraps
-from typing import Annotated, Any, ParamSpec, TypeVar
+from typing import IO, Annotated, Any, ParamSpec, TypeVar
 
 import psycopg
 import typer
@@ -50,13 +52,71 @@ def fail(message: str, code: int = 1) -> typer.Exit:
     return typer.Exit(code)
 
 
+def _nul_error(what: str) -> SmartStartError:
+    return SmartStartError(
+        f"the {what} is invalid: it contains a NUL character (\\0); nothing was changed"
+    )
+
+
+def _check_no_nul(kwargs: Mapping[str, object]) -> None:
+    """Refuse a NUL in any string parameter: PostgreSQL text cannot hold one."""
+    for name, value in kwargs.items():
+        values = value if isinstance(value, list | tuple) else (value,)
+        if any(isinstance(v, str) and "\x00" in v for v in values):
+            raise _nul_error(name.rstrip("_").replace("_", "-"))
+
+
+class _NulFreeStdin:
+    """sys.stdin for a command: whatever it reads (--password-stdin, prompts) is refused
+    when it holds a NUL, as arguments are."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self._stream = stream
+
+    def _checked(self, text: str) -> str:
+        if "\x00" in text:
+            raise _nul_error("input read from stdin")
+        return text
+
+    def read(self, size: int = -1) -> str:
+        return self._checked(self._stream.read(size))
+
+    def readline(self, size: int = -1) -> str:
+        return self._checked(self._stream.readline(size))
+
+    def readlines(self, hint: int = -1) -> list[str]:
+        return [self._checked(line) for line in self._stream.readlines(hint)]
+
+    def __iter__(self) -> Iterator[str]:
+        return (self._checked(line) for line in self._stream)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+@contextmanager
+def _nul_free_stdin() -> Iterator[None]:
+    original = sys.stdin
+    sys.stdin = _NulFreeStdin(original)
+    try:
+        yield
+    finally:
+        sys.stdin = original
+
+
 def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
-    """Turn a SmartStartError into one line on stderr and exit status 1."""
+    """Turn a SmartStartError into one line on stderr and exit status 1.
+
+    Every command goes through here, so this is also the one place that refuses a NUL
+    in any string input (arguments, options, stdin), before anything is changed.
+    """
 
     @wraps(func)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
-            return func(*args, **kwargs)
+            _check_no_nul(kwargs)
+            with _nul_free_stdin():
+                return func(*args, **kwargs)
         except SmartStartError as e:
             raise fail(str(e)) from None
         except Exception as e:
@@ -86,7 +146,9 @@ def _whole(column: str, values: Sequence[str]) -> bool:
 
 
 def print_table(
-    rows: Sequence[dict[str, Any]], columns: Iterable[str] | None = None, title: str | None = None
+    rows: Sequence[Mapping[str, Any]],
+    columns: Iterable[str] | None = None,
+    title: str | None = None,
 ) -> None:
     """Rows as a table; fitted to a terminal without cutting ids and emails, whole otherwise."""
     cols = list(columns) if columns is not None else (list(rows[0]) if rows else [])

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
@@ -40,8 +40,8 @@ def _when(value: datetime | None) -> str | None:
     return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC") if value else None
 
 
-def _stage_json(row: dict[str, Any]) -> dict[str, Any]:
-    return {k: row[k] for k in (*STAGE_COLUMNS, "createdAt", "updatedAt")}
+def _stage_json(row: journey.StageRow) -> dict[str, object]:
+    return dict(row)
 
 
 @app.command()
@@ -177,17 +177,17 @@ def stage_update(
     as_json: JsonOpt = False,
 ) -> None:
     """Change a stage's name, order, XP reward, description or activity."""
-    changes: dict[str, Any] = {
-        k: v
-        for k, v in {
-            "name": name,
-            "order": order,
-            "xpReward": xp,
-            "description": description,
-            "active": active,
-        }.items()
-        if v is not None
-    }
+    changes: journey.StageChanges = {}
+    if name is not None:
+        changes["name"] = name
+    if order is not None:
+        changes["order"] = order
+    if xp is not None:
+        changes["xpReward"] = xp
+    if description is not None:
+        changes["description"] = description
+    if active is not None:
+        changes["active"] = active
     if not changes:
         raise typer.BadParameter("give at least one of --name --order --xp --description --active")
     with transaction() as (conn, actor):
@@ -214,19 +214,21 @@ def stage_deactivate(stage: StageArg) -> None:
 @handle_errors
 def stage_delete(stage: StageArg, yes: YesOpt = False, dry_run: DryRunOpt = False) -> None:
     """Delete a stage nobody has progress in (otherwise deactivate it)."""
+    with transaction() as (conn, _):
+        plan = journey.plan_stage_delete(conn, stage)
+    row = plan.stage
+    what = f"stage {row['name']!r} (order {row['order']}, id {row['id']})"
+    if dry_run:
+        _say(
+            f"would delete {what}"
+            if plan.deletable
+            else f"cannot delete {what}: {plan.states} journey state(s) reference it;"
+            " use stage-deactivate"
+        )
+        return
+    # No prompt inside a transaction: the delete checks the stage's use again itself.
+    confirm(f"Delete {what}?", yes)
     with transaction() as (conn, actor):
-        row = journey.resolve_stage(conn, stage)
-        states = journey.stage_usage(conn, row["id"])
-        what = f"stage {row['name']!r} (order {row['order']}, id {row['id']})"
-        if dry_run:
-            _say(
-                f"would delete {what}"
-                if not states
-                else f"cannot delete {what}: {states} journey state(s) reference it;"
-                " use stage-deactivate"
-            )
-            return
-        confirm(f"Delete {what}?", yes)
         journey.delete_stage(conn, actor, row["id"])
     _say(f"deleted {what}")
 

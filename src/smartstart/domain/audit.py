@@ -7,7 +7,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypedDict, cast
 
 import psycopg
 from psycopg.rows import dict_row
@@ -178,6 +178,21 @@ async def arecord(
     await conn.execute(*_insert(actor, action, resource, resource_id, before, after, details))
 
 
+class AuditEntry(TypedDict):
+    """One audit row as listed, with the acting user's email (None when the actor is not
+    a user, or no longer exists)."""
+
+    id: int
+    actor: str | None
+    actorEmail: str | None
+    action: str
+    resource: str | None
+    resourceId: str | None
+    details: dict[str, object]  # JSON, bounded and redacted when written
+    ip: str | None
+    createdAt: datetime
+
+
 @dataclass(frozen=True)
 class AuditFilter:
     actor: str | None = None
@@ -195,9 +210,8 @@ def list_entries(
     settings: Settings,
     limit: int = paging.DEFAULT_LIMIT,
     cursor: str | None = None,
-) -> paging.Page[dict[str, Any]]:
-    """A page of entries, newest first, each with the acting user's email (None when the
-    actor is not a user, or no longer exists)."""
+) -> paging.Page[AuditEntry]:
+    """A page of entries, newest first."""
     limit = paging.check_limit(limit)
     keyset = paging.Keyset(
         "audit",
@@ -249,5 +263,5 @@ def list_entries(
             f" {where} ORDER BY a.id DESC LIMIT %s",
             [*params, limit + 1],
         )
-        rows = cur.fetchall()
+        rows = cast(list[AuditEntry], cur.fetchall())
     return keyset.page(settings, rows, limit, lambda r: (r["id"],))

@@ -31,11 +31,11 @@ Rules (the API and the CLI both go through these functions):
 from __future__ import annotations
 
 import unicodedata
-from collections.abc import Callable
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
-from datetime import timedelta
-from typing import Any
+from datetime import datetime, timedelta
+from typing import Any, TypedDict, cast
 
 import psycopg
 from psycopg.rows import dict_row
@@ -52,13 +52,11 @@ from smartstart.domain.errors import (
     Unauthorized,
 )
 from smartstart.domain.permissions import effective_permissions
+from smartstart.domain.resolve import BY_ID_SQL, PUBLIC_COLUMNS, UserRow, resolve_user
 
 INVALID_CREDENTIALS = "invalid email/username or password"
 
-USER_COLUMNS = (
-    'id, email, username, name, "firstName", "lastName", role, level, status, xp,'
-    ' reputation, "lastActive", "createdAt", "updatedAt"'
-)
+USER_COLUMNS = ", ".join(f'"{c}"' for c in PUBLIC_COLUMNS)
 SESSION_COLUMNS = (
     'id, "userId", "createdAt", "expiresAt", "lastSeenAt", ip, "userAgent", "revokedAt"'
 )
@@ -68,10 +66,60 @@ SESSION_COLUMNS = (
 Transaction = Callable[[], AbstractContextManager[psycopg.Connection[Any]]]
 
 
+# -- rows --------------------------------------------------------------------------
+
+
+class SessionRow(sessions.NewSession):
+    """One of a user's sessions as listed, with its state (active, revoked, expired, idle)."""
+
+    revokedAt: datetime | None
+    state: str
+
+
+class SessionInfo(sessions.NewSession):
+    """One session and its user's email."""
+
+    email: str
+    revokedAt: datetime | None
+
+
+class LoginRow(UserRow):
+    """A user as login reads them: with the password hash (never returned)."""
+
+    password: str
+
+
+class Me(TypedDict):
+    """The signed-in user, their roles and effective permissions (with where each comes from)."""
+
+    user: UserRow
+    roles: list[str]
+    permissions: dict[str, list[str]]  # permission -> the roles it comes from
+
+
+@dataclass(frozen=True)
+class RevokeSessionPlan:
+    """What revoking one session would do (nothing when it has already ended)."""
+
+    session: SessionInfo
+
+    @property
+    def live(self) -> bool:
+        return self.session["revokedAt"] is None
+
+
+@dataclass(frozen=True)
+class RevokeAllPlan:
+    """What revoking every session of a user would do."""
+
+    user: UserRow
+    live: int  # live sessions now
+
+
 # -- lookups -----------------------------------------------------------------------
 
 
-def _find_for_login(conn: psycopg.Connection[Any], identifier: str) -> dict[str, Any] | None:
+def _find_for_login(conn: psycopg.Connection[Any], identifier: str) -> LoginRow | None:
     """The user an identifier names (with the password hash); an email match wins."""
     identifier = unicodedata.normalize("NFC", identifier)  # as emails are stored
     with conn.cursor(row_factory=dict_row) as cur:
@@ -81,12 +129,12 @@ def _find_for_login(conn: psycopg.Connection[Any], identifier: str) -> dict[str,
             " ORDER BY (lower(email) = lower(%s)) DESC LIMIT 1",
             [identifier, identifier, identifier],
         )
-        return cur.fetchone()
+        return cast(LoginRow | None, cur.fetchone())
 
 
-def public_user(row: dict[str, Any]) -> dict[str, Any]:
+def public_user(row: LoginRow) -> UserRow:
     """A user row without its password hash."""
-    return {k: v for k, v in row.items() if k != "password"}
+    return cast(UserRow, {k: v for k, v in row.items() if k != "password"})
 
 
 # -- throttle reset ----------------------------------------------------------------
@@ -139,15 +187,15 @@ class SignedIn:
     device token for the device cookie."""
 
     token: str
-    session: dict[str, Any]
-    user: dict[str, Any]
+    session: sessions.NewSession
+    user: UserRow
     device: str
 
 
 @dataclass(frozen=True)
 class _Attempt:
     identifier: str
-    user: dict[str, Any] | None
+    user: LoginRow | None
     keys: list[throttle.Key]
     trusted: bool  # a genuine device token of this account came with it
     actor: Actor
@@ -253,7 +301,8 @@ def _settle(
         rehashed=new_hash is not None,
         device=attempt.trusted,
     )
-    user = {**public_user(attempt.user), "status": status}
+    user = public_user(attempt.user)
+    user["status"] = status  # as read now, locked
     return SignedIn(token, session, user, throttle.issue_device(settings, user_id))
 
 
@@ -299,13 +348,35 @@ def logout(conn: psycopg.Connection[Any], actor: Actor, session_id: str) -> None
 # -- one's own password ------------------------------------------------------------
 
 
+def apart(conn: psycopg.Connection[Any]) -> Transaction:
+    """Transactions on new connections to conn's database: for what must outlive the
+    rollback of conn's transaction (a refusal's audit row and throttle count)."""
+    info = conn.info
+
+    @contextmanager
+    def transaction() -> Iterator[psycopg.Connection[Any]]:
+        with psycopg.connect(info.dsn, password=info.password, connect_timeout=5) as other:
+            yield other  # committed when the block ends normally
+
+    return transaction
+
+
 def _fail(
-    conn: psycopg.Connection[Any], actor: Actor, action: str, error: Exception, **details: Any
+    refusals: Transaction,
+    actor: Actor,
+    action: str,
+    error: Exception,
+    *,
+    failed: list[throttle.Key] | None = None,
+    **details: Any,
 ) -> Exception:
-    """Record one audit row for a refused attempt, commit it, and hand back the error."""
+    """Record a refused attempt (and count it against `failed`) in a transaction of its
+    own, so the request's rollback keeps it; hand back the error."""
     resource_id = details.pop("user_id", None)
-    audit.record(conn, actor, action, resource="user", resource_id=resource_id, **details)
-    conn.commit()  # the request fails, yet the attempt stays recorded
+    with refusals() as conn:
+        if failed:
+            throttle.record_failure(conn, failed)
+        audit.record(conn, actor, action, resource="user", resource_id=resource_id, **details)
     return error
 
 
@@ -316,9 +387,12 @@ def change_own_password(
     current: str,
     new: str,
     settings: Settings,
-) -> tuple[str, dict[str, Any]]:
+    *,
+    refusals: Transaction,
+) -> tuple[str, sessions.NewSession]:
     """Replace one's password (the current one required); every session ends and a new
-    one is returned (token, session row) for the caller.
+    one is returned (token, session row) for the caller. A refusal is recorded through
+    `refusals` (e.g. `apart(conn)`), never by committing conn.
 
     A wrong current password is 422 (a 401 would read as "signed out") and counts
     against the user's password-change throttle (not the sign-in one: a stolen session
@@ -334,7 +408,7 @@ def change_own_password(
     retry_after, locked = throttle.locked_for(conn, keys)
     if retry_after:
         raise _fail(
-            conn,
+            refusals,
             actor,
             "auth.throttled",
             TooManyRequests(
@@ -346,12 +420,12 @@ def change_own_password(
             operation="password_change",
         )
     if not passwords.verify(current, user["password"]):
-        throttle.record_failure(conn, keys)
         raise _fail(
-            conn,
+            refusals,
             actor,
             "auth.password_change_failed",
             Invalid("the current password is wrong", details={"field": "current_password"}),
+            failed=keys,
             user_id=user_id,
             reason="wrong_current_password",
         )
@@ -409,7 +483,7 @@ def list_user_sessions(
     include_ended: bool = False,
     limit: int = paging.DEFAULT_LIMIT,
     cursor: str | None = None,
-) -> paging.Page[dict[str, Any]]:
+) -> paging.Page[SessionRow]:
     """A page of a user's sessions, newest first, each with its `state` (active, revoked,
     expired, idle); only active ones unless include_ended."""
     limit = paging.check_limit(limit)
@@ -437,11 +511,11 @@ def list_user_sessions(
     )
     with conn.cursor(row_factory=dict_row) as cur:
         cur.execute(query, params)
-        rows = cur.fetchall()
+        rows = cast(list[SessionRow], cur.fetchall())
     return keyset.page(settings, rows, limit, lambda r: (r["createdAt"], r["id"]))
 
 
-def get_session(conn: psycopg.Connection[Any], session_id: str) -> dict[str, Any]:
+def get_session(conn: psycopg.Connection[Any], session_id: str) -> SessionInfo:
     """One session with its user's email; NotFound otherwise."""
     with conn.cursor(row_factory=dict_row) as cur:
         cur.execute(
@@ -453,7 +527,20 @@ def get_session(conn: psycopg.Connection[Any], session_id: str) -> dict[str, Any
         row = cur.fetchone()
     if row is None:
         raise NotFound("no such session", details={"id": session_id})
-    return row
+    return cast(SessionInfo, row)
+
+
+def plan_revoke_session(conn: psycopg.Connection[Any], session_id: str) -> RevokeSessionPlan:
+    """What `revoke_session` would do now."""
+    return RevokeSessionPlan(get_session(conn, session_id))
+
+
+def plan_revoke_all(
+    conn: psycopg.Connection[Any], user_ref: str, settings: Settings
+) -> RevokeAllPlan:
+    """What `revoke_all_sessions` would do now, for the user ref names."""
+    user = resolve_user(conn, user_ref)
+    return RevokeAllPlan(user, _count_live(conn, user["id"], settings))
 
 
 def revoke_session(
@@ -485,10 +572,10 @@ def revoke_all_sessions(conn: psycopg.Connection[Any], actor: Actor, user_id: st
 # -- who am I ----------------------------------------------------------------------
 
 
-def me(conn: psycopg.Connection[Any], user_id: str) -> dict[str, Any]:
+def me(conn: psycopg.Connection[Any], user_id: str) -> Me:
     """The user, their roles, and each effective permission with the roles it comes from."""
     with conn.cursor(row_factory=dict_row) as cur:
-        cur.execute(f'SELECT {USER_COLUMNS} FROM "User" WHERE id = %s', [user_id])
+        cur.execute(BY_ID_SQL, [user_id])
         user = cur.fetchone()
     if user is None:
         raise NotFound("no such user", details={"id": user_id})
@@ -500,4 +587,8 @@ def me(conn: psycopg.Connection[Any], user_id: str) -> dict[str, Any]:
             [user_id],
         )
     ]
-    return {"user": user, "roles": roles, "permissions": effective_permissions(conn, user_id)}
+    return {
+        "user": cast(UserRow, user),
+        "roles": roles,
+        "permissions": effective_permissions(conn, user_id),
+    }

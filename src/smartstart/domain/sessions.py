@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import lru_cache
-from typing import Any
+from typing import Any, TypedDict, cast
 
 import psycopg
 from psycopg.rows import dict_row
@@ -52,6 +52,18 @@ class Principal:
         return permission in self.permissions
 
 
+class NewSession(TypedDict):
+    """A session just made (its token is returned apart, once)."""
+
+    id: str
+    userId: str
+    createdAt: datetime
+    expiresAt: datetime
+    lastSeenAt: datetime
+    ip: str | None
+    userAgent: str | None
+
+
 def create(
     conn: psycopg.Connection[Any],
     user_id: str,
@@ -59,7 +71,7 @@ def create(
     lifetime: timedelta,
     ip: str | None = None,
     user_agent: str | None = None,
-) -> tuple[str, dict[str, Any]]:
+) -> tuple[str, NewSession]:
     """A new session; returns the token (shown once) and the session row."""
     token = new_token()
     ip = ip_or_none(ip)  # the column is inet: "testclient" and the like are stored as NULL
@@ -78,7 +90,7 @@ def create(
         )
         row = cur.fetchone()
     assert row is not None
-    return token, row
+    return token, cast(NewSession, row)
 
 
 RESOLVE_SQL = """

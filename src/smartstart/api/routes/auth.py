@@ -11,6 +11,7 @@ database connection held. The other endpoints are sync `def` in the threadpool.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -183,8 +184,8 @@ def _session_response(
     response: Response,
     settings: Settings,
     token: str,
-    session: dict[str, Any],
-    user: dict[str, Any],
+    session: Mapping[str, Any],
+    user: Mapping[str, Any],
 ) -> LoginResponse:
     csrf = _set_session_cookies(response, settings, token)
     response.headers["Cache-Control"] = "no-store"
@@ -352,6 +353,7 @@ def change_password(
         body.current_password,
         body.new_password,
         settings,
+        refusals=auth.apart(conn),
     )
     user = auth.me(conn, principal.user_id)["user"]
     return _session_response(response, settings, token, session, user)

@@ -290,12 +290,13 @@ def user_journey(
     conn: ConnDep,
     user_id: UserId,
 ) -> Journey:
-    data = journey.journey(conn, user_id)
-    user = data["user"]
+    shown = Journey(**journey.journey(conn, user_id))
     # Who the user is (email, username, name) is for those who may read users, or themselves.
-    if user["id"] != principal.user_id and not permits(actor_for(request, principal), "users:read"):
-        data["user"] = {**user, "email": None, "username": None, "name": None}
-    return Journey(**data)
+    if shown.user.id != principal.user_id and not permits(
+        actor_for(request, principal), "users:read"
+    ):
+        shown.user = shown.user.model_copy(update={"email": None, "username": None, "name": None})
+    return shown
 
 
 @router.post(
