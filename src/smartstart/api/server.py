@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from smartstart.config import Settings
 from smartstart.errors import SmartStartError
@@ -121,11 +121,19 @@ def claim(settings: Settings) -> socket.socket:
         ) from None
 
 
+class WorkerState(TypedDict):
+    """What a supervisor reports of its workers."""
+
+    alive: int
+    expected: int
+    restarts: int
+
+
 def state_path(settings: Settings) -> Path:
     return settings.home_dir / STATE_FILE
 
 
-def worker_state(settings: Settings, supervisor: int | None = None) -> dict[str, Any] | None:
+def worker_state(settings: Settings, supervisor: int | None = None) -> WorkerState | None:
     """What the supervisor pid last wrote about its workers (None: not supervised)."""
     try:
         with open(state_path(settings)) as f:
@@ -134,7 +142,14 @@ def worker_state(settings: Settings, supervisor: int | None = None) -> dict[str,
         return None
     if not isinstance(state, dict) or state.get("supervisor") != (supervisor or os.getppid()):
         return None  # another (or a dead) supervisor's file
-    return {k: state[k] for k in ("alive", "expected", "restarts") if k in state}
+    try:
+        return WorkerState(
+            alive=int(state["alive"]),
+            expected=int(state["expected"]),
+            restarts=int(state["restarts"]),
+        )
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 class Supervisor:

@@ -88,9 +88,10 @@ def status_(as_json: JsonOpt = False) -> None:
     if as_json:
         print_json(row)
     else:
-        for key, value in row.items():
-            if key == "uptime_seconds" and value is not None:
-                value = f"{int(value)}s"
+        shown: dict[str, object] = {**row}
+        if row["uptime_seconds"] is not None:
+            shown["uptime_seconds"] = f"{int(row['uptime_seconds'])}s"
+        for key, value in shown.items():
             console.print(f"{key:>15}: {'' if value is None else value}", highlight=False)
     if not str(row["state"]).startswith("running"):
         raise typer.Exit(3)

@@ -107,14 +107,19 @@ def status(as_json: JsonOpt = False) -> None:
     if as_json:
         print_json({"items": rows, "next_cursor": None})
         return
+    shown = []
     for row in rows:
-        up_s = row.get("uptime_seconds")
-        row["uptime"] = f"{int(up_s)}s" if up_s is not None else None
-        if workers := row.get("workers"):
-            row["workers"] = (
-                f"{workers['alive']}/{workers['expected']}, {workers['restarts']} restarts"
-            )
-    print_table(rows, ["service", "state", "pid", "port", "url", "version", "uptime", "workers"])
+        up_s = row["uptime_seconds"]
+        workers = row.get("workers")
+        shown.append(
+            {
+                **row,
+                "uptime": f"{int(up_s)}s" if up_s is not None else None,
+                "workers": workers
+                and f"{workers['alive']}/{workers['expected']}, {workers['restarts']} restarts",
+            }
+        )
+    print_table(shown, ["service", "state", "pid", "port", "url", "version", "uptime", "workers"])
 
 
 class LogSource(StrEnum):

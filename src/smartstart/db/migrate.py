@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from sqlalchemy import create_engine, pool
 
@@ -62,15 +62,33 @@ def revision(url: str, message: str, autogenerate: bool = False) -> list[str]:
     return [s.path for s in items if s is not None]
 
 
-def history() -> list[dict[str, Any]]:
+class Revision(TypedDict):
+    """One migration of the history."""
+
+    revision: str
+    down_revision: str | list[str] | tuple[str, ...] | None
+    message: str
+    is_head: bool
+
+
+class CheckResult(TypedDict):
+    """Where the database stands against head and the models."""
+
+    ok: bool
+    current: str | None
+    head: str | None
+    differences: list[str]
+
+
+def history() -> list[Revision]:
     script = _script()
     return [
-        {
-            "revision": rev.revision,
-            "down_revision": rev.down_revision,
-            "message": rev.doc,
-            "is_head": rev.is_head,
-        }
+        Revision(
+            revision=rev.revision,
+            down_revision=rev.down_revision,
+            message=rev.doc,
+            is_head=rev.is_head,
+        )
         for rev in script.walk_revisions()
     ]
 
@@ -120,18 +138,18 @@ def reverted(url: str, target: str = "-1") -> list[str]:
     ]
 
 
-def check(url: str) -> dict[str, Any]:
+def check(url: str) -> CheckResult:
     """At head and no drift between models and database? With the differences spelt out."""
     current, head = current_revision(url), head_revision()
     differences = [_describe(d) for d in diff(url)] if current is not None else []
     if current == head:
         differences += catalog_drift(url)
-    return {
-        "ok": current == head and not differences,
-        "current": current,
-        "head": head,
-        "differences": differences,
-    }
+    return CheckResult(
+        ok=current == head and not differences,
+        current=current,
+        head=head,
+        differences=differences,
+    )
 
 
 _WHAT = {"column": "column", "index": "index", "constraint": "constraint", "table": "table"}

@@ -10,7 +10,6 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any
 
 from smartstart.config import Settings
 from smartstart.errors import SmartStartError
@@ -189,7 +188,7 @@ def stop(settings: Settings, timeout: float = 15) -> bool:
     return True
 
 
-def status_row(settings: Settings) -> dict[str, Any]:
+def status_row(settings: Settings) -> database.ServiceStatus:
     """The Brain's line of `smartstart status`, with its workers when supervised."""
     from smartstart.api.server import worker_state
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, NotRequired, TypedDict
 
 import psycopg
 
@@ -14,6 +14,9 @@ from smartstart.config import Settings
 from smartstart.db.engine import connect
 from smartstart.errors import ConfigurationError
 from smartstart.pg.cluster import Cluster
+
+if TYPE_CHECKING:
+    from smartstart.api.server import WorkerState
 
 Say = Callable[[str], None]
 
@@ -99,7 +102,21 @@ def ensure_database(
     return ready
 
 
-def status_row(settings: Settings) -> dict[str, Any]:
+class ServiceStatus(TypedDict):
+    """One service's line of `smartstart status`."""
+
+    service: str
+    state: str
+    pid: int | None
+    port: int | None
+    url: str
+    version: str | None
+    uptime_seconds: float | None
+    data_dir: str | None
+    workers: NotRequired[WorkerState | None]
+
+
+def status_row(settings: Settings) -> ServiceStatus:
     """The database's line of `smartstart status`."""
     if settings.embedded:
         st = Cluster.from_settings(settings).status()
