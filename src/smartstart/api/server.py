@@ -39,6 +39,9 @@ def serve(settings: Settings) -> None:
     if settings.api_workers == 1:
         _run_uvicorn(settings, sockets=None)
         return
+    from smartstart.api import metrics
+
+    metrics.prepare_workers(settings)  # before the fork: one /metrics for all workers
     Supervisor(settings, lambda: _worker(settings)).run()
 
 
