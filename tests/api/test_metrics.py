@@ -54,7 +54,9 @@ def test_two_workers_scrapes_never_decrease(serve: Callable[..., Any]) -> None: 
     assert previous[healthz] >= requests
     text = scrape(base)
     pids = {
-        dict(labels)["pid"] for (name, labels) in samples(text) if name == "process_cpu_seconds_total"
+        dict(labels)["pid"]
+        for (name, labels) in samples(text)
+        if name == "process_cpu_seconds_total"
     }
     assert len(pids) == 2, "the process metrics of each worker"
     assert "python_info{" in text
