@@ -134,6 +134,17 @@ def test_a_body_that_is_not_json_is_a_415(
     assert response.json()["error"]["details"]["content_type"] == "text/plain"
 
 
+def test_a_nul_or_too_much_comes_before_the_415(
+    client: TestClient, admin_headers: dict[str, str]
+) -> None:
+    plain = {**admin_headers, "Content-Type": "text/plain"}
+    nul = client.post("/api/roles", content=b"name=a%00b\x00", headers=plain)
+    error(nul, 422, "invalid")
+    assert nul.json()["error"]["details"]["reason"] == "nul_byte"
+    huge = client.post("/api/roles", content=b"x" * (2 * 1024 * 1024), headers=plain)
+    error(huge, 413, "payload_too_large")
+
+
 def test_json_with_a_charset_or_a_json_suffix_is_read(
     client: TestClient, admin_headers: dict[str, str]
 ) -> None:
@@ -225,3 +236,11 @@ def test_cors_origins_setting(seeded_settings: Settings, admin_headers: dict[str
 def test_a_cors_origin_that_is_no_origin_is_refused(value: str) -> None:
     with pytest.raises(ValueError, match="SMARTSTART_CORS_ORIGINS"):
         Settings(_env_file=None, cors_origins=value)
+
+
+def test_the_openapi_document_declares_location_and_415() -> None:
+    paths = _app.openapi()["paths"]
+    for path in CREATES:
+        assert "Location" in paths[path]["post"]["responses"]["201"]["headers"]
+    for method, path in JSON_WRITES:
+        assert "415" in paths[path][method.lower()]["responses"], (method, path)

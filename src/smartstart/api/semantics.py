@@ -161,6 +161,21 @@ class Semantics:
             f"this route reads JSON: send Content-Type: application/json, not {media}",
             {"content_type": media[:100], "expected": "application/json"},
         )
+        try:
+            # Read (and drop) the body first: a NUL in it, or too much of it, is refused
+            # by the middlewares outside while it is read, and that answer comes first.
+            more = True
+            while more:
+                message = await receive()
+                more = message.get("more_body", False) and message["type"] == "http.request"
+        except errors.NulInput as exc:
+            response = errors.error_response(
+                422, "invalid", str(exc.detail), {"reason": "nul_byte", "where": "body"}
+            )
+        except StarletteHTTPException as exc:
+            if exc.status_code != 413:  # BodyLimit's, the only other one raised while reading
+                raise
+            response = errors.error_response(413, "payload_too_large", str(exc.detail))
         await response(scope, receive, send)
         return True
 
@@ -201,8 +216,39 @@ def _with_location(raw: Any, scope: Scope, body: Message) -> list[tuple[bytes, b
     return headers
 
 
+def document(app: FastAPI) -> None:
+    """Declare `Location` on every 201, and the 415 of every operation that reads JSON."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = generate()
+        for item in schema.get("paths", {}).values():
+            for operation in item.values():
+                responses = operation.setdefault("responses", {})
+                if "201" in responses:
+                    responses["201"].setdefault("headers", {})["Location"] = {
+                        "description": "The new resource's URL",
+                        "schema": {"type": "string"},
+                    }
+                if "application/json" in operation.get("requestBody", {}).get("content", {}):
+                    responses.setdefault("415", {"description": "The body is not JSON"})[
+                        "content"
+                    ] = {
+                        "application/json": {
+                            "schema": {"$ref": "#/components/schemas/ErrorResponse"}
+                        }
+                    }
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 def install(app: FastAPI) -> None:
-    """The middleware and the 405 handler; call after errors.install."""
+    """The middleware, the 405 handler and their docs; call after errors.document_errors."""
     table = RouteTable(app)
     install_allow(app, table)
+    document(app)
     app.add_middleware(Semantics, table=table)
