@@ -40,19 +40,24 @@ def error(response: Any, status: int, code: str) -> None:
     assert set(body) == {"error"} and body["error"]["code"] == code, body
 
 
-@pytest.mark.parametrize("path", [p for p in PATHS if "GET" in methods_at(concrete(p))])
 def test_head_is_answered_wherever_get_is(
-    client: TestClient, token_for: Callable[[str], str], path: str
+    client: TestClient, admin_headers: dict[str, str]
 ) -> None:
-    url = concrete(path)
-    headers = {"Authorization": f"Bearer {token_for('admin@alicesolutionsgroup.com')}"}
-    got = client.get(url, headers=headers)
-    head = client.head(url, headers=headers)
-    assert head.status_code == got.status_code, (path, head.status_code, got.status_code)
-    assert head.content == b""
-    assert head.headers.get("content-type") == got.headers.get("content-type")
-    if "content-length" in got.headers and "content-encoding" not in got.headers:
-        assert head.headers["content-length"] == str(len(got.content))
+    # One test over the whole table (not one per path): each would cost a fresh database.
+    walked = 0
+    for path in PATHS:
+        url = concrete(path)
+        if "GET" not in methods_at(url):
+            continue
+        got = client.get(url, headers=admin_headers)
+        head = client.head(url, headers=admin_headers)
+        assert head.status_code == got.status_code, (path, head.status_code, got.status_code)
+        assert head.content == b"", path
+        assert head.headers.get("content-type") == got.headers.get("content-type"), path
+        if "content-length" in got.headers and "content-encoding" not in got.headers:
+            assert head.headers["content-length"] == str(len(got.content)), path
+        walked += 1
+    assert walked >= 20
 
 
 def test_head_healthz(client: TestClient) -> None:
@@ -61,16 +66,16 @@ def test_head_healthz(client: TestClient) -> None:
     assert response.headers["content-length"] == str(len(b'{"status":"ok"}'))
 
 
-@pytest.mark.parametrize("path", PATHS)
 def test_a_405_allows_every_method_of_the_path(
-    client: TestClient, admin_headers: dict[str, str], path: str
+    client: TestClient, admin_headers: dict[str, str]
 ) -> None:
-    url = concrete(path)
-    allowed = methods_at(url)
-    for method in sorted({"GET", *WRITES} - allowed):
-        response = client.request(method, url, headers=admin_headers)
-        error(response, 405, "method_not_allowed")
-        assert set(response.headers["allow"].split(", ")) == allowed, (method, path)
+    for path in PATHS:
+        url = concrete(path)
+        allowed = methods_at(url)
+        for method in sorted({"GET", *WRITES} - allowed):
+            response = client.request(method, url, headers=admin_headers)
+            error(response, 405, "method_not_allowed")
+            assert set(response.headers["allow"].split(", ")) == allowed, (method, path)
 
 
 def test_delete_on_the_users_collection_allows_get_head_and_post(
@@ -120,18 +125,19 @@ JSON_WRITES = [
 ]
 
 
-@pytest.mark.parametrize(("method", "path"), JSON_WRITES)
 def test_a_body_that_is_not_json_is_a_415(
-    client: TestClient, admin_headers: dict[str, str], method: str, path: str
+    client: TestClient, admin_headers: dict[str, str]
 ) -> None:
-    response = client.request(
-        method,
-        concrete(path),
-        content=b'{"name": "x"}',
-        headers={**admin_headers, "Content-Type": "text/plain"},
-    )
-    error(response, 415, "unsupported_media_type")
-    assert response.json()["error"]["details"]["content_type"] == "text/plain"
+    assert len(JSON_WRITES) >= 10
+    for method, path in JSON_WRITES:
+        response = client.request(
+            method,
+            concrete(path),
+            content=b'{"name": "x"}',
+            headers={**admin_headers, "Content-Type": "text/plain"},
+        )
+        error(response, 415, "unsupported_media_type")
+        assert response.json()["error"]["details"]["content_type"] == "text/plain", path
 
 
 def test_a_nul_or_too_much_comes_before_the_415(
@@ -230,6 +236,8 @@ def test_cors_origins_setting(seeded_settings: Settings, admin_headers: dict[str
             headers={"Origin": "https://evil.example.com", "Access-Control-Request-Method": "POST"},
         )
         assert "access-control-allow-origin" not in refused.headers
+        error(refused, 400, "cors_refused")
+        assert "origin" in refused.json()["error"]["message"]
 
 
 @pytest.mark.parametrize("value", ["app.example.com", "https://app.example.com/path", "ftp://x"])

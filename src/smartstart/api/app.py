@@ -13,7 +13,6 @@ from typing import Any
 
 import psycopg
 from fastapi import FastAPI, Response
-from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
@@ -223,7 +222,7 @@ def _install_cors(app: FastAPI, settings: Settings) -> None:
     if not origins:
         return
     app.add_middleware(
-        CORSMiddleware,
+        semantics.CORS,
         allow_origins=origins,
         # Sessions ride on a cookie or a bearer token; a wildcard origin gets neither.
         allow_credentials="*" not in origins,

@@ -21,7 +21,9 @@ from urllib.parse import quote
 from fastapi import FastAPI, Request
 from fastapi import params as fastapi_params
 from fastapi.responses import Response
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -214,6 +216,22 @@ def _with_location(raw: Any, scope: Scope, body: Message) -> list[tuple[bytes, b
     location = f"{path}/{quote(str(created['id']), safe='')}"
     headers.append((b"location", location.encode("latin-1")))
     return headers
+
+
+class CORS(CORSMiddleware):
+    """Starlette's CORS middleware, with a refused preflight in the API's error shape."""
+
+    def preflight_response(self, request_headers: Headers) -> Response:
+        response = super().preflight_response(request_headers)
+        if response.status_code != 400:
+            return response
+        reason = bytes(response.body).decode().removeprefix("Disallowed CORS ")
+        return errors.error_response(
+            400,
+            "cors_refused",
+            f"CORS preflight refused: {reason} not allowed (SMARTSTART_CORS_ORIGINS)",
+            {"origin": request_headers.get("origin", "")[:200]},
+        )
 
 
 def document(app: FastAPI) -> None:
