@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import subprocess
 from collections.abc import Callable
 from typing import Any
@@ -11,7 +13,11 @@ import httpx
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.api.test_server import serve  # noqa: F401 - the fixture starting real Brains
+from tests.api.test_server import (
+    children,
+    serve,  # noqa: F401 - the fixture starting real Brains
+    wait_for,
+)
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -33,7 +39,7 @@ def scrape(base: str) -> str:
 def test_two_workers_scrapes_never_decrease_and_promtool_accepts_them(
     serve: Callable[..., Any],  # noqa: F811
 ) -> None:
-    _, base, _ = serve("--workers", "2")
+    proc, base, _ = serve("--workers", "2")
     previous: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
     requests = 0
     with httpx.Client(limits=httpx.Limits(max_keepalive_connections=0)) as c:
@@ -63,6 +69,17 @@ def test_two_workers_scrapes_never_decrease_and_promtool_accepts_them(
     assert len(pids) == 2, "the process metrics of each worker"
     assert "python_info{" in text
     assert "smartstart_build_info{" in text
+
+    # A worker that dies takes none of its counts with it.
+    before = samples(scrape(base))[healthz]
+    victim = min(children(proc.pid))
+    os.kill(victim, signal.SIGKILL)
+    wait_for(
+        lambda: len(found := children(proc.pid)) == 2 and victim not in found,
+        "the dead worker's replacement",
+    )
+    for _ in range(10):
+        assert samples(scrape(base))[healthz] >= before
 
     # The same server's exposition, as Prometheus's own checker reads it.
     promtool = shutil.which("promtool")
