@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
 PG_BIN_DIRS := $(wildcard /usr/lib/postgresql/*/bin/initdb)
 
-.PHONY: up down test lint install install-test postgres-server browser bench clean
+.PHONY: up down test lint install install-test postgres-server promtool browser bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -44,9 +44,15 @@ lint: install-test
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
 
+# The tests check /metrics with promtool (Debian package prometheus).
+promtool:
+	@command -v promtool >/dev/null || { if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
+	  else echo "promtool not found: install it (apt-get install prometheus)"; exit 1; fi; }
+
 # Two workers, each with its own throwaway cluster (tests/conftest.py); loadscope keeps a
 # module's tests on one worker, so module-scoped fixtures (clusters, Brains) start once.
-test: install-test lint
+test: install-test promtool lint
 	$(BIN)/pytest -q -n 2 --dist loadscope
 
 # Benchmarks need the reference app's extras and wrk (Debian package) besides the tests'.

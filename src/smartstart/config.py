@@ -44,6 +44,9 @@ class Settings(BaseSettings):
     secret_key: SecretStr | None = Field(default=None, min_length=32)
     # Peers whose X-Forwarded-For the Brain believes (comma-separated IPs or CIDRs).
     trusted_proxies: str = ""
+    # Browser origins (scheme://host[:port], comma-separated) allowed to call the API; none
+    # by default. "*" allows any origin, but then without cookies.
+    cors_origins: str = ""
     # Bounds on the Brain's database work: a lock held elsewhere is a 409, not a hang.
     # 0 sends no setting (e.g. behind a PgBouncer that refuses the `options` parameter).
     api_lock_timeout_ms: int = Field(default=3000, ge=0, le=600_000)
@@ -65,6 +68,7 @@ class Settings(BaseSettings):
         if self.env == "production" and self.bcrypt_rounds < 12:
             raise ValueError("SMARTSTART_BCRYPT_ROUNDS below 12 is for tests only")
         self.trusted_networks()  # a typo must stop the start, not silently trust nobody
+        self.cors_origin_list()
         return self
 
     def trusted_networks(self) -> tuple[IPv4Network | IPv6Network, ...]:
@@ -77,6 +81,22 @@ class Settings(BaseSettings):
                 except ValueError as e:
                     raise ValueError(f"SMARTSTART_TRUSTED_PROXIES: {item.strip()!r}: {e}") from e
         return tuple(out)
+
+    def cors_origin_list(self) -> list[str]:
+        """SMARTSTART_CORS_ORIGINS as origins (no path, no trailing slash)."""
+        out = []
+        for item in self.cors_origins.split(","):
+            origin = item.strip()
+            if not origin:
+                continue
+            if origin != "*" and (
+                not origin.startswith(("http://", "https://")) or "/" in origin.split("://", 1)[1]
+            ):
+                raise ValueError(
+                    f"SMARTSTART_CORS_ORIGINS: {origin!r} is not an origin like https://app.example.com"
+                )
+            out.append(origin)
+        return out
 
     @property
     def home_dir(self) -> Path:

@@ -3,8 +3,9 @@
 The Brain runs as `uvicorn --factory --workers 2` against a fresh seeded database;
 each request opens a new connection (no keep-alive), so the kernel hands them to
 either worker. Both workers' caches are warmed first, and that two workers really
-answer is shown through /metrics, whose counters are per process. After each raw
-change, every one of many requests must reflect it.
+answer is shown through /metrics, which lists the `process_*` metrics of every worker
+that has counted a request (by pid). After each raw change, every one of many requests
+must reflect it.
 """
 
 from __future__ import annotations
@@ -34,9 +35,7 @@ from tests.conftest import _fresh, free_port, process_env
 
 _FIXTURE_HASH = "$2b$04$WVKvKa12safshzWEV6kU7.Wgv6PzC6oShpvCfBGfIGSlxfhqVfX8."
 AFTER_CHANGE = 30  # requests that must all reflect a change (≥ 20)
-METRICS_LINE = re.compile(
-    r'^smartstart_http_requests_total\{[^}]*route="/metrics"[^}]*\} ([0-9.e+]+)$', re.M
-)
+PID_LINE = re.compile(r'^process_cpu_seconds_total\{pid="([0-9]+)"\}', re.M)
 
 GRANT_SQL = """
 INSERT INTO "RolePermission" ("roleId", "permissionId")
@@ -106,13 +105,13 @@ def brain(brain_settings: Settings, tmp_path_factory: pytest.TempPathFactory) ->
                 pass
             assert time.monotonic() < deadline, "the Brain did not become ready"
             time.sleep(0.2)
-        # The first worker may answer while the second still starts: wait until a
-        # /metrics count repeats, which only a second process can produce.
-        seen: list[int] = []
+        # The first worker may answer while the second still starts: wait until
+        # /metrics shows two workers that have served requests.
+        seen: set[str] = set()
         with httpx.Client(limits=httpx.Limits(max_keepalive_connections=0)) as c:
-            while len(set(seen)) == len(seen):
+            while len(seen) < 2:
                 assert time.monotonic() < deadline, f"only one worker answered: {seen}"
-                seen += metrics_counts(c, base, 5)
+                seen |= worker_pids(c, base, 5)
                 time.sleep(0.1)
         yield base
     finally:
@@ -170,11 +169,10 @@ def statuses(http: httpx.Client, url: str, headers: dict[str, str], n: int) -> l
     return _concurrently(lambda: http.get(url, headers=headers).status_code, n)
 
 
-def metrics_counts(http: httpx.Client, base: str, n: int) -> list[int]:
-    """How many /metrics requests the answering worker had served before, n times.
+def worker_pids(http: httpx.Client, base: str, n: int) -> set[str]:
+    """The pids of the workers that have served requests, per n scrapes of /metrics.
 
-    The /metrics calls are sequential (two overlapping in one process could read the
-    same count); background /healthz traffic keeps a worker busy so the other accepts.
+    Background /healthz traffic keeps a worker busy so the other accepts.
     Every request has a connection of its own: a kept-alive one stays with the worker
     that accepted it, and a client's few pooled connections could all be one worker's.
     """
@@ -185,33 +183,31 @@ def metrics_counts(http: httpx.Client, base: str, n: int) -> list[int]:
         while not stop.is_set():
             http.get(f"{base}/healthz", headers=close)
 
-    counts = []
+    pids: set[str] = set()
     with ThreadPoolExecutor(max_workers=4) as pool:
         for _ in range(4):
             pool.submit(busy)
         try:
             for _ in range(n):
-                found = METRICS_LINE.search(http.get(f"{base}/metrics", headers=close).text)
-                counts.append(int(float(found.group(1))) if found else 0)
+                pids |= set(PID_LINE.findall(http.get(f"{base}/metrics", headers=close).text))
         finally:
             stop.set()
-    return counts
+    return pids
 
 
-def two_workers_answered(http: httpx.Client, base: str, rounds: int = 5) -> list[int]:
-    """Counts in which some value repeats (proof of a second process), or the last tried."""
-    counts: list[int] = []
+def two_workers_answered(http: httpx.Client, base: str, rounds: int = 5) -> set[str]:
+    """The pids of the workers that served requests: two, or what the last round found."""
+    pids: set[str] = set()
     for _ in range(rounds):  # the kernel's choice of worker is not ours: try a few times
-        counts = metrics_counts(http, base, 30)
-        if len(set(counts)) < len(counts):
+        pids = worker_pids(http, base, 30)
+        if len(pids) >= 2:
             break
-    return counts
+    return pids
 
 
 def test_both_workers_answer(brain: str, http: httpx.Client) -> None:
-    # One process would answer 0, 1, 2, ...: a repeated count means a second process.
-    counts = two_workers_answered(http, brain)
-    assert len(set(counts)) < len(counts), counts
+    pids = two_workers_answered(http, brain)
+    assert len(pids) == 2, pids
 
 
 def test_raw_sql_reaches_every_worker(
@@ -221,8 +217,8 @@ def test_raw_sql_reaches_every_worker(
     url = f"{brain}/api/rbac/matrix"
     # warm both workers' caches with "the role lacks roles:read"
     assert statuses(http, url, headers, 30) == [403] * 30
-    counts = two_workers_answered(http, brain)
-    assert len(set(counts)) < len(counts), f"only one worker answered: {counts}"
+    pids = two_workers_answered(http, brain)
+    assert len(pids) == 2, f"only one worker answered: {pids}"
 
     raw(brain_settings, GRANT_SQL, [role])
     assert statuses(http, url, headers, AFTER_CHANGE) == [200] * AFTER_CHANGE

@@ -16,22 +16,19 @@ from fastapi import FastAPI, Response
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
-from prometheus_client import (
-    CONTENT_TYPE_LATEST,
-    CollectorRegistry,
-    Counter,
-    Histogram,
-    generate_latest,
-)
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from smartstart import __version__
-from smartstart.api import access, errors, fastlane
-from smartstart.api.deps import public
+from smartstart.api import access, errors, fastlane, semantics
+from smartstart.api import metrics as metrics_setup
+from smartstart.api.compression import GZip
+from smartstart.api.deps import CSRF_HEADER, public
 from smartstart.api.edge import Edge
 from smartstart.config import Settings, get_settings
 from smartstart.db import migrate
@@ -137,10 +134,27 @@ class BodyLimit:
 class Metrics:
     """Count requests and time them per route template (plain ASGI: no per-request task)."""
 
-    def __init__(self, app: ASGIApp, requests: Counter, latency: Histogram) -> None:
+    def __init__(
+        self, app: ASGIApp, requests: Counter, latency: Histogram, routes: FastAPI
+    ) -> None:
         self.app = app
         self.requests = requests
         self.latency = latency
+        self.routes = routes
+        self.plain: dict[Any, str] | None = None
+
+    def _template(self, scope: Scope) -> str:
+        """The template of a route that is no APIRoute (/openapi.json, /docs/static)."""
+        if self.plain is None:  # once the route table is complete
+            self.plain = {
+                (r.app if isinstance(r, Mount) else getattr(r, "endpoint", None)): (
+                    f"{r.path}/{{path}}" if isinstance(r, Mount) else r.path
+                )
+                for r in self.routes.routes
+                if hasattr(r, "path")
+            }
+        endpoint = scope.get("endpoint")
+        return self.plain.get(endpoint, "<unmatched>") if endpoint is not None else "<unmatched>"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -159,34 +173,35 @@ class Metrics:
             await self.app(scope, receive, capture)
         finally:
             route = scope.get("route")
-            template = getattr(route, "path", None) or "<unmatched>"
+            template = getattr(route, "path", None) or self._template(scope)
             method = scope.get("method", "")
             self.latency.labels(template, method).observe(time.perf_counter() - start)
             self.requests.labels(template, method, str(status)).inc()
 
 
 def _install_metrics(app: FastAPI) -> None:
-    registry = CollectorRegistry()
+    registry, own = metrics_setup.registries()
     requests = Counter(
         "smartstart_http_requests",
         "HTTP requests by route template, method and status",
         ["route", "method", "status"],
-        registry=registry,
+        registry=own,
     )
     latency = Histogram(
         "smartstart_http_request_duration_seconds",
         "HTTP request latency by route template and method",
         ["route", "method"],
         buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
-        registry=registry,
+        registry=own,
     )
 
-    app.add_middleware(Metrics, requests=requests, latency=latency)
+    app.add_middleware(Metrics, requests=requests, latency=latency, routes=app)
 
     @app.get(
         "/metrics",
         tags=["health"],
-        summary="Prometheus metrics: request counts and latency histograms per route",
+        summary="Prometheus metrics: requests and latency per route (all workers), process, "
+        "Python and build",
         dependencies=[public],
     )
     async def metrics() -> Response:
@@ -207,6 +222,23 @@ def _install_docs(app: FastAPI) -> None:
             swagger_css_url="/docs/static/swagger-ui.css",
             swagger_favicon_url="/docs/static/favicon-32x32.png",
         )
+
+
+def _install_cors(app: FastAPI, settings: Settings) -> None:
+    """CORS for SMARTSTART_CORS_ORIGINS; with none set, no middleware at all."""
+    origins = settings.cors_origin_list()
+    if not origins:
+        return
+    app.add_middleware(
+        semantics.CORS,
+        allow_origins=origins,
+        # Sessions ride on a cookie or a bearer token; a wildcard origin gets neither.
+        allow_credentials="*" not in origins,
+        allow_methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"],
+        allow_headers=["Authorization", "Content-Type", CSRF_HEADER],
+        expose_headers=["Location", "Retry-After"],
+        max_age=600,
+    )
 
 
 def create_app(
@@ -267,8 +299,11 @@ def create_app(
     app.state.last_active = {}
     errors.install(app)
     errors.document_errors(app)
+    semantics.install(app)  # HEAD, Allow on 405, Location on 201, 415: inside the metrics
     _install_metrics(app)
     app.add_middleware(BodyLimit)
+    app.add_middleware(GZip)
+    _install_cors(app, settings)
     app.add_middleware(Edge, settings=settings)  # outermost: before anything reads a header
 
     @app.get("/healthz", tags=["health"], summary="The process is alive", dependencies=[public])

@@ -46,6 +46,9 @@ def serve(settings: Settings, sock: socket.socket | None = None) -> None:
     if settings.api_workers == 1:
         _run_uvicorn(settings, sockets=[sock])
         return
+    from smartstart.api import metrics
+
+    metrics.prepare_workers(settings)  # before the fork: one /metrics for all workers
     Supervisor(settings, lambda s: _run_uvicorn(settings, sockets=[s]), sock).run()
 
 
