@@ -42,9 +42,13 @@ def test_alembic_current_check_and_offline_upgrade(db_settings: Settings) -> Non
     assert f"'{head}'" in offline.stdout  # the alembic_version row it would write
 
 
-def test_alembic_reaches_the_database_the_settings_name(db_settings: Settings) -> None:
+def test_alembic_reaches_the_database_the_settings_name(
+    db_settings: Settings, tmp_path: Path
+) -> None:
     # A port nothing listens on: alembic fails to connect, so it did use our settings.
-    wrong = db_settings.model_copy(update={"pg_port": 1})
+    # (A home of its own: the test cluster's home records its real port, and a conflicting
+    # SMARTSTART_PG_PORT there is refused before any connection is tried.)
+    wrong = db_settings.model_copy(update={"pg_port": 1, "home": tmp_path})
     result = alembic(wrong, "current")
     assert result.returncode != 0
     assert "port 1" in result.stderr

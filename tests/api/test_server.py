@@ -183,7 +183,8 @@ def test_workers_that_all_keep_crashing_give_up_with_an_error(
     with pytest.raises(SmartStartError, match="kept exiting"):
         supervisor.run()
     assert supervisor.workers == {}
-    assert len(supervisor.recent) == server.MAX_RESTARTS + 1
+    # It gives up at the first check past the limit; both workers may have exited by then.
+    assert server.MAX_RESTARTS < len(supervisor.recent) <= server.MAX_RESTARTS + 2
 
 
 def test_a_worker_killed_again_and_again_backs_off_while_the_other_serves(

@@ -243,6 +243,18 @@ def test_concurrent_unassigns_through_the_api(seeded_settings: Settings, seeded_
     survivors: list[str] = list(
         db.execute("SELECT id FROM \"User\" WHERE role = 'SUPER_ADMIN'").fetchall()
     )
+    # The caller holds every permission without being a SUPER_ADMIN: neither removal
+    # changes what it may do, so the race is decided by the invariant alone (had X
+    # acted and removed itself first, its second request would rightly be a 403).
+    one(db, "INSERT INTO \"Role\" (name) VALUES ('EVERYTHING') RETURNING id")
+    db.execute(
+        'INSERT INTO "RolePermission" ("roleId", "permissionId")'
+        ' SELECT r.id, p.id FROM "Role" r, "Permission" p WHERE r.name = %s',
+        ["EVERYTHING"],
+    )
+    caller = add_user(db, "caller@example.com", "EVERYTHING")
+    token, _ = sessions.create(db, caller, lifetime=timedelta(hours=1))
+    headers = {"Authorization": f"Bearer {token}"}
     with TestClient(create_app(seeded_settings)) as client:
         for trial in range(TRIALS):
             pair = [
@@ -259,8 +271,6 @@ def test_concurrent_unassigns_through_the_api(seeded_settings: Settings, seeded_
             # Whoever held SUPER_ADMIN before steps aside: X and Y are the only ones left.
             db.execute('DELETE FROM "User" WHERE id = ANY(%s)', [[r[0] for r in survivors]])
             assert active_super_admins(db) == 2
-            token, _ = sessions.create(db, pair[0], lifetime=timedelta(hours=1))
-            headers = {"Authorization": f"Bearer {token}"}
             codes, bodies = parallel_deletes(client, headers, pair)
             assert sorted(codes) == [204, 409], (trial, codes, bodies)
             assert json.loads(bodies[codes.index(409)])["error"]["code"] == "last_super_admin"
