@@ -267,8 +267,12 @@ class AuditLog(Base):
     __tablename__ = "audit_log"
     __table_args__ = (
         Index("audit_log_createdAt_idx", "createdAt"),
-        Index("audit_log_actor_createdAt_idx", "actor", "createdAt"),
-        Index("audit_log_resource_resourceId_idx", "resource", "resourceId"),
+        # The listing is newest first by id: each filter's index ends with id.
+        Index("audit_log_actor_id_idx", "actor", "id"),
+        Index(
+            "audit_log_action_id_idx", "action", "id", postgresql_ops={"action": "text_pattern_ops"}
+        ),
+        Index("audit_log_resource_resourceId_id_idx", "resource", "resourceId", "id"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(always=False), primary_key=True)

@@ -1,4 +1,4 @@
-"""scale: trigram search, lastActive and role-holder indexes, statistics, demo numbering
+"""scale: trigram search, lastActive, role-holder and audit indexes, statistics, demo numbering
 
 Revision ID: 0004
 Revises: 0003
@@ -35,6 +35,13 @@ CREATE INDEX "User_lastActive_idx" ON "User" ("lastActive", id);
 -- Holders of a role, driven from the role (SUPER_ADMIN: a handful among a million).
 CREATE INDEX "UserRole_roleId_userId_idx" ON "UserRole" ("roleId", "userId");
 DROP INDEX "UserRole_roleId_idx";
+-- The audit listing is newest first by id: each filter's index ends with id, so a
+-- page is a walk of the matching entries only, however rare they are among millions.
+CREATE INDEX "audit_log_actor_id_idx" ON audit_log (actor, id);
+DROP INDEX "audit_log_actor_createdAt_idx";
+CREATE INDEX "audit_log_action_id_idx" ON audit_log (action text_pattern_ops, id);
+CREATE INDEX "audit_log_resource_resourceId_id_idx" ON audit_log (resource, "resourceId", id);
+DROP INDEX "audit_log_resource_resourceId_idx";
 -- The guide's registration trends group by date("createdAt"): with its statistics the
 -- planner knows there are a few hundred days, not a million, and hash-aggregates.
 CREATE STATISTICS "User_createdAt_date_stats" ON (date("createdAt")) FROM "User";
@@ -53,6 +60,11 @@ DROP SEQUENCE IF EXISTS smartstart_demo_number;
 DROP STATISTICS IF EXISTS "User_createdAt_date_stats";
 CREATE INDEX "UserRole_roleId_idx" ON "UserRole" ("roleId");
 DROP INDEX IF EXISTS "UserRole_roleId_userId_idx";
+CREATE INDEX "audit_log_resource_resourceId_idx" ON audit_log (resource, "resourceId");
+DROP INDEX IF EXISTS "audit_log_resource_resourceId_id_idx";
+DROP INDEX IF EXISTS "audit_log_action_id_idx";
+CREATE INDEX "audit_log_actor_createdAt_idx" ON audit_log (actor, "createdAt");
+DROP INDEX IF EXISTS "audit_log_actor_id_idx";
 DROP INDEX IF EXISTS "User_lastActive_idx";
 DROP INDEX IF EXISTS "User_username_prefix_idx";
 DROP INDEX IF EXISTS "User_email_prefix_idx";
