@@ -244,8 +244,7 @@ def list_users(
         # Primary or additional: the trigger keeps the primary role in "UserRole" too.
         clauses.append(
             sql.SQL(
-                'EXISTS (SELECT 1 FROM "UserRole" ur WHERE ur."userId" = u.id'
-                ' AND ur."roleId" = %s)'
+                'EXISTS (SELECT 1 FROM "UserRole" ur WHERE ur."userId" = u.id AND ur."roleId" = %s)'
             )
         )
         params.append(found[0] if found else None)
