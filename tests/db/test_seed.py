@@ -473,7 +473,7 @@ def test_demo_users_xp_is_what_their_completed_stages_paid(
     # was updated after its insert (an award by trigger would have: updatedAt = now()).
     assert row == (400, 0, 0, 0, 4)
     paid = conn.execute(
-        "SELECT count(*) FILTER (WHERE \"xpAwardedAt\" IS NULL), count(*)"
+        'SELECT count(*) FILTER (WHERE "xpAwardedAt" IS NULL), count(*)'
         " FROM \"UserJourneyState\" WHERE status = 'COMPLETED'"
     ).fetchone()
     assert paid is not None and paid[0] == 0 and paid[1] > 400  # paid: never paid again
