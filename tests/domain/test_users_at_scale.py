@@ -105,3 +105,21 @@ def test_listings_are_never_prepared(
         ['%FROM "User" u%'],
     ).fetchall()
     assert prepared == []
+
+
+def test_level_filter_follows_the_xp_bands(seeded_conn: Conn, seeded_settings: Settings) -> None:
+    by_xp = {}
+    for xp in (0, 99, 100, 499, 500, 999, 1000, 5000):
+        uid = _add(seeded_conn, f"xp{xp}@x.example", f"xp{xp}", f"Xp {xp}")
+        seeded_conn.execute('UPDATE "User" SET xp = %s WHERE id = %s', [xp, uid])
+        by_xp[xp] = uid
+    found = {
+        level: _ids(seeded_conn, seeded_settings, level=level) & set(by_xp.values())
+        for level in ("OWLET", "FLEDGLING", "NIGHT_OWL", "WISE_OWL")
+    }
+    assert found == {
+        "OWLET": {by_xp[0], by_xp[99]},
+        "FLEDGLING": {by_xp[100], by_xp[499]},
+        "NIGHT_OWL": {by_xp[500], by_xp[999]},
+        "WISE_OWL": {by_xp[1000], by_xp[5000]},
+    }

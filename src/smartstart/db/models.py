@@ -123,7 +123,7 @@ class User(Base):
         Index("User_createdAt_idx", "createdAt"),
         Index("User_status_lastActive_idx", "status", "lastActive"),
         Index("User_role_idx", "role"),
-        Index("User_xp_idx", "xp"),
+        Index("User_xp_id_idx", "xp", "id"),
         # Substring search (`list_users` q): pg_trgm over one text of the searched fields.
         Index(
             "User_search_trgm_idx",

@@ -75,6 +75,11 @@ SORTS: dict[str, tuple[sql.Composable, paging.KeyKind]] = {
     "lastActive": (sql.SQL('u."lastActive"'), "ts"),
 }
 ORDERS = ("asc", "desc")
+# Each level's XP range [low, high): high is the next level's threshold (None: no limit).
+_LEVEL_RANGES: dict[str, tuple[int, int | None]] = {
+    name: (low, LEVELS[i + 1][1] if i + 1 < len(LEVELS) else None)
+    for i, (name, low) in enumerate(LEVELS)
+}
 
 
 @dataclass(frozen=True)
@@ -257,8 +262,13 @@ def list_users(
                 f"level must be one of {', '.join(LEVEL_NAMES)}",
                 details={"field": "level", "allowed": list(LEVEL_NAMES)},
             )
-        clauses.append(sql.SQL("u.level = %s"))
-        params.append(f.level)
+        # The trigger keeps level = level_for(xp): the level's XP range lets the (xp, id)
+        # index serve a level filter and a sort by XP together.
+        clauses.append(sql.SQL("u.level = %s AND u.xp >= %s"))
+        params.extend([f.level, _LEVEL_RANGES[f.level][0]])
+        if _LEVEL_RANGES[f.level][1] is not None:
+            clauses.append(sql.SQL("u.xp < %s"))
+            params.append(_LEVEL_RANGES[f.level][1])
     key, kind = SORTS[sort]
     keyset = paging.Keyset(
         "users",

@@ -32,6 +32,9 @@ CREATE INDEX "User_search_trgm_idx" ON "User" USING gin ({SEARCH_TEXT} gin_trgm_
 CREATE INDEX "User_email_prefix_idx" ON "User" (lower(email) text_pattern_ops);
 CREATE INDEX "User_username_prefix_idx" ON "User" (lower(username) text_pattern_ops);
 CREATE INDEX "User_lastActive_idx" ON "User" ("lastActive", id);
+-- sort=xp pages: XP takes few distinct values (stage rewards), so the key needs the id.
+CREATE INDEX "User_xp_id_idx" ON "User" (xp, id);
+DROP INDEX "User_xp_idx";
 -- Holders of a role, driven from the role (SUPER_ADMIN: a handful among a million).
 CREATE INDEX "UserRole_roleId_userId_idx" ON "UserRole" ("roleId", "userId");
 DROP INDEX "UserRole_roleId_idx";
@@ -66,6 +69,8 @@ DROP INDEX IF EXISTS "audit_log_action_id_idx";
 CREATE INDEX "audit_log_actor_createdAt_idx" ON audit_log (actor, "createdAt");
 DROP INDEX IF EXISTS "audit_log_actor_id_idx";
 DROP INDEX IF EXISTS "User_lastActive_idx";
+CREATE INDEX "User_xp_idx" ON "User" (xp);
+DROP INDEX IF EXISTS "User_xp_id_idx";
 DROP INDEX IF EXISTS "User_username_prefix_idx";
 DROP INDEX IF EXISTS "User_email_prefix_idx";
 DROP INDEX IF EXISTS "User_search_trgm_idx";
