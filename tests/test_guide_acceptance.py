@@ -354,7 +354,7 @@ def test_data_analysis(guide_run: list[Outcome]) -> None:
 CORRECTED_EXPECT = {
     "Table sizes": ["UserRole", "User", "UserJourneyState", "audit_log"],
     "Slow queries": ["mean_exec_time"],
-    "Index usage": ["User_xp_idx", "UserRole_pkey"],
+    "Index usage": ["User_xp_id_idx", "UserRole_pkey"],
     "Table statistics": ["UserRole", "live_tuples"],
     "Journey completion rates": ["Profile Setup", "completion_rate"],
 }

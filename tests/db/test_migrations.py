@@ -151,11 +151,11 @@ def test_added_column_is_drift(url: str, db_settings: Settings) -> None:
 
 def test_dropped_index_is_drift(url: str, db_settings: Settings) -> None:
     with psycopg.connect(db_settings.url_for()) as c:
-        c.execute('DROP INDEX "User_xp_idx"')
+        c.execute('DROP INDEX "User_xp_id_idx"')
     differences = migrate.diff(url)
     assert differences
-    assert "User_xp_idx" in repr(differences)
-    assert ("add_index", "User_xp_idx") in kinds_and_names(differences)
+    assert "User_xp_id_idx" in repr(differences)
+    assert ("add_index", "User_xp_id_idx") in kinds_and_names(differences)
 
 
 def test_guide_index_and_constraint_are_drift(url: str, db_settings: Settings) -> None:
@@ -172,7 +172,7 @@ def test_check_says_which_side_each_difference_is_on(url: str, db_settings: Sett
     """The guide's ADD COLUMN by hand is only in the database; autogenerate would drop it."""
     with psycopg.connect(db_settings.url_for()) as c:
         c.execute('ALTER TABLE "User" ADD COLUMN "newField" VARCHAR(255)')
-        c.execute('DROP INDEX "User_xp_idx"')
+        c.execute('DROP INDEX "User_xp_id_idx"')
         c.execute('ALTER TABLE "User" ALTER COLUMN reputation TYPE bigint')
         c.execute(
             'CREATE TRIGGER "User_extra" BEFORE UPDATE ON "User" FOR EACH ROW'
@@ -182,7 +182,7 @@ def test_check_says_which_side_each_difference_is_on(url: str, db_settings: Sett
     assert not result["ok"]
     differences = result["differences"]
     assert "only in the database: column User.newField" in differences
-    assert "only in the models: index User_xp_idx on User" in differences
+    assert "only in the models: index User_xp_id_idx on User" in differences
     assert "only in the database: trigger User_extra on User" in differences
     changed = [d for d in differences if d.startswith("differs: column User.reputation type")]
     assert changed and "in the database" in changed[0] and "in the models" in changed[0]

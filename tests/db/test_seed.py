@@ -451,6 +451,63 @@ def test_demo_users_invariants(
     assert in_progress is not None and in_progress[0] > 100
 
 
+def test_demo_users_xp_is_what_their_completed_stages_paid(
+    seeded: psycopg.Connection[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    conn = seeded
+    monkeypatch.setattr(demo, "_DEMO_CHUNK", 150)
+    assert demo.demo_users(conn, 400, seed=11) == 400
+    is_demo = "u.email LIKE '%%@' || %s"
+    row = conn.execute(
+        "SELECT count(*), count(*) FILTER (WHERE u.xp <> t.earned),"
+        " count(*) FILTER (WHERE u.level <> smartstart_level_for(u.xp)),"
+        ' count(*) FILTER (WHERE u."updatedAt" <> u."lastActive"),'
+        " count(DISTINCT u.level)"
+        ' FROM "User" u CROSS JOIN LATERAL (SELECT COALESCE(sum(js."xpReward"), 0) AS earned'
+        '  FROM "UserJourneyState" s JOIN "JourneyStage" js ON js.id = s."stageId"'
+        "  WHERE s.\"userId\" = u.id AND s.status = 'COMPLETED') t"
+        f" WHERE {is_demo}",
+        [demo.DEMO_DOMAIN],
+    ).fetchone()
+    # The XP equals the completed stages' rewards, the level follows it, and no user row
+    # was updated after its insert (an award by trigger would have: updatedAt = now()).
+    assert row == (400, 0, 0, 0, 4)
+    paid = conn.execute(
+        'SELECT count(*) FILTER (WHERE "xpAwardedAt" IS NULL), count(*)'
+        " FROM \"UserJourneyState\" WHERE status = 'COMPLETED'"
+    ).fetchone()
+    assert paid is not None and paid[0] == 0 and paid[1] > 400  # paid: never paid again
+    audit = conn.execute(
+        "SELECT count(*), count(DISTINCT a.actor),"
+        ' count(*) FILTER (WHERE a."createdAt" < u."createdAt" OR a."createdAt" > u."lastActive")'
+        ' FROM audit_log a JOIN "User" u ON u.id = a.actor'
+        f" WHERE {is_demo}",
+        [demo.DEMO_DOMAIN],
+    ).fetchone()
+    assert audit == (400 * demo.DEMO_AUDIT_PER_USER, 400, 0)
+    # The paused triggers are back: completing a further stage pays as always.
+    enabled = conn.execute(
+        "SELECT tgname, tgenabled FROM pg_trigger WHERE tgname = ANY(%s)",
+        [["User_primary_role", "UserJourneyState_award_insert"]],
+    ).fetchall()
+    assert sorted(enabled) == [("UserJourneyState_award_insert", "O"), ("User_primary_role", "O")]
+    user = conn.execute(
+        'SELECT u.id, u.xp, js.id, js."xpReward" FROM "User" u, "JourneyStage" js'
+        f" WHERE {is_demo} AND u.status = 'ACTIVE' AND NOT EXISTS (SELECT 1 FROM"
+        ' "UserJourneyState" s WHERE s."userId" = u.id AND s."stageId" = js.id) LIMIT 1',
+        [demo.DEMO_DOMAIN],
+    ).fetchone()
+    assert user is not None
+    user_id, xp, stage_id, reward = user
+    conn.execute(
+        'INSERT INTO "UserJourneyState" ("userId", "stageId", status) VALUES (%s, %s, %s)',
+        [user_id, stage_id, "COMPLETED"],
+    )
+    assert conn.execute('SELECT xp FROM "User" WHERE id = %s', [user_id]).fetchone() == (
+        xp + reward,
+    )
+
+
 def test_demo_users_twice_do_not_collide(seeded: psycopg.Connection[Any]) -> None:
     assert demo.demo_users(seeded, 300, seed=1) == 300
     # The same seed again: same names, but numbering continues after the first batch.

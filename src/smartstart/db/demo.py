@@ -9,6 +9,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -35,19 +36,34 @@ LAST_NAMES = (
 )  # fmt: skip
 _DEMO_ROLES = (("MEMBER", 80), ("DEVELOPER", 8), ("GUEST", 6), ("MODERATOR", 5), ("ADMIN", 1))
 _DEMO_STATUSES = (("ACTIVE", 85), ("INACTIVE", 8), ("PENDING", 4), ("SUSPENDED", 3))
-# Share of users whose final XP falls in each level band, and the band's upper bound.
-_DEMO_BANDS = ((45, 0, 99), (32, 100, 499), (15, 500, 999), (8, 1000, 5000))
+# Share of users whose XP falls in each level band, and the band's bounds. A demo
+# user's XP is what its completed stages paid, so the band says how far it got.
+_DEMO_BANDS = ((55, 0, 99), (30, 100, 499), (11, 500, 999), (4, 1000, 1_000_000))
 # Chance of completing each further stage: onboarding funnels narrow quickly.
 _DEMO_FUNNEL = (0.75, 0.6, 0.5, 0.45, 0.4, 0.35, 0.3, 0.25)
-# Users per transaction. Kept small: each user's role assignment bumps the one-row
-# RBAC version, whose row versions pile up (and slow every bump) until commit.
-_DEMO_CHUNK = 500
+# Users per transaction: each one holds locks that make other writers of "User" and
+# "UserJourneyState" wait (readers do not), so a chunk stays well under a second.
+_DEMO_CHUNK = 10_000
 _DEMO_LOCK = "smartstart.demo_users"
 _USER_COLUMNS = (
     "id", "email", "username", "name", "firstName", "lastName", "password", "role",
     "status", "xp", "reputation", "lastActive", "createdAt", "updatedAt",
 )  # fmt: skip
 _STATE_COLUMNS = ("userId", "stageId", "status", "startedAt", "completedAt")
+_ROLE_COLUMNS = ("userId", "roleId", "assignedAt")
+# Audit entries per demo user: what a year of logins and journey steps leaves behind.
+DEMO_AUDIT_PER_USER = 5
+_AUDIT_ACTIONS = (
+    ("auth.login", 60), ("auth.logout", 15), ("journey.start", 10), ("journey.complete", 8),
+    ("auth.login_failed", 5), ("auth.password_changed", 2),
+)  # fmt: skip
+_USER_AGENTS = (
+    "Mozilla/5.0 (X11; Linux x86_64; rv:132.0) Gecko/20100101 Firefox/132.0",
+    "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_6) AppleWebKit/605.1.15 Safari/605.1.15",
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 Chrome/131.0 Safari/537.36",
+    "Mozilla/5.0 (iPhone; CPU iPhone OS 18_1 like Mac OS X) AppleWebKit/605.1.15 Mobile/15E148",
+    "smartstart-cli/1.0",
+)
 Rows = list[tuple[Any, ...]]
 
 
@@ -59,7 +75,10 @@ def demo_users(
     seed: int | None = None,
     rounds: int = passwords.DEFAULT_ROUNDS,
 ) -> int:
-    """Add n demo users by COPY, committed in chunks; all share a hash of a discarded password."""
+    """Add n demo users by COPY, committed in chunks; all share a hash of a discarded password.
+
+    Each user gets its journey states, the XP they paid and DEMO_AUDIT_PER_USER audit entries.
+    """
     if n <= 0:
         return 0
     if conn.info.transaction_status != TransactionStatus.IDLE:
@@ -71,75 +90,172 @@ def demo_users(
     # One hash for all (bcrypt at cost 12 takes a quarter of a second), of a password
     # nobody ever sees: demo users cannot log in until an operator sets theirs.
     shared_hash = passwords.hash_password(secrets.token_urlsafe(32), rounds)
-    # A session lock, as chunks commit on their own: numbering continues after
-    # existing demo users, and a second run waits instead of reusing numbers.
+    # A session lock, as chunks commit on their own: a second run waits instead of
+    # taking the same numbers.
     with conn.transaction():
         conn.execute("SELECT pg_advisory_lock(hashtext(%s))", [_DEMO_LOCK])
     try:
         with conn.transaction(), conn.cursor() as cur:
-            stages = _demo_prerequisites(cur)
+            stages, role_ids = _demo_prerequisites(cur)
             start = _next_demo_number(cur)
-        chunks = _demo_chunks(rng, start, n, stages, shared_hash)
+            # Taken at once (sequences are not transactional): a failed run leaves a gap.
+            cur.execute("SELECT setval('smartstart_demo_number', %s)", [start + n - 1])
+        chunks = _demo_chunks(rng, start, n, stages, role_ids, shared_hash)
         with _companion(conn) as other:
             _pipeline(conn, other, chunks, progress)
     finally:
         # A connection that is gone has released its session lock already.
         with contextlib.suppress(psycopg.OperationalError), conn.transaction():
             conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", [_DEMO_LOCK])
+    # Fresh statistics: the listings' plans depend on them, and autovacuum may take a while.
+    with conn.transaction():
+        for table in ("User", "UserRole", "UserJourneyState", "audit_log"):
+            conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(table)))
     return n
 
 
+@dataclass
+class _Chunk:
+    size: int
+    users: Rows
+    roles: Rows
+    states: Rows
+    audit: list[Any]  # the parameters of _AUDIT_SQL
+
+
 def _demo_chunks(
-    rng: random.Random, start: int, n: int, stages: list[tuple[str, int]], password_hash: str
-) -> Iterator[tuple[int, Rows, Rows]]:
-    """(size, user rows, journey state rows) for n demo users numbered from start, by chunk."""
+    rng: random.Random,
+    start: int,
+    n: int,
+    stages: list[tuple[str, int]],
+    role_ids: dict[str, str],
+    password_hash: str,
+) -> Iterator[_Chunk]:
+    """The rows of n demo users numbered from start, by chunk."""
     now = datetime.now(UTC)
     for done in range(0, n, _DEMO_CHUNK):
         size = min(_DEMO_CHUNK, n - done)
-        yield size, *_demo_rows(rng, start + done, size, now, stages, password_hash)
+        users, roles, states = _demo_rows(
+            rng, start + done, size, now, stages, role_ids, password_hash
+        )
+        audit = _audit_params(rng, users, stages)
+        yield _Chunk(size, users, roles, states, audit)
 
 
 def _pipeline(
     conn: psycopg.Connection[Any],
     other: psycopg.Connection[Any] | None,
-    chunks: Iterator[tuple[int, Rows, Rows]],
+    chunks: Iterator[_Chunk],
     progress: Callable[[int], None] | None,
 ) -> None:
-    """Insert each chunk's users on conn while the previous chunk's states go in on other."""
-    # The triggers make the server the bottleneck, and a backend uses one core:
-    # two connections keep both busy. Users and states are separate transactions
-    # because only the users' one (role assignments lock the one-row RBAC version)
-    # would make another wait.
+    """Write each chunk while the next one is generated; audit entries on the other connection."""
+    # The server and this process each keep a core busy; the audit entries (no foreign
+    # key, a table of their own) go in on a second backend, a third core when there is one.
     done = 0
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        pending: Future[None] | None = None
-        for size, users, states in chunks:
-            _copy(conn, "User", _USER_COLUMNS, users)
-            if pending is not None:
-                pending.result()
-                if progress is not None:
-                    progress(done)
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        pending: list[Future[None]] = []
+        for chunk in chunks:
+            for f in pending:
+                f.result()
+            if pending and progress is not None:
+                progress(done)
+            pending = [pool.submit(_write_users, conn, chunk)]
             if other is None:
-                _copy(conn, "UserJourneyState", _STATE_COLUMNS, states)
+                pending[0].result()
+                _write_audit(conn, chunk)
             else:
-                pending = pool.submit(_copy, other, "UserJourneyState", _STATE_COLUMNS, states)
-            done += size
-            if other is None and progress is not None:
-                progress(done)
-        if pending is not None:
-            pending.result()
-            if progress is not None:
-                progress(done)
+                pending.append(pool.submit(_write_audit, other, chunk))
+            done += chunk.size
+        for f in pending:
+            f.result()
+        if pending and progress is not None:
+            progress(done)
 
 
-def _copy(conn: psycopg.Connection[Any], table: str, columns: tuple[str, ...], rows: Rows) -> None:
-    """COPY rows into table in a transaction of their own."""
+# The journey states' XP is in the users' rows already: the award trigger must not pay it
+# again. Disabling a trigger inside the transaction is invisible to other sessions (the
+# catalog change never commits: it is enabled again before COMMIT, or rolled back), and
+# the lock it takes (SHARE ROW EXCLUSIVE) makes every other writer of the table wait
+# until then; readers go on. The primary-role trigger would insert one "UserRole" row per
+# user with one statement each: COPY inserts them all at once.
+_PAUSED = (("User", "User_primary_role"), ("UserJourneyState", "UserJourneyState_award_insert"))
+
+
+def _write_users(conn: psycopg.Connection[Any], chunk: _Chunk) -> None:
+    """The chunk's users, role assignments and journey states, in one transaction."""
+    with conn.transaction(), conn.cursor() as cur:
+        for table, trigger in _PAUSED:
+            cur.execute(
+                sql.SQL("ALTER TABLE {} DISABLE TRIGGER {}").format(
+                    sql.Identifier(table), sql.Identifier(trigger)
+                )
+            )
+        _copy(cur, "User", _USER_COLUMNS, chunk.users)
+        _copy(cur, "UserRole", _ROLE_COLUMNS, chunk.roles)
+        _copy(cur, "UserJourneyState", _STATE_COLUMNS, chunk.states)
+        for table, trigger in _PAUSED:
+            cur.execute(
+                sql.SQL("ALTER TABLE {} ENABLE TRIGGER {}").format(
+                    sql.Identifier(table), sql.Identifier(trigger)
+                )
+            )
+
+
+def _copy(cur: psycopg.Cursor[Any], table: str, columns: tuple[str, ...], rows: Rows) -> None:
     stmt = sql.SQL("COPY {} ({}) FROM STDIN").format(
         sql.Identifier(table), sql.SQL(", ").join(map(sql.Identifier, columns))
     )
-    with conn.transaction(), conn.cursor() as cur, cur.copy(stmt) as copy:
+    with cur.copy(stmt) as copy:
         for row in rows:
             copy.write_row(row)
+
+
+# Generated by the server from each user's id and active period: five rows a user would
+# cost this process more time than the users themselves.
+_AUDIT_SQL = """
+INSERT INTO audit_log (actor, action, resource, "resourceId", details, ip, "createdAt")
+SELECT id, action,
+       CASE WHEN action LIKE 'journey.%%' THEN 'journey_stage' ELSE 'user' END,
+       CASE WHEN action LIKE 'journey.%%'
+            THEN (%(stages)s::text[])[1 + floor(random() * %(n_stages)s)::int] ELSE id END,
+       jsonb_build_object('userAgent',
+                          (%(agents)s::text[])[1 + floor(random() * %(n_agents)s)::int]),
+       ('10.' || floor(random() * 256) || '.' || floor(random() * 256) || '.'
+        || floor(random() * 254 + 1))::inet,
+       at
+FROM (SELECT u.id, (%(actions)s::text[])[1 + floor(random() * 100)::int] AS action,
+             u.created + random() * (u.active - u.created) AS at
+      FROM unnest(%(ids)s::text[], %(created)s::timestamptz[], %(active)s::timestamptz[])
+           AS u(id, created, active),
+           generate_series(1, %(per_user)s) AS g
+      ORDER BY 3) t
+"""
+
+
+def _audit_params(rng: random.Random, users: Rows, stages: list[tuple[str, int]]) -> list[Any]:
+    actions = [a for a, weight in _AUDIT_ACTIONS for _ in range(weight)]
+    return [
+        {
+            "seed": rng.random() * 2 - 1,
+            "stages": [s[0] for s in stages] or [None],
+            "n_stages": max(len(stages), 1),
+            "agents": list(_USER_AGENTS),
+            "n_agents": len(_USER_AGENTS),
+            "actions": actions,
+            "ids": [u[0] for u in users],
+            "created": [u[12] for u in users],
+            "active": [u[11] for u in users],
+            "per_user": DEMO_AUDIT_PER_USER,
+        }
+    ]
+
+
+def _write_audit(conn: psycopg.Connection[Any], chunk: _Chunk) -> None:
+    """The chunk's audit entries, oldest first, in a transaction of their own."""
+    (params,) = chunk.audit
+    with conn.transaction(), conn.cursor() as cur:
+        cur.execute("SELECT setseed(%s)", [params["seed"]])
+        cur.execute(_AUDIT_SQL, params)
 
 
 @contextmanager
@@ -154,26 +270,27 @@ def _companion(conn: psycopg.Connection[Any]) -> Iterator[psycopg.Connection[Any
         yield other
 
 
-def _demo_prerequisites(cur: psycopg.Cursor[Any]) -> list[tuple[str, int]]:
-    """The active stages (id, xpReward) in order; an error when the roles are not seeded."""
-    roles = {r[0] for r in cur.execute('SELECT name FROM "Role"').fetchall()}
-    missing = {r for r, _ in _DEMO_ROLES} - roles
+def _demo_prerequisites(cur: psycopg.Cursor[Any]) -> tuple[list[tuple[str, int]], dict[str, str]]:
+    """The active stages (id, xpReward) in order and the role ids by name; an error when the
+    roles are not seeded."""
+    role_ids = dict(cur.execute('SELECT name, id FROM "Role"').fetchall())
+    missing = {r for r, _ in _DEMO_ROLES} - set(role_ids)
     if missing:
         raise SmartStartError(
             f"roles {', '.join(sorted(missing))} do not exist",
             "seed the database first (`smartstart db seed`)",
         )
-    return cur.execute(
+    stages = cur.execute(
         'SELECT id, "xpReward" FROM "JourneyStage" WHERE active ORDER BY "order"'
     ).fetchall()
+    return stages, role_ids
 
 
 def _next_demo_number(cur: psycopg.Cursor[Any]) -> int:
-    """The first number no earlier demo user's email uses."""
+    """The first number no earlier demo user's email uses (a sequence: no scan of "User")."""
     row = cur.execute(
-        "SELECT COALESCE(max((regexp_match(email, %s))[1]::bigint), 0) + 1 "
-        'FROM "User" WHERE email LIKE %s',
-        [r"\.(\d+)@" + DEMO_DOMAIN.replace(".", r"\.") + "$", f"%@{DEMO_DOMAIN}"],
+        "SELECT CASE WHEN is_called THEN last_value + 1 ELSE last_value END "
+        "FROM smartstart_demo_number"
     ).fetchone()
     return int(row[0]) if row else 1
 
@@ -182,10 +299,31 @@ def _weighted(rng: random.Random, table: tuple[tuple[Any, ...], ...], k: int) ->
     return rng.choices([t[0] for t in table], weights=[t[1] for t in table], k=k)
 
 
-def _funnel(rng: random.Random, limit: int) -> int:
-    """How many stages (at most limit) a demo user completed."""
-    k = 0
-    while k < limit and rng.random() < _DEMO_FUNNEL[min(k, len(_DEMO_FUNNEL) - 1)]:
+def _time_ordered_id(rng: random.Random, epoch_ms: int, number: int) -> str:
+    """A UUIDv7 (RFC 9562) of the run's start and the user's number: ids that grow.
+
+    Each insert then lands at the right edge of the id indexes (and of every index led by
+    a user id), instead of on a random page of indexes that outgrow shared_buffers.
+    """
+    counter = number & ((1 << 42) - 1)
+    value = (
+        (epoch_ms & ((1 << 48) - 1)) << 80
+        | 0x7 << 76
+        | (counter >> 30) << 64
+        | 0b10 << 62
+        | (counter & ((1 << 30) - 1)) << 32
+        | rng.getrandbits(32)
+    )
+    return str(uuid.UUID(int=value))
+
+
+def _stages_done(rng: random.Random, cumulative: list[int], low: int, high: int) -> int:
+    """How many stages a user whose XP falls in [low, high] completed (a funnel within it)."""
+    fits = [k for k, xp in enumerate(cumulative) if low <= xp <= high]
+    if not fits:  # the stages' rewards do not reach the band: as far as they go below it
+        fits = [max((k for k, xp in enumerate(cumulative) if xp <= high), default=0)]
+    k = fits[0]
+    while k < fits[-1] and rng.random() < _DEMO_FUNNEL[min(k, len(_DEMO_FUNNEL) - 1)]:
         k += 1
     return k
 
@@ -196,9 +334,11 @@ def _demo_rows(
     size: int,
     now: datetime,
     stages: list[tuple[str, int]],
+    role_ids: dict[str, str],
     password_hash: str,
-) -> tuple[Rows, Rows]:
-    """Rows for "User" and "UserJourneyState" for `size` demo users."""
+) -> tuple[Rows, Rows, Rows]:
+    """Rows for "User", "UserRole" and "UserJourneyState" for `size` demo users."""
+    epoch_ms = int(now.timestamp() * 1000)
     cumulative = [0]
     for _, reward in stages:
         cumulative.append(cumulative[-1] + reward)
@@ -207,6 +347,7 @@ def _demo_rows(
     statuses = _weighted(rng, _DEMO_STATUSES, size)
     bands = rng.choices(_DEMO_BANDS, weights=[b[0] for b in _DEMO_BANDS], k=size)
     users: Rows = []
+    assignments: Rows = []
     states: Rows = []
     for i in range(size):
         number = first_number + i
@@ -222,14 +363,11 @@ def _demo_rows(
         else:
             last_active = created + timedelta(seconds=span * rng.random() ** 0.3)
         _, low, high = bands[i]
-        if status == "PENDING":
-            low, high = 0, 99  # not yet confirmed: nothing done
-        target = int(low + (high - low + 1) * rng.random() ** (2 if high >= 1000 else 1))
-        # Journey progress explains part of the XP: the furthest prefix it allows, or less.
-        reachable = max(k for k, xp in enumerate(cumulative) if xp <= target)
-        completed = 0 if status == "PENDING" else _funnel(rng, reachable)
-        base_xp = target - cumulative[completed]  # the trigger adds the completed stages' XP
-        user_id = str(uuid.uuid4())
+        # Not yet confirmed: nothing done. Otherwise the XP is exactly what the completed
+        # stages paid, as if the award trigger had paid them one by one.
+        completed = 0 if status == "PENDING" else _stages_done(rng, cumulative, low, high)
+        xp = cumulative[completed]
+        user_id = _time_ordered_id(rng, epoch_ms, number)
         users.append(
             (
                 user_id,
@@ -241,13 +379,14 @@ def _demo_rows(
                 password_hash,
                 roles[i],
                 status,
-                base_xp,
-                target // 10 + rng.randrange(0, 25),
+                xp,
+                xp // 10 + rng.randrange(0, 25),
                 last_active,
                 created,
                 last_active,
             )
         )
+        assignments.append((user_id, role_ids[roles[i]], created))
         active_span = (last_active - created).total_seconds()
         open_stage = completed < len(stages) and status != "PENDING" and rng.random() < 0.5
         steps = completed + (1 if open_stage else 0)
@@ -259,4 +398,4 @@ def _demo_rows(
                 states.append((user_id, stages[k][0], "COMPLETED", started_at, done_at))
             else:
                 states.append((user_id, stages[k][0], "IN_PROGRESS", started_at, None))
-    return users, states
+    return users, assignments, states

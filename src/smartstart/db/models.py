@@ -43,6 +43,11 @@ LEVELS: tuple[tuple[str, int], ...] = (
 
 GEN_ID = text("gen_random_uuid()::text")
 NOW = func.now()
+# The text `list_users` searches; the GIN index of migration 0004 is on this expression.
+SEARCH_TEXT = (
+    "(((((((((email || '\n') || username) || '\n') || COALESCE(name, '')) || '\n')"
+    " || COALESCE(\"firstName\", '')) || '\n') || COALESCE(\"lastName\", '')))"
+)
 
 
 def level_for(xp: int) -> str:
@@ -118,7 +123,25 @@ class User(Base):
         Index("User_createdAt_idx", "createdAt"),
         Index("User_status_lastActive_idx", "status", "lastActive"),
         Index("User_role_idx", "role"),
-        Index("User_xp_idx", "xp"),
+        Index("User_xp_id_idx", "xp", "id"),
+        # Substring search (`list_users` q): pg_trgm over one text of the searched fields.
+        Index(
+            "User_search_trgm_idx",
+            text(SEARCH_TEXT),
+            postgresql_using="gin",
+            postgresql_ops={"search_text": "gin_trgm_ops"},
+        ),
+        Index(
+            "User_email_prefix_idx",
+            func.lower(text("email")),
+            postgresql_ops={"lower_1": "text_pattern_ops"},
+        ),
+        Index(
+            "User_username_prefix_idx",
+            func.lower(text("username")),
+            postgresql_ops={"lower_1": "text_pattern_ops"},
+        ),
+        Index("User_lastActive_idx", "lastActive", "id"),
     )
 
     id: Mapped[str] = mapped_column(Text, primary_key=True, server_default=GEN_ID)
@@ -149,7 +172,7 @@ class UserRole(Base):
     __tablename__ = "UserRole"
     __table_args__ = (
         PrimaryKeyConstraint("userId", "roleId"),
-        Index("UserRole_roleId_idx", "roleId"),
+        Index("UserRole_roleId_userId_idx", "roleId", "userId"),
         Index("UserRole_assignedBy_idx", "assignedBy"),
     )
 
@@ -244,8 +267,12 @@ class AuditLog(Base):
     __tablename__ = "audit_log"
     __table_args__ = (
         Index("audit_log_createdAt_idx", "createdAt"),
-        Index("audit_log_actor_createdAt_idx", "actor", "createdAt"),
-        Index("audit_log_resource_resourceId_idx", "resource", "resourceId"),
+        # The listing is newest first by id: each filter's index ends with id.
+        Index("audit_log_actor_id_idx", "actor", "id"),
+        Index(
+            "audit_log_action_id_idx", "action", "id", postgresql_ops={"action": "text_pattern_ops"}
+        ),
+        Index("audit_log_resource_resourceId_id_idx", "resource", "resourceId", "id"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(always=False), primary_key=True)

@@ -1,0 +1,125 @@
+"""list_users' search and role filter in the shapes the 0004 indexes serve (issue 8)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+import pytest
+
+from smartstart.config import Settings
+from smartstart.db import demo
+from smartstart.db.models import SEARCH_TEXT
+from smartstart.domain import users
+
+Conn = psycopg.Connection[Any]
+HASH = "$2b$04$" + "a" * 53
+
+
+def _add(conn: Conn, email: str, username: str, name: str, role: str = "MEMBER") -> str:
+    first, _, last = name.partition(" ")
+    row = conn.execute(
+        'INSERT INTO "User" (email, username, name, "firstName", "lastName", password, role)'
+        " VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING id",
+        [email, username, name, first, last, HASH, role],
+    ).fetchone()
+    assert row is not None
+    return str(row[0])
+
+
+def _ids(conn: Conn, settings: Settings, **kw: Any) -> set[str]:
+    page = users.list_users(conn, users.UserFilter(**kw), settings=settings, limit=500)
+    return {u["id"] for u in page.items}
+
+
+def test_search_of_three_or_more_characters_is_a_substring_of_any_field(
+    seeded_conn: Conn, seeded_settings: Settings
+) -> None:
+    grace = _add(seeded_conn, "grace@navy.example", "ghopper", "Grace Hopper")
+    alan = _add(seeded_conn, "alan@bletchley.example", "aturing", "Alan Turing")
+    assert _ids(seeded_conn, seeded_settings, q="OPPE") == {grace}  # name, any case
+    assert _ids(seeded_conn, seeded_settings, q="tchl") == {alan}  # email
+    assert _ids(seeded_conn, seeded_settings, q="turi") == {alan}  # username and name
+    assert _ids(seeded_conn, seeded_settings, q="zzqx") == set()
+    # Fields are searched one by one: no match spans the end of one and the next.
+    assert _ids(seeded_conn, seeded_settings, q="exampleghop") == set()
+
+
+def test_search_of_one_or_two_characters_is_a_prefix_of_email_or_username(
+    seeded_conn: Conn, seeded_settings: Settings
+) -> None:
+    grace = _add(seeded_conn, "grace@navy.example", "ghopper", "Grace Hopper")
+    alan = _add(seeded_conn, "alan@bletchley.example", "gturing", "Alan Turing")
+    assert _ids(seeded_conn, seeded_settings, q="Gr") == {grace}  # email prefix
+    assert _ids(seeded_conn, seeded_settings, q="g") >= {grace, alan}  # username prefix
+    # Inside a word, one or two characters would need a scan of every user: no match.
+    assert _ids(seeded_conn, seeded_settings, q="op") == set()
+    assert _ids(seeded_conn, seeded_settings, q="%") == set()  # taken literally
+
+
+def test_search_expression_is_the_trigram_index_expression(seeded_conn: Conn) -> None:
+    # list_users filters on models.SEARCH_TEXT; the migration indexed the same text.
+    with seeded_conn.transaction():
+        seeded_conn.execute("SET LOCAL enable_seqscan = off")
+        plan = "\n".join(
+            r[0]
+            for r in seeded_conn.execute(
+                f'EXPLAIN SELECT id FROM "User" u WHERE {SEARCH_TEXT} ILIKE %s', ["%abc%"]
+            ).fetchall()
+        )
+    assert "User_search_trgm_idx" in plan
+
+
+@pytest.mark.parametrize("role", ["SUPER_ADMIN", "MODERATOR"])
+def test_role_filter_finds_primary_and_additional_holders(
+    seeded_conn: Conn, seeded_settings: Settings, role: str
+) -> None:
+    primary = _add(seeded_conn, "p@x.example", "p_holder", "Pat Primary", role)
+    extra = _add(seeded_conn, "e@x.example", "e_holder", "Eve Extra")
+    seeded_conn.execute(
+        'INSERT INTO "UserRole" ("userId", "roleId") SELECT %s, id FROM "Role" WHERE name = %s',
+        [extra, role],
+    )
+    found = _ids(seeded_conn, seeded_settings, role=role)
+    assert {primary, extra} <= found
+    holders = seeded_conn.execute(
+        'SELECT count(*) FROM "UserRole" ur JOIN "Role" r ON r.id = ur."roleId" WHERE r.name = %s',
+        [role],
+    ).fetchone()
+    assert holders == (len(found),)
+    assert _ids(seeded_conn, seeded_settings, role="NO_SUCH_ROLE") == set()
+
+
+def test_listings_are_never_prepared(
+    seeded_conn: Conn, seeded_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A generic plan cannot tell a rare role or search from a common one: list_users
+    # stays on custom plans however often it runs on a connection.
+    seeded_conn.prepare_threshold = 0
+    demo.demo_users(seeded_conn, 30, seed=3, rounds=4)
+    for _ in range(3):
+        users.list_users(seeded_conn, users.UserFilter(q="maya"), settings=seeded_settings)
+        users.list_users(seeded_conn, users.UserFilter(role="ADMIN"), settings=seeded_settings)
+    prepared = seeded_conn.execute(
+        "SELECT statement FROM pg_prepared_statements WHERE statement LIKE %s",
+        ['%FROM "User" u%'],
+    ).fetchall()
+    assert prepared == []
+
+
+def test_level_filter_follows_the_xp_bands(seeded_conn: Conn, seeded_settings: Settings) -> None:
+    by_xp = {}
+    for xp in (0, 99, 100, 499, 500, 999, 1000, 5000):
+        uid = _add(seeded_conn, f"xp{xp}@x.example", f"xp{xp}", f"Xp {xp}")
+        seeded_conn.execute('UPDATE "User" SET xp = %s WHERE id = %s', [xp, uid])
+        by_xp[xp] = uid
+    found = {
+        level: _ids(seeded_conn, seeded_settings, level=level) & set(by_xp.values())
+        for level in ("OWLET", "FLEDGLING", "NIGHT_OWL", "WISE_OWL")
+    }
+    assert found == {
+        "OWLET": {by_xp[0], by_xp[99]},
+        "FLEDGLING": {by_xp[100], by_xp[499]},
+        "NIGHT_OWL": {by_xp[500], by_xp[999]},
+        "WISE_OWL": {by_xp[1000], by_xp[5000]},
+    }
