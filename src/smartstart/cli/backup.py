@@ -160,11 +160,20 @@ def _listed_row(item: Listed) -> dict[str, Any]:
 
 
 @handle_errors
-def backups(as_json: JsonOpt = False) -> None:
-    """List the backups in $SMARTSTART_HOME/backups, newest first."""
+def backups(
+    directory: Annotated[
+        Path | None,
+        typer.Option("--dir", help="Where to look (default $SMARTSTART_HOME/backups)."),
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List the backups (with their manifests), newest first."""
     from smartstart.pg.backup import list_backups
 
-    items = list_backups(backup_dir(get_settings()))
+    where = directory or backup_dir(get_settings())
+    if directory is not None and not directory.is_dir():
+        raise fail(f"{directory} is not a directory")
+    items = list_backups(where)
     if as_json:
         print_json({"items": [_listed_row(i) for i in items], "next_cursor": None})
         return
@@ -182,7 +191,7 @@ def backups(as_json: JsonOpt = False) -> None:
         for i in items
     ]
     if not rows:
-        console.print(f"no backups in {backup_dir(get_settings())}", highlight=False)
+        console.print(f"no backups in {where}", highlight=False)
         return
     print_table(rows, ["file", "age", "size", "format", "revision", "verified", "note"])
 

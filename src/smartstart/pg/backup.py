@@ -253,7 +253,8 @@ def choose_path(output: Path | None, default_dir: Path, fmt: Format, compress: b
                 f"{path} already exists", "choose another -o (a backup is never overwritten)"
             )
         if not path.parent.is_dir():
-            raise BackupError(f"cannot write {path}: directory {path.parent} does not exist")
+            why = "is not a directory" if path.parent.exists() else "does not exist"
+            raise BackupError(f"cannot write {path}: {path.parent} {why}")
         return path.resolve()
     directory = (output or default_dir).expanduser()
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
