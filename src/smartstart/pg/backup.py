@@ -342,18 +342,23 @@ def backup(
                 )
                 counter.start()
                 digest = hashlib.sha256()
-                size = _pump(proc.stdout, out, digest, progress)
-                code = proc.wait()
-                reader.join()
-                counter.join()
+                try:
+                    size = _pump(proc.stdout, out, digest, progress)
+                    out.flush()
+                    os.fsync(out.fileno())
+                except OSError as e:  # a full or failing disk: stop pg_dump, say why
+                    proc.kill()
+                    raise BackupError(f"cannot write {path}: {e.strerror or e}") from None
+                finally:
+                    code = proc.wait()
+                    reader.join()
+                    counter.join()
             conn.execute("COMMIT")
             if code != 0:
                 lines = b"".join(errors).decode(errors="replace").strip().splitlines()
                 raise BackupError(f"pg_dump failed: {lines[-1] if lines else f'exit {code}'}")
             if "rows" not in facts:
                 raise BackupError("could not count the rows of the backup's snapshot")
-            out.flush()
-            os.fsync(out.fileno())
         finished = datetime.now(UTC)
         manifest = Manifest(
             file=path.name,
