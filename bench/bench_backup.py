@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import resource
 import shutil
 import socket
 import statistics
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import psycopg
 
+from bench.bench_seed import _server_cpu
 from smartstart.config import Settings
 from smartstart.db import demo, migrate, seed
 from smartstart.pg import backup as pgb
@@ -34,10 +36,19 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _timed(args: list[str], env: dict[str, str]) -> float:
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _timed(args: list[str], env: dict[str, str], cluster: Cluster) -> tuple[float, float]:
+    """Wall seconds, and CPU seconds of the client(s) and the server together."""
+    cpu = _children_cpu() + _server_cpu(cluster)
     started = time.perf_counter()
     subprocess.run(args, env=env, check=True, stdout=subprocess.DEVNULL)
-    return time.perf_counter() - started
+    wall = time.perf_counter() - started
+    time.sleep(0.2)  # let the postmaster reap the backend
+    return wall, _children_cpu() + _server_cpu(cluster) - cpu
 
 
 def main() -> int:
@@ -77,15 +88,27 @@ def main() -> int:
         bare = [str(cluster.bin_dir / "pg_dump"), "-Fc", "-d", settings.url_for()]
         tools = pgb.client_tools(cluster.bin_dir)
         load_before = os.getloadavg()
-        cli, raw, inproc = [], [], []
+        cli, raw, inproc, startup = [], [], [], []
+        cpu: dict[str, list[float]] = {"raw": [], "cli": [], "fn": []}
+        empty = out / "empty"
+        empty.mkdir()
         for i in range(RUNS):
-            raw.append(_timed([*bare, "-f", str(out / f"bare{i}.dump")], env))
-            cli.append(
-                _timed([str(SMARTSTART), "db", "backup", "-o", str(out / f"cli{i}.dump")], cli_env)
-            )
+            wall, used = _timed([*bare, "-f", str(out / f"bare{i}.dump")], env, cluster)
+            raw.append(wall)
+            cpu["raw"].append(used)
+            cmd = [str(SMARTSTART), "db", "backup", "-o", str(out / f"cli{i}.dump")]
+            wall, used = _timed(cmd, cli_env, cluster)
+            cli.append(wall)
+            cpu["cli"].append(used)
+            # The CLI's fixed start-up: a command that does no database work.
+            cmd = [str(SMARTSTART), "db", "backups", "--dir", str(empty)]
+            startup.append(_timed(cmd, cli_env, cluster)[0])
+            before = time.process_time() + _children_cpu() + _server_cpu(cluster)
             started = time.perf_counter()
             pgb.backup(settings.url_for(), out / f"fn{i}.dump", tools, who="bench")
             inproc.append(time.perf_counter() - started)
+            time.sleep(0.2)
+            cpu["fn"].append(time.process_time() + _children_cpu() + _server_cpu(cluster) - before)
         load_after = os.getloadavg()
         size_bare = (out / "bare0.dump").stat().st_size
         size_cli = (out / "cli0.dump").stat().st_size
@@ -99,12 +122,19 @@ def main() -> int:
     def span(xs: list[float]) -> str:
         return f"median {statistics.median(xs):.2f} s (min {min(xs):.2f}, max {max(xs):.2f})"
 
+    def cpu_of(key: str) -> str:
+        return f"CPU {statistics.median(cpu[key]):.2f} s"
+
     print(
         f"backup of {USERS} demo users, {RUNS} runs each, alternated:\n"
-        f"  pg_dump -Fc            {span(raw)}  {size_bare / 2**20:.1f} MiB\n"
-        f"  smartstart db backup   {span(cli)}  {size_cli / 2**20:.1f} MiB\n"
-        f"  pg.backup.backup()     {span(inproc)}  (in process: no CLI start-up)\n"
-        f"  ratio db backup / pg_dump -Fc: {ratio:.2f} (in process {m_fn / m_raw:.2f}) — "
+        f"  pg_dump -Fc              {span(raw)}  {cpu_of('raw')}  {size_bare / 2**20:.1f} MiB\n"
+        f"  smartstart db backup     {span(cli)}  {cpu_of('cli')}  {size_cli / 2**20:.1f} MiB\n"
+        f"  pg.backup.backup()       {span(inproc)}  {cpu_of('fn')}  (in process)\n"
+        f"  CLI start-up (db backups --dir <empty>) {span(startup)}\n"
+        f"  ratio db backup / pg_dump -Fc: {ratio:.2f} wall, "
+        f"{statistics.median(cpu['cli']) / statistics.median(cpu['raw']):.2f} CPU; "
+        f"in process {m_fn / m_raw:.2f} wall, "
+        f"{statistics.median(cpu['fn']) / statistics.median(cpu['raw']):.2f} CPU — "
         f"target <= {TARGET_RATIO}: {'met' if ok else 'MISSED'}\n"
         f"  load average {load_before[0]:.1f}/{load_before[1]:.1f} before, "
         f"{load_after[0]:.1f}/{load_after[1]:.1f} after ({os.cpu_count()} cores)"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import getpass
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -196,7 +197,7 @@ def backups(
     print_table(rows, ["file", "age", "size", "format", "revision", "verified", "note"])
 
 
-def _schema_check(s: Settings) -> Any:
+def _schema_check(s: Settings) -> Callable[[str], list[str]]:
     """`db check` on a restored database, migrated up first when the backup is older."""
 
     def check(dbname: str) -> list[str]:

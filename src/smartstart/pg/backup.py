@@ -185,7 +185,7 @@ def write_manifest(path: Path, manifest: Manifest) -> None:
 
 
 @contextlib.contextmanager
-def _passfile(conninfo: str) -> Iterator[tuple[str, dict[str, str]]]:
+def passfile_env(conninfo: str) -> Iterator[tuple[str, dict[str, str]]]:
     """conninfo without its password, and an environment whose private passfile holds it.
 
     A password on a command line is public (`ps`); a passfile of mode 600 is not."""
@@ -323,7 +323,7 @@ def backup(
             database = str(conn.info.dbname)
             args = [tools.path("pg_dump"), "--snapshot", snapshot, "--no-password"]
             args += ["-Fc"] if fmt == "custom" else (["-Z", "6"] if compress else [])
-            with _passfile(conninfo) as (target, env):
+            with passfile_env(conninfo) as (target, env):
                 proc = subprocess.Popen(
                     [*args, "-d", target],
                     stdout=subprocess.PIPE,

@@ -33,7 +33,7 @@ from smartstart.pg.backup import (
     Manifest,
     Tools,
     Verification,
-    _passfile,
+    passfile_env,
     read_manifest,
     table_rows,
     write_manifest,
@@ -100,7 +100,7 @@ def _integrity(path: Path, manifest: Manifest) -> str | None:
 
 def _restore(path: Path, kind: str, target: str, tools: Tools) -> list[str]:
     """Restore into target; the errors that matter (none when it worked)."""
-    with _passfile(target) as (conninfo, env):
+    with passfile_env(target) as (conninfo, env):
         if kind == "custom":
             proc = subprocess.run(
                 [tools.path("pg_restore"), "--no-password", "-d", conninfo, str(path)],
