@@ -287,6 +287,14 @@ def _pump(src: IO[bytes], dst: IO[bytes], digest: Any, progress: Callable[[int],
     return size
 
 
+def _read_facts(conn: psycopg.Connection[Any], facts: dict[str, Any]) -> None:
+    """Rows per table and the revision, in conn's (the dump's) snapshot; errors kept, not raised."""
+    try:
+        facts.update(rows=table_rows(conn), rev=alembic_revision(conn))
+    except psycopg.Error as e:
+        facts["error"] = (str(e).strip().splitlines() or [type(e).__name__])[0]
+
+
 def backup(
     conninfo: str,
     path: Path,
@@ -337,9 +345,7 @@ def backup(
                 reader.start()
                 # Counted while pg_dump runs: the same snapshot, on the other core.
                 facts: dict[str, Any] = {}
-                counter = threading.Thread(
-                    target=lambda: facts.update(rows=table_rows(conn), rev=alembic_revision(conn))
-                )
+                counter = threading.Thread(target=_read_facts, args=(conn, facts))
                 counter.start()
                 digest = hashlib.sha256()
                 try:
@@ -358,7 +364,7 @@ def backup(
                 lines = b"".join(errors).decode(errors="replace").strip().splitlines()
                 raise BackupError(f"pg_dump failed: {lines[-1] if lines else f'exit {code}'}")
             if "rows" not in facts:
-                raise BackupError("could not count the rows of the backup's snapshot")
+                raise BackupError(f"could not count the rows of the snapshot: {facts.get('error')}")
         finished = datetime.now(UTC)
         manifest = Manifest(
             file=path.name,
