@@ -298,3 +298,27 @@ def test_sigkill_mid_backup_leaves_nothing_that_looks_complete(
         from smartstart.pg.verify import check_file
 
         check_file(tmp_path / names[0])
+
+
+def test_an_older_pg_dump_is_refused_naming_both_versions(
+    monkeypatch: pytest.MonkeyPatch, seeded_settings: Settings, tmp_path: Path
+) -> None:
+    """SMARTSTART_PG_BIN pointing at a PostgreSQL 9 client, against a newer server."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name in ("pg_dump", "pg_restore", "psql"):
+        tool = bin_dir / name
+        tool.write_text(f"#!/bin/sh\necho '{name} (PostgreSQL) 9.6.24'\n")
+        tool.chmod(0o755)
+    monkeypatch.setenv("SMARTSTART_DATABASE_URL", seeded_settings.url_for())
+    monkeypatch.setenv("SMARTSTART_PG_BIN", str(bin_dir))
+    monkeypatch.setenv("SMARTSTART_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("SMARTSTART_ENV", "test")
+    from smartstart.config import get_settings
+
+    get_settings.cache_clear()
+    out = tmp_path / "out"
+    out.mkdir()
+    result = run("db", "backup", "-o", str(out))
+    one_error_line(result, "pg_dump 9", "cannot dump a PostgreSQL 1", "SMARTSTART_PG_BIN")
+    assert list(out.iterdir()) == []

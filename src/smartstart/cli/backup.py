@@ -35,9 +35,11 @@ def _tools(s: Settings) -> Tools:
     from smartstart.pg.backup import client_tools
     from smartstart.pg.cluster import find_bin_dir
 
+    if s.pg_bin is not None:  # chosen: a client-only installation will do
+        return client_tools(s.pg_bin, explicit=True)
     bin_dir = None
     with contextlib.suppress(SmartStartError):  # no server install: the client on PATH
-        bin_dir = find_bin_dir(s.pg_bin)
+        bin_dir = find_bin_dir(None)
     return client_tools(bin_dir)
 
 

@@ -61,8 +61,15 @@ class Tools:
         return str(self.bin_dir / name)
 
 
-def client_tools(bin_dir: Path | None) -> Tools:
-    """pg_dump and friends from bin_dir (the cluster's), else from PATH."""
+def client_tools(bin_dir: Path | None, *, explicit: bool = False) -> Tools:
+    """pg_dump and friends from bin_dir (the cluster's), else from PATH (unless explicit)."""
+    if explicit and bin_dir is not None:
+        missing = [b for b in ("pg_dump", "pg_restore", "psql") if not (bin_dir / b).is_file()]
+        if missing:
+            raise BackupError(
+                f"SMARTSTART_PG_BIN={bin_dir} does not hold {', '.join(missing)}",
+                "point it at the bin directory of a PostgreSQL client installation",
+            )
     candidates = [bin_dir] if bin_dir is not None else []
     on_path = shutil.which("pg_dump")
     if on_path:
