@@ -14,6 +14,7 @@ import typer
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
+from smartstart.cli import backup as backup_commands
 from smartstart.cli.common import (
     DryRunOpt,
     JsonOpt,
@@ -409,3 +410,6 @@ def reset(
 
         line = credentials.describe(result["credentials_file"], result["credentials_kept"])
         console.print(f"  {line}", highlight=False, soft_wrap=True)
+
+
+backup_commands.register(app)

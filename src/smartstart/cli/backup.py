@@ -1,0 +1,246 @@
+"""`smartstart db backup|backups|verify`: logical backups of the platform database."""
+
+from __future__ import annotations
+
+import contextlib
+import getpass
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from smartstart.cli.common import JsonOpt, console, fail, handle_errors, print_json, print_table
+from smartstart.cli.common import settings as get_settings
+from smartstart.config import Settings
+from smartstart.errors import SmartStartError
+
+if TYPE_CHECKING:
+    from smartstart.pg.backup import Listed, Manifest, Tools
+
+
+def register(app: typer.Typer) -> None:
+    """Add the backup commands to the `db` group."""
+    app.command("backup")(backup)
+    app.command("backups")(backups)
+    app.command("verify")(verify)
+
+
+def backup_dir(s: Settings) -> Path:
+    return s.home_dir / "backups"
+
+
+def _tools(s: Settings) -> Tools:
+    from smartstart.pg.backup import client_tools
+    from smartstart.pg.cluster import find_bin_dir
+
+    if s.pg_bin is not None:  # chosen: a client-only installation will do
+        return client_tools(s.pg_bin, explicit=True)
+    bin_dir = None
+    with contextlib.suppress(SmartStartError):  # no server install: the client on PATH
+        bin_dir = find_bin_dir(None)
+    return client_tools(bin_dir)
+
+
+def _who() -> str:
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):
+        return "cli:unknown"
+
+
+def _size(n: int) -> str:
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{n} B"
+
+
+def _age(iso: str) -> str:
+    seconds = (datetime.now(UTC) - datetime.fromisoformat(iso)).total_seconds()
+    for unit, span in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= span:
+            return f"{int(seconds // span)}{unit}"
+    return f"{max(0, int(seconds))}s"
+
+
+@handle_errors
+def backup(
+    fmt: Annotated[
+        str, typer.Option("--format", "-F", help="custom (pg_restore; default) or plain (SQL).")
+    ] = "custom",
+    compress: Annotated[
+        bool,
+        typer.Option(
+            "--compress", help="gzip a plain dump (.sql.gz); custom is always compressed."
+        ),
+    ] = False,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output",
+            "-o",
+            help="File to write, or a directory (default $SMARTSTART_HOME/backups).",
+        ),
+    ] = None,
+    note: Annotated[
+        str | None, typer.Option("--note", help="Why this backup (kept in its manifest).")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Dump the platform database (pg_dump) with a manifest beside it."""
+    from smartstart.pg import backup as pgb
+
+    if fmt not in pgb.FORMATS:
+        raise fail(f"unknown format {fmt!r}: choose custom or plain")
+    s = get_settings()
+    tools = _tools(s)
+    path = pgb.choose_path(output, backup_dir(s), fmt, compress)
+    manifest = _run_backup(s, path, tools, fmt, compress, note)
+    if as_json:
+        print_json({"path": str(path), **_manifest_row(manifest)})
+        return
+    console.print(
+        f"[green]•[/] wrote {path} ({_size(manifest.size)}, {sum(manifest.rows.values())} rows, "
+        f"revision {manifest.revision or 'none'}) in {manifest.seconds:.1f} s",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+def _run_backup(
+    s: Settings, path: Path, tools: Tools, fmt: str, compress: bool, note: str | None
+) -> Manifest:
+    from smartstart.pg import backup as pgb
+
+    kwargs: dict[str, Any] = {"fmt": fmt, "compress": compress, "note": note, "who": _who()}
+    if not console.is_terminal:
+        return pgb.backup(s.url_for(), path, tools, **kwargs)
+    from rich.progress import DownloadColumn, Progress, SpinnerColumn, TimeElapsedColumn
+
+    with Progress(
+        SpinnerColumn(),
+        "[progress.description]{task.description}",
+        DownloadColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    ) as progress:
+        task = progress.add_task(f"pg_dump → {path.name}", total=None)
+        return pgb.backup(
+            s.url_for(),
+            path,
+            tools,
+            progress=lambda done: progress.update(task, completed=done),
+            **kwargs,
+        )
+
+
+def _verified(m: Manifest) -> str:
+    if m.verification is None:
+        return "never"
+    return ("ok " if m.verification.ok else "FAILED ") + m.verification.at[:16].replace("T", " ")
+
+
+def _manifest_row(m: Manifest) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    return asdict(m)
+
+
+def _listed_row(item: Listed) -> dict[str, Any]:
+    m = item.manifest
+    return {
+        "path": str(item.path),
+        "present": item.present,
+        "age": _age(m.started_at),
+        **_manifest_row(m),
+        "verified": None if m.verification is None else m.verification.ok,
+    }
+
+
+@handle_errors
+def backups(
+    directory: Annotated[
+        Path | None,
+        typer.Option("--dir", help="Where to look (default $SMARTSTART_HOME/backups)."),
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List the backups (with their manifests), newest first."""
+    from smartstart.pg.backup import list_backups
+
+    where = directory or backup_dir(get_settings())
+    if directory is not None and not directory.is_dir():
+        raise fail(f"{directory} is not a directory")
+    items = list_backups(where)
+    if as_json:
+        print_json({"items": [_listed_row(i) for i in items], "next_cursor": None})
+        return
+    rows = [
+        {
+            "file": i.path.name + ("" if i.present else " (missing)"),
+            "age": _age(i.manifest.started_at),
+            "size": _size(i.manifest.size),
+            "format": i.manifest.format
+            + (" gz" if i.manifest.format == "plain" and i.manifest.compressed else ""),
+            "revision": i.manifest.revision or "",
+            "verified": _verified(i.manifest),
+            "note": i.manifest.note or "",
+        }
+        for i in items
+    ]
+    if not rows:
+        console.print(f"no backups in {where}", highlight=False)
+        return
+    print_table(rows, ["file", "age", "size", "format", "revision", "verified", "note"])
+
+
+def _schema_check(s: Settings) -> Callable[[str], list[str]]:
+    """`db check` on a restored database, migrated up first when the backup is older."""
+
+    def check(dbname: str) -> list[str]:
+        from smartstart.db import migrate
+
+        url = s.sqlalchemy_url(dbname)
+        current, head = migrate.current_revision(url), migrate.head_revision()
+        if current is None:
+            return ["schema: the restored database has no Alembic revision"]
+        if current != head:
+            known = {r["revision"] for r in migrate.history()}
+            if current not in known:
+                return [f"schema: revision {current} is unknown to this SmartStart (newer code?)"]
+            migrate.upgrade(url)
+        result = migrate.check(url)
+        return [f"schema: {d}" for d in result["differences"]] or (
+            [] if result["ok"] else [f"schema: at {result['current']}, head is {result['head']}"]
+        )
+
+    return check
+
+
+@handle_errors
+def verify(
+    file: Annotated[Path, typer.Argument(help="The backup file (its manifest is FILE.json).")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Check a backup: checksum, restore into a scratch database, compare rows, db check."""
+    from smartstart.pg.verify import verify as run_verify
+
+    s = get_settings()
+    result = run_verify(file, s.url_for(), _tools(s), _schema_check(s))
+    if as_json:
+        from dataclasses import asdict
+
+        print_json({"path": str(file), **asdict(result)})
+    if not result.ok:
+        raise fail(f"{file}: verification failed: {result.message}")
+    if not as_json:
+        console.print(
+            f"[green]•[/] {file}: ok, {result.message} ({result.seconds:.1f} s)",
+            highlight=False,
+            soft_wrap=True,
+        )
