@@ -209,7 +209,16 @@ def test_a_worker_killed_again_and_again_backs_off_while_the_other_serves(
             wait_for(lambda v=victim: (p := worker(2)) and p != v, "worker 2 again")
             seen["delays"].append(time.monotonic() - killed)
         seen["healthy"] = worker(1) == healthy and Path(f"/proc/{healthy}").exists()
-        seen["state"] = json.loads(server.state_path(settings).read_text())
+
+        def state() -> dict[str, Any] | None:
+            # The supervisor writes its state file just after it starts the replacement.
+            try:
+                found = json.loads(server.state_path(settings).read_text())
+            except (OSError, ValueError):
+                return None
+            return found if found["restarts"] == 6 and found["alive"] == 2 else None
+
+        seen["state"] = wait_for(state, "the state file to count the sixth restart")
         os.kill(os.getpid(), signal.SIGTERM)
 
     threading.Thread(target=attack).start()
