@@ -1,0 +1,101 @@
+"""The platform's own integrity checks, in the shape of the server checks (pg.monitor)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+
+from smartstart.pg.monitor import Check, Measurement, rows
+
+
+def users_without_primary_role(conn: psycopg.Connection[Any]) -> Measurement:
+    # "User".role names the primary role; authorization reads "UserRole", so both must agree.
+    found = rows(
+        conn,
+        """
+        SELECT u.id, u.email, u.role AS primary_role
+        FROM "User" u
+        WHERE NOT EXISTS (SELECT 1 FROM "UserRole" ur JOIN "Role" r ON r.id = ur."roleId"
+                          WHERE ur."userId" = u.id AND r.name = u.role)
+        ORDER BY u.email LIMIT 50
+        """,
+    )
+    (count,) = rows(
+        conn,
+        """
+        SELECT count(*) AS n FROM "User" u
+        WHERE NOT EXISTS (SELECT 1 FROM "UserRole" ur JOIN "Role" r ON r.id = ur."roleId"
+                          WHERE ur."userId" = u.id AND r.name = u.role)
+        """,
+    )
+    fix = None
+    if found:
+        fix = (
+            f"smartstart rbac assign {found[0]['email']} {found[0]['primary_role']}  (or for all: "
+            'INSERT INTO "UserRole" ("userId", "roleId") SELECT u.id, r.id FROM "User" u '
+            'JOIN "Role" r ON r.name = u.role ON CONFLICT DO NOTHING;)'
+        )
+    return Measurement(float(count["n"] or 0), "users", tuple(found), fix=fix)
+
+
+def roles_without_permissions(conn: psycopg.Connection[Any]) -> Measurement:
+    found = rows(
+        conn,
+        """
+        SELECT r.name AS role,
+               (SELECT count(*) FROM "UserRole" ur WHERE ur."roleId" = r.id) AS users
+        FROM "Role" r
+        WHERE NOT EXISTS (SELECT 1 FROM "RolePermission" rp WHERE rp."roleId" = r.id)
+        ORDER BY r.name
+        """,
+    )
+    fix = f"smartstart rbac grant {found[0]['role']} PERMISSION" if found else None
+    return Measurement(float(len(found)), "roles", tuple(found), fix=fix)
+
+
+def super_admins(conn: psycopg.Connection[Any]) -> Measurement:
+    found = rows(
+        conn,
+        """
+        SELECT u.email, u.status
+        FROM "User" u JOIN "UserRole" ur ON ur."userId" = u.id
+        JOIN "Role" r ON r.id = ur."roleId"
+        WHERE r.name = 'SUPER_ADMIN' AND u.status = 'ACTIVE'
+        ORDER BY u.email LIMIT 50
+        """,
+    )
+    return Measurement(
+        float(len(found)),
+        "users",
+        tuple(found),
+        fix="keep SUPER_ADMIN to a few people: smartstart rbac unassign USER SUPER_ADMIN"
+        if found
+        else "make an ACTIVE user SUPER_ADMIN: smartstart rbac assign USER SUPER_ADMIN",
+    )
+
+
+def non_bcrypt_hashes(conn: psycopg.Connection[Any]) -> Measurement:
+    # The table's CHECK refuses such rows; one can still exist from before it (NOT VALID)
+    # or from a restore with the constraint dropped.
+    found = rows(
+        conn,
+        r"""SELECT id, email FROM "User" WHERE password !~ '^\$2[aby]\$' ORDER BY email LIMIT 50""",
+    )
+    fix = f"smartstart users passwd {found[0]['email']}  (each listed user)" if found else None
+    return Measurement(float(len(found)), "users", tuple(found), fix=fix)
+
+
+CHECKS: tuple[Check, ...] = (
+    Check(
+        "users_without_primary_role",
+        "Users without their primary role's row",
+        users_without_primary_role,
+        crit=1,
+    ),
+    Check(
+        "roles_without_permissions", "Roles without permissions", roles_without_permissions, warn=1
+    ),
+    Check("super_admins", "Active SUPER_ADMIN users", super_admins, warn=4, floor=1),
+    Check("non_bcrypt_hashes", "Password hashes that are not bcrypt", non_bcrypt_hashes, crit=1),
+)
