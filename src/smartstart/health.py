@@ -177,7 +177,7 @@ def _measure(settings: Settings, check: Check, timeout: float) -> Measurement:
         autocommit=True,
         connect_timeout=max(2, math.ceil(timeout)),
         options=options,
-        application_name=f"smartstart-health {check.name}"[:63],
+        application_name=f"{monitor.HEALTH_APPLICATION} {check.name}"[:63],
     ) as conn:
         return check.run(conn)
 

@@ -82,8 +82,12 @@ def _show(results: list[health.CheckResult], detailed: bool) -> None:
     print_table(table, ["check", "state", "value", "recommendation"])
     if detailed:
         for r in results:
-            if r.details:
-                print_table([dict(d) for d in r.details], title=r.title)
+            # Rows of one shape per table (connections: the limits, then the groups).
+            shapes: dict[tuple[str, ...], list[dict[str, object]]] = {}
+            for d in r.details:
+                shapes.setdefault(tuple(d), []).append(dict(d))
+            for i, same in enumerate(shapes.values()):
+                print_table(same, title=r.title if i == 0 else None)
     worst = health.worst(results)
     console.print(f"[{_STYLE[worst]}]{worst.name}[/]", highlight=False)
 

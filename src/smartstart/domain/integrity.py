@@ -14,21 +14,14 @@ def users_without_primary_role(conn: psycopg.Connection[Any]) -> Measurement:
     found = rows(
         conn,
         """
-        SELECT u.id, u.email, u.role AS primary_role
+        SELECT u.id, u.email, u.role AS primary_role, count(*) OVER () AS total
         FROM "User" u
         WHERE NOT EXISTS (SELECT 1 FROM "UserRole" ur JOIN "Role" r ON r.id = ur."roleId"
                           WHERE ur."userId" = u.id AND r.name = u.role)
         ORDER BY u.email LIMIT 50
         """,
     )
-    (count,) = rows(
-        conn,
-        """
-        SELECT count(*) AS n FROM "User" u
-        WHERE NOT EXISTS (SELECT 1 FROM "UserRole" ur JOIN "Role" r ON r.id = ur."roleId"
-                          WHERE ur."userId" = u.id AND r.name = u.role)
-        """,
-    )
+    total = float(found[0]["total"] or 0) if found else 0.0
     fix = None
     if found:
         fix = (
@@ -36,7 +29,7 @@ def users_without_primary_role(conn: psycopg.Connection[Any]) -> Measurement:
             'INSERT INTO "UserRole" ("userId", "roleId") SELECT u.id, r.id FROM "User" u '
             'JOIN "Role" r ON r.name = u.role ON CONFLICT DO NOTHING;)'
         )
-    return Measurement(float(count["n"] or 0), "users", tuple(found), fix=fix)
+    return Measurement(total, "users", tuple(found), fix=fix)
 
 
 def roles_without_permissions(conn: psycopg.Connection[Any]) -> Measurement:

@@ -106,21 +106,27 @@ def table_sizes(conn: psycopg.Connection[Any]) -> Measurement:
 # -- activity ----------------------------------------------------------------------
 
 
+# The health checks' own sessions (one per check, running now) are not the load measured.
+HEALTH_APPLICATION = "smartstart-health"
+_NOT_US = f"application_name NOT LIKE '{HEALTH_APPLICATION}%%'"
+
+
 def connections(conn: psycopg.Connection[Any]) -> Measurement:
     (limits,) = rows(
         conn,
-        """
+        f"""
         SELECT current_setting('max_connections')::int AS max_connections,
                current_setting('superuser_reserved_connections')::int AS reserved,
-               (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend') AS used
+               (SELECT count(*) FROM pg_stat_activity
+                WHERE backend_type = 'client backend' AND {_NOT_US}) AS used
         """,
     )
     groups = rows(
         conn,
-        """
+        f"""
         SELECT datname AS database, coalesce(state, 'unknown') AS state,
                application_name AS application, count(*) AS connections
-        FROM pg_stat_activity WHERE backend_type = 'client backend'
+        FROM pg_stat_activity WHERE backend_type = 'client backend' AND {_NOT_US}
         GROUP BY 1, 2, 3 ORDER BY connections DESC, 1, 2, 3 LIMIT 50
         """,
     )
@@ -135,7 +141,7 @@ def connections(conn: psycopg.Connection[Any]) -> Measurement:
     )
 
 
-_OTHERS = "pid <> pg_backend_pid() AND backend_type = 'client backend'"
+_OTHERS = f"pid <> pg_backend_pid() AND backend_type = 'client backend' AND {_NOT_US}"
 
 
 def idle_in_transaction(conn: psycopg.Connection[Any]) -> Measurement:
