@@ -329,3 +329,13 @@ def test_cli_refuses_an_unknown_check(seeded_settings: Settings, cli_env: Any) -
     assert result.exit_code == 1
     assert "no check named 'nope'" in result.output
     assert result.output.count("\n") <= 2
+
+
+def test_cli_on_an_unreachable_database_says_so_in_one_line(
+    db_settings: Settings, cli_env: Any
+) -> None:
+    cli_env(db_settings.model_copy(update={"db_name": "no_such_database"}))
+    result = runner.invoke(app, ["db", "health"])
+    assert result.exit_code == 1
+    assert "no_such_database" in result.output
+    assert "Traceback" not in result.output and result.output.count("\n") <= 3

@@ -9,6 +9,7 @@ import typer
 
 from smartstart import health
 from smartstart.cli.common import JsonOpt, console, handle_errors, print_json, print_table, settings
+from smartstart.db.engine import connect
 
 _STYLE = {
     health.State.OK: "green",
@@ -61,6 +62,9 @@ def health_(as_json: JsonOpt = False, check: CheckOpt = None, timeout: TimeoutOp
     config = health.load_config(s.home)
     if timeout is not None:
         config = replace(config, timeout=timeout)
+    # One connection first: an unreachable server is one actionable line, not a row of
+    # identical errors, one per check.
+    connect(s).close()
     results = health.run(s, checks, config)
     if as_json:
         print_json({"items": [r.as_json() for r in results], "next_cursor": None})
