@@ -339,3 +339,36 @@ def test_cli_on_an_unreachable_database_says_so_in_one_line(
     assert result.exit_code == 1
     assert "no_such_database" in result.output
     assert "Traceback" not in result.output and result.output.count("\n") <= 3
+
+
+def test_heavy_sequential_scans(seeded_settings: Settings) -> None:
+    _sql(
+        seeded_settings,
+        "CREATE TABLE big (a int)",
+        "INSERT INTO big SELECT generate_series(1, 20000)",
+        "ANALYZE big",
+        *["SELECT count(*) FROM big WHERE a = 5"] * 3,
+    )
+    deadline = time.monotonic() + 10
+    while (result := run(seeded_settings, "sequential_scans")).state is State.OK:
+        assert time.monotonic() < deadline, result
+        time.sleep(0.3)
+    assert result.state is State.CRIT  # every read of a 20,000-row table was sequential
+    assert result.details[0]["table"] == "big"
+    assert '"public"."big"' in (result.recommendation or "")
+
+
+def test_an_inactive_replication_slot(seeded_settings: Settings, pg_cluster: Any) -> None:
+    assert run(seeded_settings, "replication").state is State.OK
+    with pg_cluster.connect() as su:
+        su.execute("SELECT pg_create_physical_replication_slot('health_test', true)")
+    try:
+        result = run(seeded_settings, "replication")
+        assert result.state is State.WARN
+        assert result.details[0]["slot"] == "health_test"
+        assert result.recommendation == (
+            "SELECT pg_drop_replication_slot('health_test'); -- if nothing will read it again"
+        )
+    finally:
+        with pg_cluster.connect() as su:
+            su.execute("SELECT pg_drop_replication_slot('health_test')")

@@ -26,7 +26,7 @@ from smartstart.config import Settings
 from smartstart.domain import integrity
 from smartstart.errors import SmartStartError
 from smartstart.pg import monitor
-from smartstart.pg.monitor import Check, Detail, Measurement
+from smartstart.pg.checks import Check, Detail, Measurement
 
 CHECKS: tuple[Check, ...] = monitor.CHECKS + integrity.CHECKS
 DEFAULT_TIMEOUT = 2.0

@@ -6,7 +6,7 @@ from typing import Any
 
 import psycopg
 
-from smartstart.pg.monitor import Check, Measurement, rows
+from smartstart.pg.checks import Check, Measurement, rows
 
 
 def users_without_primary_role(conn: psycopg.Connection[Any]) -> Measurement:

@@ -6,81 +6,25 @@ pg-extras read them, written for PostgreSQL 12 and later.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import psycopg
-from psycopg.rows import dict_row
 
-Scalar = str | int | float | bool | None
-Detail = Mapping[str, Scalar]
-Worse = Literal["higher", "lower"]
+from smartstart.pg.checks import Check, Detail, Measurement, ident, num, rows, server_version
+from smartstart.pg.indexes import (
+    duplicate_indexes,
+    foreign_keys_without_index,
+    invalid_indexes,
+    unused_indexes,
+)
 
-
-@dataclass(frozen=True)
-class Measurement:
-    """What one check measured: the number it is judged by, and the rows behind it."""
-
-    metric: float | None
-    unit: str
-    details: tuple[Detail, ...] = ()
-    # Set when the check cannot measure here (an extension missing, a privilege lacking):
-    # what is needed, said instead of failing.
-    unavailable: str | None = None
-    # The fix for the worst row, when the check can name one (SQL or a command).
-    fix: str | None = None
-
-
-@dataclass(frozen=True)
-class Check:
-    """A check as data: its name, what it measures, and how its metric is read."""
-
-    name: str
-    title: str
-    run: Callable[[psycopg.Connection[Any]], Measurement]
-    worse: Worse = "higher"
-    # Default thresholds (None: never graded on that level); a judgement may override them.
-    warn: float | None = None
-    crit: float | None = None
-    # A metric below the floor is CRIT whatever the direction (e.g. no SUPER_ADMIN at all).
-    floor: float | None = None
-    advice: str = ""
-    tags: tuple[str, ...] = field(default=())
-
-
-def rows(conn: psycopg.Connection[Any], query: str, params: Sequence[Any] = ()) -> list[Detail]:
-    """The rows of a query as plain mappings of scalars."""
-    with conn.cursor(row_factory=dict_row) as cur:
-        cur.execute(query, params)
-        return [{k: _scalar(v) for k, v in r.items()} for r in cur.fetchall()]
-
-
-def _scalar(value: object) -> Scalar:
-    if value is None or isinstance(value, str | int | float | bool):
-        return value
-    return str(value)
-
-
-def ident(*parts: Scalar) -> str:
-    """A (qualified) SQL identifier for a recommendation, quoted as PostgreSQL does."""
-    return ".".join('"' + str(p).replace('"', '""') + '"' for p in parts)
-
-
-def _num(value: Scalar) -> float:
-    return float(value) if isinstance(value, int | float) else 0.0
-
-
-def server_version(conn: psycopg.Connection[Any]) -> int:
-    return int(conn.info.server_version)
-
-
+__all__ = ["CHECKS", "Check", "Detail", "Measurement", "rows"]
 # -- size --------------------------------------------------------------------------
 
 
 def database_size(conn: psycopg.Connection[Any]) -> Measurement:
     (size,) = rows(conn, "SELECT pg_database_size(current_database()) AS bytes")
-    return Measurement(_num(size["bytes"]), "bytes", (size,))
+    return Measurement(num(size["bytes"]), "bytes", (size,))
 
 
 def table_sizes(conn: psycopg.Connection[Any]) -> Measurement:
@@ -99,7 +43,7 @@ def table_sizes(conn: psycopg.Connection[Any]) -> Measurement:
         ORDER BY total_bytes DESC, "table" LIMIT 20
         """,
     )
-    largest = _num(found[0]["total_bytes"]) if found else 0.0
+    largest = num(found[0]["total_bytes"]) if found else 0.0
     return Measurement(largest, "bytes", tuple(found))
 
 
@@ -130,8 +74,8 @@ def connections(conn: psycopg.Connection[Any]) -> Measurement:
         GROUP BY 1, 2, 3 ORDER BY connections DESC, 1, 2, 3 LIMIT 50
         """,
     )
-    usable = max(_num(limits["max_connections"]) - _num(limits["reserved"]), 1.0)
-    pct = round(100.0 * _num(limits["used"]) / usable, 1)
+    usable = max(num(limits["max_connections"]) - num(limits["reserved"]), 1.0)
+    pct = round(100.0 * num(limits["used"]) / usable, 1)
     return Measurement(
         pct,
         "% of max_connections",
@@ -160,7 +104,7 @@ def idle_in_transaction(conn: psycopg.Connection[Any]) -> Measurement:
         return Measurement(0.0, "s", ())
     worst = found[0]
     return Measurement(
-        _num(worst["seconds"]),
+        num(worst["seconds"]),
         "s",
         tuple(found),
         fix=f"SELECT pg_terminate_backend({worst['pid']}); and set "
@@ -184,7 +128,7 @@ def long_running_queries(conn: psycopg.Connection[Any]) -> Measurement:
         return Measurement(0.0, "s", ())
     worst = found[0]
     return Measurement(
-        _num(worst["seconds"]),
+        num(worst["seconds"]),
         "s",
         tuple(found),
         fix=f"SELECT pg_cancel_backend({worst['pid']});",
@@ -211,7 +155,7 @@ def blocking_locks(conn: psycopg.Connection[Any]) -> Measurement:
         return Measurement(0.0, "s", ())
     worst = found[0]
     return Measurement(
-        _num(worst["waiting_seconds"]),
+        num(worst["waiting_seconds"]),
         "s",
         tuple(found),
         fix=f"SELECT pg_terminate_backend({worst['blocking_pid']}); -- the session blocking "
@@ -231,7 +175,7 @@ def cache_hit_ratio(conn: psycopg.Connection[Any]) -> Measurement:
     )
     ratios: dict[str, float | None] = {}
     for kind in ("table", "index"):
-        hits, reads = _num(ratio[f"{kind}_hits"]), _num(ratio[f"{kind}_reads"])
+        hits, reads = num(ratio[f"{kind}_hits"]), num(ratio[f"{kind}_reads"])
         # Too few reads say nothing about the cache: a fresh database is not a cold one.
         ratios[kind] = round(100.0 * hits / (hits + reads), 2) if hits + reads >= 1000 else None
     known = [r for r in ratios.values() if r is not None]
@@ -292,7 +236,7 @@ def slow_queries(conn: psycopg.Connection[Any]) -> Measurement:
     if not found:
         return Measurement(0.0, "ms", ())
     return Measurement(
-        _num(found[0]["mean_ms"]),
+        num(found[0]["mean_ms"]),
         "ms",
         tuple(found),
         fix=f"EXPLAIN (ANALYZE, BUFFERS) the query {found[0]['queryid']} above and index "
@@ -301,121 +245,6 @@ def slow_queries(conn: psycopg.Connection[Any]) -> Measurement:
 
 
 MIN_CALLS = 5
-
-
-# -- indexes -----------------------------------------------------------------------
-
-_USER_SCHEMAS = (
-    "n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%%'"
-)
-
-
-def unused_indexes(conn: psycopg.Connection[Any]) -> Measurement:
-    found = rows(
-        conn,
-        f"""
-        SELECT n.nspname AS schema, t.relname AS "table", i.relname AS index,
-               s.idx_scan AS scans, pg_relation_size(i.oid) AS bytes
-        FROM pg_index x
-        JOIN pg_class i ON i.oid = x.indexrelid
-        JOIN pg_class t ON t.oid = x.indrelid
-        JOIN pg_namespace n ON n.oid = t.relnamespace
-        JOIN pg_stat_user_indexes s ON s.indexrelid = x.indexrelid
-        WHERE s.idx_scan = 0 AND NOT x.indisunique AND NOT x.indisprimary
-          AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = x.indexrelid)
-          AND {_USER_SCHEMAS}
-        ORDER BY bytes DESC, index
-        """,
-    )
-    total = sum(_num(r["bytes"]) for r in found)
-    fix = None
-    if found:
-        worst = found[0]
-        fix = f"DROP INDEX CONCURRENTLY {ident(worst['schema'], worst['index'])};"
-    return Measurement(total, "bytes", tuple(found), fix=fix)
-
-
-def duplicate_indexes(conn: psycopg.Connection[Any]) -> Measurement:
-    # An index whose key columns lead another index of the same kind on the same table
-    # (no expressions, no predicates) is redundant: the longer one serves both.
-    found = rows(
-        conn,
-        f"""
-        WITH ix AS (
-            SELECT x.indexrelid, x.indrelid, x.indisunique, x.indisprimary,
-                   x.indkey::text AS keys, x.indclass::text AS classes, i.relam,
-                   i.relname AS index, t.relname AS "table", n.nspname AS schema
-            FROM pg_index x
-            JOIN pg_class i ON i.oid = x.indexrelid
-            JOIN pg_class t ON t.oid = x.indrelid
-            JOIN pg_namespace n ON n.oid = t.relnamespace
-            WHERE x.indexprs IS NULL AND x.indpred IS NULL AND x.indisvalid
-              AND {_USER_SCHEMAS}
-        )
-        SELECT d.schema, d."table", d.index AS duplicate, c.index AS covered_by,
-               pg_relation_size(d.indexrelid) AS bytes
-        FROM ix d JOIN ix c
-          ON c.indrelid = d.indrelid AND c.indexrelid <> d.indexrelid AND c.relam = d.relam
-         AND (c.keys = d.keys AND c.classes = d.classes AND (
-                  (c.indisunique AND NOT d.indisunique)
-                  OR (c.indisunique = d.indisunique AND c.indexrelid < d.indexrelid))
-              OR (c.keys LIKE d.keys || ' %%' AND c.classes LIKE d.classes || ' %%'))
-        WHERE NOT d.indisunique AND NOT d.indisprimary
-        ORDER BY bytes DESC, duplicate
-        """,
-    )
-    fix = None
-    if found:
-        fix = f"DROP INDEX CONCURRENTLY {ident(found[0]['schema'], found[0]['duplicate'])};"
-    return Measurement(float(len(found)), "indexes", tuple(found), fix=fix)
-
-
-def invalid_indexes(conn: psycopg.Connection[Any]) -> Measurement:
-    found = rows(
-        conn,
-        f"""
-        SELECT n.nspname AS schema, t.relname AS "table", i.relname AS index
-        FROM pg_index x
-        JOIN pg_class i ON i.oid = x.indexrelid
-        JOIN pg_class t ON t.oid = x.indrelid
-        JOIN pg_namespace n ON n.oid = t.relnamespace
-        WHERE NOT x.indisvalid AND {_USER_SCHEMAS}
-        ORDER BY 1, 2, 3
-        """,
-    )
-    fix = None
-    if found:
-        fix = f"REINDEX INDEX CONCURRENTLY {ident(found[0]['schema'], found[0]['index'])};"
-    return Measurement(float(len(found)), "indexes", tuple(found), fix=fix)
-
-
-def foreign_keys_without_index(conn: psycopg.Connection[Any]) -> Measurement:
-    # A delete or key update on the referenced table scans the referencing one without it.
-    found = rows(
-        conn,
-        f"""
-        SELECT n.nspname AS schema, t.relname AS "table", c.conname AS constraint,
-               (SELECT string_agg(quote_ident(a.attname), ', ' ORDER BY k.ord)
-                FROM unnest(c.conkey) WITH ORDINALITY k(attnum, ord)
-                JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = k.attnum)
-                   AS columns
-        FROM pg_constraint c
-        JOIN pg_class t ON t.oid = c.conrelid
-        JOIN pg_namespace n ON n.oid = t.relnamespace
-        WHERE c.contype = 'f' AND {_USER_SCHEMAS}
-          AND NOT EXISTS (
-              SELECT 1 FROM pg_index x
-              WHERE x.indrelid = c.conrelid AND x.indpred IS NULL
-                AND (x.indkey::int2[])[0:cardinality(c.conkey) - 1] @> c.conkey
-                AND (x.indkey::int2[])[0:cardinality(c.conkey) - 1] <@ c.conkey)
-        ORDER BY 1, 2, 3
-        """,
-    )
-    fix = None
-    if found:
-        w = found[0]
-        fix = f"CREATE INDEX CONCURRENTLY ON {ident(w['schema'], w['table'])} ({w['columns']});"
-    return Measurement(float(len(found)), "foreign keys", tuple(found), fix=fix)
 
 
 # -- maintenance ---------------------------------------------------------------------
@@ -437,12 +266,12 @@ def dead_tuples(conn: psycopg.Connection[Any]) -> Measurement:
         """,
     )
     # A handful of dead rows in a tiny table is not bloat worth a verdict.
-    judged = [r for r in found if _num(r["dead"]) >= MIN_DEAD_TUPLES]
+    judged = [r for r in found if num(r["dead"]) >= MIN_DEAD_TUPLES]
     if not judged:
         return Measurement(0.0, "% dead", tuple(found))
-    worst = max(judged, key=lambda r: _num(r["dead_pct"]))
+    worst = max(judged, key=lambda r: num(r["dead_pct"]))
     return Measurement(
-        _num(worst["dead_pct"]),
+        num(worst["dead_pct"]),
         "% dead",
         tuple(found),
         fix=f"VACUUM (ANALYZE) {ident(worst['schema'], worst['table'])};",
@@ -460,7 +289,7 @@ def wraparound(conn: psycopg.Connection[Any]) -> Measurement:
     )
     worst = found[0]
     return Measurement(
-        _num(worst["xid_age"]),
+        num(worst["xid_age"]),
         "transactions",
         tuple(found),
         fix=f'VACUUM (FREEZE, VERBOSE); -- in database "{worst["database"]}", its oldest '
@@ -492,10 +321,10 @@ def sequences(conn: psycopg.Connection[Any]) -> Measurement:
     )
     graded: list[Detail] = []
     for r in found:
-        used = _num(r["last_value"]) - 0.0
-        limit = max(_num(r["limit_value"]), 1.0)
+        used = num(r["last_value"]) - 0.0
+        limit = max(num(r["limit_value"]), 1.0)
         graded.append({**r, "used_pct": round(100.0 * used / limit, 2)})
-    graded.sort(key=lambda r: -_num(r["used_pct"]))
+    graded.sort(key=lambda r: -num(r["used_pct"]))
     if not graded:
         return Measurement(0.0, "% used", ())
     w = graded[0]
@@ -506,7 +335,64 @@ def sequences(conn: psycopg.Connection[Any]) -> Measurement:
         )
     else:
         fix = f"ALTER SEQUENCE {ident(w['schema'], w['sequence'])} AS bigint NO MAXVALUE;"
-    return Measurement(_num(w["used_pct"]), "% used", tuple(graded[:20]), fix=fix)
+    return Measurement(num(w["used_pct"]), "% used", tuple(graded[:20]), fix=fix)
+
+
+MIN_SEQ_SCAN_ROWS = 10_000
+
+
+def sequential_scans(conn: psycopg.Connection[Any]) -> Measurement:
+    # A table big enough to want an index that is still mostly read by sequential scans.
+    found = rows(
+        conn,
+        """
+        SELECT schemaname AS schema, relname AS "table", n_live_tup AS live_rows,
+               seq_scan, seq_tup_read, coalesce(idx_scan, 0) AS idx_scan,
+               round(100.0 * seq_scan / greatest(seq_scan + coalesce(idx_scan, 0), 1), 1)::float
+                   AS seq_pct
+        FROM pg_stat_user_tables
+        WHERE n_live_tup >= %s AND seq_scan > 0
+        ORDER BY seq_tup_read DESC, relname LIMIT 20
+        """,
+        [MIN_SEQ_SCAN_ROWS],
+    )
+    if not found:
+        return Measurement(0.0, "% sequential", ())
+    worst = max(found, key=lambda r: num(r["seq_pct"]))
+    return Measurement(
+        num(worst["seq_pct"]),
+        "% sequential",
+        tuple(found),
+        fix=f"find the queries that scan {ident(worst['schema'], worst['table'])} "
+        "(pg_stat_statements) and CREATE INDEX CONCURRENTLY on what they filter by",
+    )
+
+
+def replication(conn: psycopg.Connection[Any]) -> Measurement:
+    # An inactive slot keeps every WAL segment since it was last read: the disk fills.
+    slots = rows(
+        conn,
+        """
+        SELECT slot_name AS slot, slot_type AS type, active, database,
+               pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint AS retained_bytes
+        FROM pg_replication_slots ORDER BY retained_bytes DESC NULLS LAST
+        """,
+    )
+    replicas = rows(
+        conn,
+        """
+        SELECT application_name AS replica, client_addr::text AS address, state,
+               pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn)::bigint AS lag_bytes,
+               extract(epoch FROM replay_lag)::float AS lag_seconds
+        FROM pg_stat_replication ORDER BY lag_bytes DESC NULLS LAST
+        """,
+    )
+    inactive = [s for s in slots if not s["active"]]
+    fix = None
+    if inactive:
+        slot = str(inactive[0]["slot"]).replace("'", "''")
+        fix = f"SELECT pg_drop_replication_slot('{slot}'); -- if nothing will read it again"
+    return Measurement(float(len(inactive)), "inactive slots", (*slots, *replicas), fix=fix)
 
 
 GiB = 1024**3
@@ -530,6 +416,14 @@ CHECKS: tuple[Check, ...] = (
         foreign_keys_without_index,
         warn=1,
     ),
+    Check(
+        "sequential_scans",
+        "Heavy sequential scans",
+        sequential_scans,
+        warn=50,
+        crit=95,
+    ),
+    Check("replication", "Replication lag and inactive slots", replication, warn=1),
     Check("dead_tuples", "Dead tuples and (auto)vacuum", dead_tuples, warn=20, crit=50),
     Check(
         "wraparound",
