@@ -78,6 +78,15 @@ def _background(settings: Settings, statement: str) -> tuple[threading.Thread, l
     return thread, pids
 
 
+def once_reported(settings: Settings, name: str) -> health.CheckResult:
+    """The check's result once it is no longer OK: backends report statistics once a second."""
+    deadline = time.monotonic() + 10
+    while (result := run(settings, name)).state is State.OK:
+        assert time.monotonic() < deadline, result
+        time.sleep(0.3)
+    return result
+
+
 def _stop(settings: Settings, pid: int) -> None:
     _sql(settings, f"SELECT pg_terminate_backend({int(pid)})")
 
@@ -179,11 +188,7 @@ def test_dead_tuples(seeded_settings: Settings) -> None:
         "INSERT INTO t SELECT generate_series(1, 10000)",
         "DELETE FROM t WHERE a <= 6000",
     )
-    # Backends report their statistics at most once a second.
-    deadline = time.monotonic() + 10
-    while (result := run(seeded_settings, "dead_tuples")).state is State.OK:
-        assert time.monotonic() < deadline, result
-        time.sleep(0.3)
+    result = once_reported(seeded_settings, "dead_tuples")
     assert result.state is State.CRIT
     assert result.details[0]["table"] == "t"
     assert "last_autovacuum" in result.details[0]
@@ -349,10 +354,7 @@ def test_heavy_sequential_scans(seeded_settings: Settings) -> None:
         "ANALYZE big",
         *["SELECT count(*) FROM big WHERE a = 5"] * 3,
     )
-    deadline = time.monotonic() + 10
-    while (result := run(seeded_settings, "sequential_scans")).state is State.OK:
-        assert time.monotonic() < deadline, result
-        time.sleep(0.3)
+    result = once_reported(seeded_settings, "sequential_scans")
     assert result.state is State.CRIT  # every read of a 20,000-row table was sequential
     assert result.details[0]["table"] == "big"
     assert '"public"."big"' in (result.recommendation or "")

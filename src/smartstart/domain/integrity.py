@@ -6,7 +6,7 @@ from typing import Any
 
 import psycopg
 
-from smartstart.pg.checks import Check, Measurement, rows
+from smartstart.pg.checks import Check, Measurement, counted, rows
 
 
 def users_without_primary_role(conn: psycopg.Connection[Any]) -> Measurement:
@@ -43,8 +43,7 @@ def roles_without_permissions(conn: psycopg.Connection[Any]) -> Measurement:
         ORDER BY r.name
         """,
     )
-    fix = f"smartstart rbac grant {found[0]['role']} PERMISSION" if found else None
-    return Measurement(float(len(found)), "roles", tuple(found), fix=fix)
+    return counted(found, "roles", lambda w: f"smartstart rbac grant {w['role']} PERMISSION")
 
 
 def super_admins(conn: psycopg.Connection[Any]) -> Measurement:
@@ -75,8 +74,9 @@ def non_bcrypt_hashes(conn: psycopg.Connection[Any]) -> Measurement:
         conn,
         r"""SELECT id, email FROM "User" WHERE password !~ '^\$2[aby]\$' ORDER BY email LIMIT 50""",
     )
-    fix = f"smartstart users passwd {found[0]['email']}  (each listed user)" if found else None
-    return Measurement(float(len(found)), "users", tuple(found), fix=fix)
+    return counted(
+        found, "users", lambda w: f"smartstart users passwd {w['email']}  (each listed user)"
+    )
 
 
 CHECKS: tuple[Check, ...] = (

@@ -69,3 +69,17 @@ def num(value: Scalar) -> float:
 
 def server_version(conn: psycopg.Connection[Any]) -> int:
     return int(conn.info.server_version)
+
+
+def led_by(
+    found: Sequence[Detail], key: str, unit: str, fix: Callable[[Detail], str]
+) -> Measurement:
+    """Judged by the first row (the query orders the worst first); zero when there is none."""
+    if not found:
+        return Measurement(0.0, unit, ())
+    return Measurement(num(found[0][key]), unit, tuple(found), fix=fix(found[0]))
+
+
+def counted(found: Sequence[Detail], unit: str, fix: Callable[[Detail], str]) -> Measurement:
+    """Judged by how many rows were found; the fix is the first one's."""
+    return Measurement(float(len(found)), unit, tuple(found), fix=fix(found[0]) if found else None)

@@ -6,7 +6,7 @@ from typing import Any
 
 import psycopg
 
-from smartstart.pg.checks import Measurement, ident, num, rows
+from smartstart.pg.checks import Measurement, counted, ident, num, rows
 
 _USER_SCHEMAS = (
     "n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%%'"
@@ -67,10 +67,11 @@ def duplicate_indexes(conn: psycopg.Connection[Any]) -> Measurement:
         ORDER BY bytes DESC, duplicate
         """,
     )
-    fix = None
-    if found:
-        fix = f"DROP INDEX CONCURRENTLY {ident(found[0]['schema'], found[0]['duplicate'])};"
-    return Measurement(float(len(found)), "indexes", tuple(found), fix=fix)
+    return counted(
+        found,
+        "indexes",
+        lambda w: f"DROP INDEX CONCURRENTLY {ident(w['schema'], w['duplicate'])};",
+    )
 
 
 def invalid_indexes(conn: psycopg.Connection[Any]) -> Measurement:
@@ -86,10 +87,9 @@ def invalid_indexes(conn: psycopg.Connection[Any]) -> Measurement:
         ORDER BY 1, 2, 3
         """,
     )
-    fix = None
-    if found:
-        fix = f"REINDEX INDEX CONCURRENTLY {ident(found[0]['schema'], found[0]['index'])};"
-    return Measurement(float(len(found)), "indexes", tuple(found), fix=fix)
+    return counted(
+        found, "indexes", lambda w: f"REINDEX INDEX CONCURRENTLY {ident(w['schema'], w['index'])};"
+    )
 
 
 def foreign_keys_without_index(conn: psycopg.Connection[Any]) -> Measurement:
@@ -114,8 +114,10 @@ def foreign_keys_without_index(conn: psycopg.Connection[Any]) -> Measurement:
         ORDER BY 1, 2, 3
         """,
     )
-    fix = None
-    if found:
-        w = found[0]
-        fix = f"CREATE INDEX CONCURRENTLY ON {ident(w['schema'], w['table'])} ({w['columns']});"
-    return Measurement(float(len(found)), "foreign keys", tuple(found), fix=fix)
+    return counted(
+        found,
+        "foreign keys",
+        lambda w: (
+            f"CREATE INDEX CONCURRENTLY ON {ident(w['schema'], w['table'])} ({w['columns']});"
+        ),
+    )

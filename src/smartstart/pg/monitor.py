@@ -10,7 +10,16 @@ from typing import Any
 
 import psycopg
 
-from smartstart.pg.checks import Check, Detail, Measurement, ident, num, rows, server_version
+from smartstart.pg.checks import (
+    Check,
+    Detail,
+    Measurement,
+    ident,
+    led_by,
+    num,
+    rows,
+    server_version,
+)
 from smartstart.pg.indexes import (
     duplicate_indexes,
     foreign_keys_without_index,
@@ -100,15 +109,13 @@ def idle_in_transaction(conn: psycopg.Connection[Any]) -> Measurement:
         ORDER BY seconds DESC LIMIT 20
         """,
     )
-    if not found:
-        return Measurement(0.0, "s", ())
-    worst = found[0]
-    return Measurement(
-        num(worst["seconds"]),
+    return led_by(
+        found,
+        "seconds",
         "s",
-        tuple(found),
-        fix=f"SELECT pg_terminate_backend({worst['pid']}); and set "
-        "idle_in_transaction_session_timeout",
+        lambda w: (
+            f"SELECT pg_terminate_backend({w['pid']}); and set idle_in_transaction_session_timeout"
+        ),
     )
 
 
@@ -124,15 +131,7 @@ def long_running_queries(conn: psycopg.Connection[Any]) -> Measurement:
         ORDER BY seconds DESC LIMIT 20
         """,
     )
-    if not found:
-        return Measurement(0.0, "s", ())
-    worst = found[0]
-    return Measurement(
-        num(worst["seconds"]),
-        "s",
-        tuple(found),
-        fix=f"SELECT pg_cancel_backend({worst['pid']});",
-    )
+    return led_by(found, "seconds", "s", lambda w: f"SELECT pg_cancel_backend({w['pid']});")
 
 
 def blocking_locks(conn: psycopg.Connection[Any]) -> Measurement:
@@ -151,15 +150,14 @@ def blocking_locks(conn: psycopg.Connection[Any]) -> Measurement:
         ORDER BY waiting_seconds DESC NULLS LAST LIMIT 50
         """,
     )
-    if not found:
-        return Measurement(0.0, "s", ())
-    worst = found[0]
-    return Measurement(
-        num(worst["waiting_seconds"]),
+    return led_by(
+        found,
+        "waiting_seconds",
         "s",
-        tuple(found),
-        fix=f"SELECT pg_terminate_backend({worst['blocking_pid']}); -- the session blocking "
-        f"{worst['blocked_pid']}",
+        lambda w: (
+            f"SELECT pg_terminate_backend({w['blocking_pid']}); -- the session blocking "
+            f"{w['blocked_pid']}"
+        ),
     )
 
 
@@ -233,14 +231,14 @@ def slow_queries(conn: psycopg.Connection[Any]) -> Measurement:
             "shared_preload_libraries (ALTER SYSTEM SET shared_preload_libraries = "
             "'pg_stat_statements';) and restart the server",
         )
-    if not found:
-        return Measurement(0.0, "ms", ())
-    return Measurement(
-        num(found[0]["mean_ms"]),
+    return led_by(
+        found,
+        "mean_ms",
         "ms",
-        tuple(found),
-        fix=f"EXPLAIN (ANALYZE, BUFFERS) the query {found[0]['queryid']} above and index "
-        "what it filters on",
+        lambda w: (
+            f"EXPLAIN (ANALYZE, BUFFERS) the query {w['queryid']} above and index "
+            "what it filters on"
+        ),
     )
 
 
@@ -352,19 +350,18 @@ def sequential_scans(conn: psycopg.Connection[Any]) -> Measurement:
                    AS seq_pct
         FROM pg_stat_user_tables
         WHERE n_live_tup >= %s AND seq_scan > 0
-        ORDER BY seq_tup_read DESC, relname LIMIT 20
+        ORDER BY seq_pct DESC, seq_tup_read DESC, relname LIMIT 20
         """,
         [MIN_SEQ_SCAN_ROWS],
     )
-    if not found:
-        return Measurement(0.0, "% sequential", ())
-    worst = max(found, key=lambda r: num(r["seq_pct"]))
-    return Measurement(
-        num(worst["seq_pct"]),
+    return led_by(
+        found,
+        "seq_pct",
         "% sequential",
-        tuple(found),
-        fix=f"find the queries that scan {ident(worst['schema'], worst['table'])} "
-        "(pg_stat_statements) and CREATE INDEX CONCURRENTLY on what they filter by",
+        lambda w: (
+            f"find the queries that scan {ident(w['schema'], w['table'])} "
+            "(pg_stat_statements) and CREATE INDEX CONCURRENTLY on what they filter by"
+        ),
     )
 
 
