@@ -244,7 +244,10 @@ def test_platform_integrity(seeded_settings: Settings) -> None:
     assert roles.state is State.WARN
     assert [d["role"] for d in roles.details] == ["EMPTY"]
     assert roles.recommendation == "smartstart rbac grant EMPTY PERMISSION"
-    # The table's CHECK refuses a plain-text password; one from before it still counts.
+    # The table's CHECK refuses a plain-text password, so it need not be looked for...
+    guarded = run(seeded_settings, "non_bcrypt_hashes")
+    assert guarded.details == ({"guaranteed_by": "User_password_bcrypt_check"},)
+    # ...but one from before it (or a restore without it) counts.
     _sql(
         seeded_settings,
         """ALTER TABLE "User" DROP CONSTRAINT "User_password_bcrypt_check" """,
