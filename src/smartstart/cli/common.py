@@ -261,7 +261,9 @@ def _no_flag_metavar() -> None:
         return result
 
     display_type_rich.flags_bare = True  # type: ignore[attr-defined]
-    TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]
+    # setattr: older typers (0.27, which the test extras' openapi-python-client pins) have
+    # no such method, and show no type after a flag.
+    setattr(TyperOption, "display_type_rich", display_type_rich)  # noqa: B010
 
 
 _no_flag_metavar()
