@@ -14,6 +14,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
+from smartstart.cli import common
 from smartstart.cli.main import app
 from smartstart.config import Settings
 from smartstart.domain import passwords, sessions
@@ -34,6 +35,12 @@ def db(cli_env: Any, seeded_settings: Settings, monkeypatch: pytest.MonkeyPatch)
     cli_env(seeded_settings)
     with psycopg.connect(seeded_settings.url_for(), autocommit=True) as conn:
         yield conn
+
+
+@pytest.fixture
+def terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Someone at a terminal: CliRunner's input is what they type at the prompts."""
+    monkeypatch.setattr(common, "interactive", lambda: True)
 
 
 def one(conn: psycopg.Connection[Any], query: str, params: Any = None) -> Any:
@@ -78,7 +85,9 @@ def test_create_show_and_duplicates(db: psycopg.Connection[Any]) -> None:
     )
 
 
-def test_create_asks_for_the_password_twice_hidden(db: psycopg.Connection[Any]) -> None:
+def test_create_asks_for_the_password_twice_hidden(
+    db: psycopg.Connection[Any], terminal: None
+) -> None:
     result = run(
         "create", "--email", "p@example.com", "--username", "prompted", input=f"{PW}\n{PW}\n"
     )
@@ -152,7 +161,9 @@ def test_update_suspend_activate_deactivate(db: psycopg.Connection[Any]) -> None
     ]
 
 
-def test_passwd_prompts_twice_and_ends_sessions(db: psycopg.Connection[Any]) -> None:
+def test_passwd_prompts_twice_and_ends_sessions(
+    db: psycopg.Connection[Any], terminal: None
+) -> None:
     user = create("frank")
     sessions.create(db, user["id"], lifetime=timedelta(hours=1))
     new = "a brand new passphrase"
@@ -232,7 +243,7 @@ def test_delete_plans_first_so_a_refusal_comes_before_any_question(
 
 
 def test_no_question_is_asked_inside_a_transaction(
-    db: psycopg.Connection[Any], monkeypatch: pytest.MonkeyPatch
+    db: psycopg.Connection[Any], monkeypatch: pytest.MonkeyPatch, terminal: None
 ) -> None:
     import smartstart.cli.users as cli_users
 

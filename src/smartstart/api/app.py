@@ -25,7 +25,7 @@ from starlette.routing import Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from smartstart import __version__
-from smartstart.api import access, errors, fastlane, semantics
+from smartstart.api import access, contract, errors, fastlane, semantics
 from smartstart.api import metrics as metrics_setup
 from smartstart.api.compression import GZip
 from smartstart.api.deps import CSRF_HEADER, public
@@ -199,7 +199,10 @@ def _install_metrics(app: FastAPI) -> None:
 
     @app.get(
         "/metrics",
+        operation_id="metrics_get",
         tags=["health"],
+        response_class=Response,
+        responses=contract.METRICS_RESPONSES,
         summary="Prometheus metrics: requests and latency per route (all workers), process, "
         "Python and build",
         dependencies=[public],
@@ -290,6 +293,7 @@ def create_app(
         version=__version__,
         description="Users, RBAC, journeys, XP and the audit log of the SmartStart Platform.",
         lifespan=lifespan,
+        generate_unique_id_function=contract.operation_id,
         docs_url=None,  # served below from local files: no CDN, works offline
         redoc_url=None,
     )
@@ -306,15 +310,23 @@ def create_app(
     _install_cors(app, settings)
     app.add_middleware(Edge, settings=settings)  # outermost: before anything reads a header
 
-    @app.get("/healthz", tags=["health"], summary="The process is alive", dependencies=[public])
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok"}
+    @app.get(
+        "/healthz",
+        operation_id="health_live",
+        tags=["health"],
+        summary="The process is alive",
+        dependencies=[public],
+    )
+    async def healthz() -> contract.Liveness:
+        return contract.Liveness(status="ok")
 
     @app.get(
         "/readyz",
+        operation_id="health_ready",
         tags=["health"],
         summary="The database is reachable and the schema is at the latest revision",
-        responses={503: {"description": "Not ready; `reason` says why"}},
+        response_model=contract.Readiness,
+        responses=contract.READINESS_RESPONSES,
         dependencies=[public],
     )
     async def readyz() -> JSONResponse:

@@ -87,7 +87,10 @@ def document_errors(app: FastAPI) -> None:
                 responses = operation.setdefault("responses", {})
                 for code, description in ERROR_RESPONSES.items():
                     entry = responses.setdefault(code, {"description": description})
-                    entry["content"] = {"application/json": {"schema": ref}}
+                    # FastAPI's own 422 body is replaced; a route declaring its own body for
+                    # a status (/readyz's 503) keeps it.
+                    if code == "422" or "content" not in entry:
+                        entry["content"] = {"application/json": {"schema": ref}}
         schemas.pop("HTTPValidationError", None)
         schemas.pop("ValidationError", None)
         app.openapi_schema = schema

@@ -214,9 +214,56 @@ WhenOpt = Annotated[
 ]
 
 
+def interactive() -> bool:
+    """Whether there is someone to ask: stdin is a terminal."""
+    return sys.stdin.isatty()
+
+
 def confirm(question: str, yes: bool) -> None:
-    """Ask unless --yes; abort (exit 1, nothing changed) on no or when there is no terminal."""
+    """Ask unless --yes; abort (exit 1, nothing changed) on no or on no answer at all."""
     if yes:
         return
-    if not typer.confirm(question, default=False):
+    # The question goes to stderr: stdout stays the command's output (--json included).
+    # The answer is read from stdin, a terminal or a script's pipe (`echo y | ...`).
+    try:
+        agreed = typer.confirm(question, default=False, err=True)
+    except typer.Abort:  # stdin ended before an answer
+        raise fail(
+            "not confirmed (no answer on stdin; --yes skips the question); nothing was changed"
+        ) from None
+    if not agreed:
         raise fail("aborted; nothing was changed")
+
+
+def ask_secret(label: str, instead: str = "--password-stdin") -> str:
+    """A secret typed twice without echo, on stderr; without a terminal, a clear error."""
+    if not interactive():
+        # getpass would warn (GetPassWarning) and read the secret, echoed, from the pipe.
+        raise SmartStartError(
+            f"no {label.lower()} given and no terminal to ask on: pass it with {instead}"
+        )
+    return str(typer.prompt(label, hide_input=True, confirmation_prompt=True, err=True))
+
+
+def _no_flag_metavar() -> None:
+    """Help shows no type after a flag: typer 0.29 prints `--json <bool>`, yet a flag
+    takes no value."""
+    from typer.core import TyperOption
+
+    shown = getattr(TyperOption, "display_type_rich", None)
+    if shown is None or getattr(shown, "flags_bare", False):
+        return
+
+    def display_type_rich(self: TyperOption, ctx: Any) -> str | None:
+        if self.is_flag and not self.count:
+            return None
+        result: str | None = shown(self, ctx)
+        return result
+
+    display_type_rich.flags_bare = True  # type: ignore[attr-defined]
+    # setattr: older typers (0.27, which the test extras' openapi-python-client pins) have
+    # no such method, and show no type after a flag.
+    setattr(TyperOption, "display_type_rich", display_type_rich)  # noqa: B010
+
+
+_no_flag_metavar()

@@ -12,6 +12,7 @@ from smartstart.cli.common import (
     DryRunOpt,
     JsonOpt,
     YesOpt,
+    ask_secret,
     confirm,
     console,
     fail,
@@ -64,7 +65,7 @@ def _password(given: str | None, from_stdin: bool) -> str:
         return given
     if from_stdin:
         return sys.stdin.readline().rstrip("\r\n")
-    return str(typer.prompt("New password", hide_input=True, confirmation_prompt=True))
+    return ask_secret("New password")
 
 
 def _show(user: UserRow, as_json: bool) -> None:

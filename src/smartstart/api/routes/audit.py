@@ -35,6 +35,7 @@ class AuditPage(BaseModel):
 
 @router.get(
     "",
+    operation_id="audit_list",
     summary="List audit entries, newest first",
     response_model=AuditPage,
     dependencies=[require("audit:read")],

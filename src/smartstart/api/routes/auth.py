@@ -88,7 +88,9 @@ class LoginResponse(BaseModel):
     user: UserAccount
 
 
-class PermissionOut(BaseModel):
+class HeldPermission(BaseModel):
+    """One of the signed-in user's effective permissions."""
+
     name: str
     roles: list[str] = Field(description="The roles this permission comes from")
 
@@ -101,7 +103,7 @@ class SessionInfo(BaseModel):
 class MeResponse(BaseModel):
     user: UserAccount
     roles: list[str]
-    permissions: list[PermissionOut]
+    permissions: list[HeldPermission]
     session: SessionInfo
 
 
@@ -218,6 +220,7 @@ _SIGNED_IN: dict[int | str, dict[str, Any]] = {
 
 @router.post(
     "/login",
+    operation_id="auth_login",
     summary="Sign in with email or username and password",
     response_model=LoginResponse,
     responses=_ERRORS,
@@ -246,6 +249,7 @@ async def login(
 
 @router.post(
     "/logout",
+    operation_id="auth_logout",
     summary="Sign out: end this session and clear the cookies",
     status_code=204,
     response_class=Response,
@@ -260,6 +264,7 @@ def logout(request: Request, principal: SignedIn, conn: ConnDep, settings: Setti
 
 @router.get(
     "/me",
+    operation_id="auth_me",
     summary="The signed-in user, roles and effective permissions",
     responses={401: _SIGNED_IN[401]},
 )
@@ -268,13 +273,16 @@ def me(principal: SignedIn, conn: ConnDep) -> MeResponse:
     return MeResponse(
         user=UserAccount(**data["user"]),
         roles=data["roles"],
-        permissions=[PermissionOut(name=n, roles=r) for n, r in data["permissions"].items()],
+        permissions=[HeldPermission(name=n, roles=r) for n, r in data["permissions"].items()],
         session=SessionInfo(id=principal.session_id, via=principal.via),
     )
 
 
 @router.get(
-    "/sessions", summary="One's own sessions, newest first", responses={401: _SIGNED_IN[401]}
+    "/sessions",
+    operation_id="sessions_list",
+    summary="One's own sessions, newest first",
+    responses={401: _SIGNED_IN[401]},
 )
 def list_sessions(
     principal: SignedIn,
@@ -308,6 +316,7 @@ def list_sessions(
 
 @router.delete(
     "/sessions/{session_id}",
+    operation_id="sessions_revoke",
     summary="End one of one's own sessions (404 for anyone else's)",
     status_code=204,
     response_class=Response,
@@ -329,6 +338,7 @@ def revoke_session(
 
 @router.post(
     "/password",
+    operation_id="auth_change_password",
     summary="Change one's own password (the current one required); ends every session "
     "and returns a new one",
     response_model=LoginResponse,
@@ -361,6 +371,7 @@ def change_password(
 
 @router.delete(
     "/throttle",
+    operation_id="auth_clear_throttle",
     summary="Lift the login throttle of an account and/or a client address",
     status_code=204,
     response_class=Response,

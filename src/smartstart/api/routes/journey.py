@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from smartstart.api.deps import ConnDep, SettingsDep, actor_for, authenticated, require
 from smartstart.api.paging import Cursor, Limit
+from smartstart.api.schemas import StageAction, StageStatus, UserLevel
 from smartstart.domain import journey
 from smartstart.domain.authorize import authorize, permits
 from smartstart.domain.paging import DEFAULT_LIMIT
@@ -24,7 +25,7 @@ UserId = Annotated[
     str, Path(min_length=1, max_length=320, description="User id, email or username")
 ]
 Action = Annotated[
-    Literal["start", "complete", "skip"],
+    StageAction,
     Path(description="start (-> IN_PROGRESS), complete (-> COMPLETED) or skip (-> SKIPPED)"),
 ]
 Name = Annotated[str, Field(min_length=1, max_length=journey.NAME_MAX)]
@@ -88,7 +89,7 @@ class JourneyUser(BaseModel):
     username: str | None = Field(description="Null unless you may read users (users:read)")
     name: str | None
     xp: int
-    level: str
+    level: UserLevel
 
 
 class JourneyStep(BaseModel):
@@ -97,7 +98,7 @@ class JourneyStep(BaseModel):
     description: str | None
     order: int
     xpReward: int
-    status: str
+    status: StageStatus
     startedAt: datetime | None
     completedAt: datetime | None
     xpAwarded: bool
@@ -114,13 +115,13 @@ class Progress(BaseModel):
     userId: str
     stageId: str
     stage: str
-    status: str
+    status: StageStatus
     startedAt: datetime | None
     completedAt: datetime | None
     changed: bool = Field(description="False when the call was a no-op (nothing written)")
     xpAwarded: int = Field(description="XP this call added (0 on a no-op or repeat)")
     xp: int = Field(description="The user's XP after the call")
-    level: str = Field(description="The user's level after the call")
+    level: UserLevel = Field(description="The user's level after the call")
 
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
@@ -134,6 +135,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 
 @router.get(
     "/api/journey/stages",
+    operation_id="stages_list",
     summary="List journey stages by order",
     response_model=StagePage,
 )
@@ -158,6 +160,7 @@ def list_stages(
 
 @router.get(
     "/api/journey/stages/{stage_id}",
+    operation_id="stages_get",
     summary="One journey stage, by id or name",
     response_model=Stage,
     responses={404: _ERRORS[404]},
@@ -169,6 +172,7 @@ def get_stage(conn: ConnDep, stage_id: StageId) -> Stage:
 
 @router.post(
     "/api/journey/stages",
+    operation_id="stages_create",
     summary="Create a journey stage",
     status_code=201,
     response_model=Stage,
@@ -194,6 +198,7 @@ def create_stage(
 
 @router.put(
     "/api/journey/stages/order",
+    operation_id="stages_reorder",
     summary="Reorder stages: the ids in their new order get orders 1..N",
     response_model=StageList,
     responses={422: {"description": "Ids missing, unknown or repeated (details say which)"}},
@@ -210,6 +215,7 @@ def reorder_stages(
 
 @router.patch(
     "/api/journey/stages/{stage_id}",
+    operation_id="stages_update",
     summary="Update a stage (name, description, order, xpReward, active)",
     response_model=Stage,
     responses={**_ERRORS, 409: {"description": "The name or order is taken (details.field)"}},
@@ -229,6 +235,7 @@ def update_stage(
 
 @router.delete(
     "/api/journey/stages/{stage_id}",
+    operation_id="stages_delete",
     summary="Delete a stage that no user has progress in (else 409: deactivate it)",
     status_code=204,
     response_class=Response,
@@ -249,6 +256,7 @@ def delete_stage(
 
 @router.get(
     "/api/journey/me",
+    operation_id="journey_get_mine",
     summary="My journey: every active stage with my state",
     response_model=Journey,
 )
@@ -258,6 +266,7 @@ def my_journey(principal: Annotated[Principal, authenticated], conn: ConnDep) ->
 
 @router.post(
     "/api/journey/me/stages/{stage_id}/{action}",
+    operation_id="journey_progress_mine",
     summary="Start, complete or skip a stage of my journey",
     response_model=Progress,
     responses=_ERRORS,
@@ -280,6 +289,7 @@ def my_progress(
 
 @router.get(
     "/api/users/{user_id}/journey",
+    operation_id="journey_get",
     summary="A user's journey: every active stage with their state",
     response_model=Journey,
     responses={404: _ERRORS[404]},
@@ -301,6 +311,7 @@ def user_journey(
 
 @router.post(
     "/api/users/{user_id}/journey/{stage_id}/{action}",
+    operation_id="journey_progress",
     summary="Start, complete or skip a stage of a user's journey",
     response_model=Progress,
     responses=_ERRORS,

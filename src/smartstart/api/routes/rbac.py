@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from smartstart.api.deps import ConnDep, SettingsDep, actor_for, require
 from smartstart.api.paging import Cursor, Limit
 from smartstart.api.responses import trusted_json
+from smartstart.api.schemas import UserStatus
 from smartstart.domain import rbac
 from smartstart.domain.paging import DEFAULT_LIMIT
 from smartstart.domain.sessions import Principal
@@ -31,11 +32,15 @@ RoleManager = Annotated[Principal, require("roles:manage")]
 RbacManager = Annotated[Principal, require("rbac:manage")]
 UserReader = Annotated[Principal, require("users:read")]
 
-Ref = Annotated[str, Path(min_length=1, max_length=rbac.MAX_REF_LENGTH)]
+# One name per resource for a path parameter, whatever the route: {role_id}, {permission_id},
+# {user_id}; each takes an id or a name.
 RoleId = Annotated[
     str, Path(min_length=1, max_length=rbac.MAX_REF_LENGTH, description="id or name")
 ]
-PermissionName = Annotated[str, Path(min_length=1, max_length=81, description="resource:action")]
+PermissionId = Annotated[
+    str,
+    Path(min_length=1, max_length=rbac.MAX_REF_LENGTH, description="id or name (resource:action)"),
+]
 UserId = Annotated[
     str, Path(min_length=1, max_length=rbac.MAX_REF_LENGTH, description="id, email or username")
 ]
@@ -117,7 +122,7 @@ class UserBrief(BaseModel):
     email: str
     username: str
     role: str  # primary role
-    status: str
+    status: UserStatus
 
 
 class AssignedRole(BaseModel):
@@ -146,7 +151,7 @@ class UserPermissions(BaseModel):
 
 class CheckedUser(BaseModel):
     id: str
-    status: str  # only ACTIVE users hold permissions
+    status: UserStatus  # only ACTIVE users hold permissions
 
 
 class CheckResult(BaseModel):
@@ -174,6 +179,7 @@ class Matrix(BaseModel):
 
 @router.get(
     "/api/authz/check",
+    operation_id="authz_check",
     summary="Whether a user holds a permission, and why",
     response_model=CheckResult,
 )
@@ -218,7 +224,12 @@ def _subject_cache(request: Request) -> rbac.SubjectCache:
 # -- roles -------------------------------------------------------------------------
 
 
-@router.get("/api/roles", summary="List roles with their permissions", response_model=RolePage)
+@router.get(
+    "/api/roles",
+    operation_id="roles_list",
+    summary="List roles with their permissions",
+    response_model=RolePage,
+)
 def list_roles(
     principal: RoleReader,
     conn: ConnDep,
@@ -232,6 +243,7 @@ def list_roles(
 
 @router.post(
     "/api/roles",
+    operation_id="roles_create",
     summary="Create a role (without permissions; grant them next)",
     status_code=201,
     response_model=RoleOut,
@@ -246,9 +258,14 @@ def create_role(
     return RoleOut(**role)
 
 
-@router.get("/api/roles/{id}", summary="Get a role by id or name", response_model=RoleOut)
-def get_role(principal: RoleReader, conn: ConnDep, id: RoleId) -> RoleOut:
-    return RoleOut(**rbac.resolve_role(conn, id))
+@router.get(
+    "/api/roles/{role_id}",
+    operation_id="roles_get",
+    summary="Get a role by id or name",
+    response_model=RoleOut,
+)
+def get_role(principal: RoleReader, conn: ConnDep, role_id: RoleId) -> RoleOut:
+    return RoleOut(**rbac.resolve_role(conn, role_id))
 
 
 def _changes(body: RoleUpdate | PermissionUpdate) -> dict[str, str | None]:
@@ -262,26 +279,30 @@ def _changes(body: RoleUpdate | PermissionUpdate) -> dict[str, str | None]:
 
 
 @router.patch(
-    "/api/roles/{id}",
+    "/api/roles/{role_id}",
+    operation_id="roles_update",
     summary="Rename or describe a role (users' primary role follows a rename)",
     response_model=RoleOut,
     responses={409: {"description": "Name taken, or a system role (SUPER_ADMIN, MEMBER)"}},
 )
 def update_role(
-    request: Request, principal: RoleManager, conn: ConnDep, id: RoleId, body: RoleUpdate
+    request: Request, principal: RoleManager, conn: ConnDep, role_id: RoleId, body: RoleUpdate
 ) -> RoleOut:
-    role = rbac.update_role(conn, actor_for(request, principal), id, **_changes(body))
+    role = rbac.update_role(conn, actor_for(request, principal), role_id, **_changes(body))
     return RoleOut(**role)
 
 
 @router.delete(
-    "/api/roles/{id}",
+    "/api/roles/{role_id}",
+    operation_id="roles_delete",
     summary="Delete a role (refused while it is some user's primary role)",
     status_code=204,
     responses={409: {"description": "The primary role of some users, or a system role"}},
 )
-def delete_role(request: Request, principal: RoleManager, conn: ConnDep, id: RoleId) -> Response:
-    rbac.delete_role(conn, actor_for(request, principal), id)
+def delete_role(
+    request: Request, principal: RoleManager, conn: ConnDep, role_id: RoleId
+) -> Response:
+    rbac.delete_role(conn, actor_for(request, principal), role_id)
     return Response(status_code=204)
 
 
@@ -290,6 +311,7 @@ def delete_role(request: Request, principal: RoleManager, conn: ConnDep, id: Rol
 
 @router.get(
     "/api/permissions",
+    operation_id="permissions_list",
     summary="List permissions with the roles granting them",
     response_model=PermissionPage,
 )
@@ -308,6 +330,7 @@ def list_permissions(
 
 @router.post(
     "/api/permissions",
+    operation_id="permissions_create",
     summary="Create a permission (resource:action); SUPER_ADMIN is granted it at once",
     status_code=201,
     response_model=PermissionOut,
@@ -328,26 +351,36 @@ def create_permission(
 
 
 @router.patch(
-    "/api/permissions/{id}",
+    "/api/permissions/{permission_id}",
+    operation_id="permissions_update",
     summary="Rename (not built-in ones) or describe a permission",
     response_model=PermissionOut,
     responses={409: {"description": "Name taken, or a built-in permission"}},
 )
 def update_permission(
-    request: Request, principal: RoleManager, conn: ConnDep, id: Ref, body: PermissionUpdate
+    request: Request,
+    principal: RoleManager,
+    conn: ConnDep,
+    permission_id: PermissionId,
+    body: PermissionUpdate,
 ) -> PermissionOut:
-    perm = rbac.update_permission(conn, actor_for(request, principal), id, **_changes(body))
+    perm = rbac.update_permission(
+        conn, actor_for(request, principal), permission_id, **_changes(body)
+    )
     return PermissionOut(**perm)
 
 
 @router.delete(
-    "/api/permissions/{id}",
+    "/api/permissions/{permission_id}",
+    operation_id="permissions_delete",
     summary="Delete a permission and its grants (not built-in ones)",
     status_code=204,
     responses={409: {"description": "A built-in permission the Brain checks"}},
 )
-def delete_permission(request: Request, principal: RoleManager, conn: ConnDep, id: Ref) -> Response:
-    rbac.delete_permission(conn, actor_for(request, principal), id)
+def delete_permission(
+    request: Request, principal: RoleManager, conn: ConnDep, permission_id: PermissionId
+) -> Response:
+    rbac.delete_permission(conn, actor_for(request, principal), permission_id)
     return Response(status_code=204)
 
 
@@ -355,7 +388,8 @@ def delete_permission(request: Request, principal: RoleManager, conn: ConnDep, i
 
 
 @router.put(
-    "/api/roles/{id}/permissions/{permission_name}",
+    "/api/roles/{role_id}/permissions/{permission_id}",
+    operation_id="roles_grant_permission",
     summary="Grant a permission to a role (idempotent; you must hold it yourself)",
     response_model=RoleOut,
 )
@@ -363,15 +397,16 @@ def grant_permission(
     request: Request,
     principal: RbacManager,
     conn: ConnDep,
-    id: RoleId,
-    permission_name: PermissionName,
+    role_id: RoleId,
+    permission_id: PermissionId,
 ) -> RoleOut:
-    role, _ = rbac.grant(conn, actor_for(request, principal), id, permission_name)
+    role, _ = rbac.grant(conn, actor_for(request, principal), role_id, permission_id)
     return RoleOut(**role)
 
 
 @router.delete(
-    "/api/roles/{id}/permissions/{permission_name}",
+    "/api/roles/{role_id}/permissions/{permission_id}",
+    operation_id="roles_revoke_permission",
     summary="Revoke a permission from a role (idempotent; you must hold it yourself)",
     status_code=204,
     responses={409: {"description": "SUPER_ADMIN keeps every permission"}},
@@ -380,14 +415,19 @@ def revoke_permission(
     request: Request,
     principal: RbacManager,
     conn: ConnDep,
-    id: RoleId,
-    permission_name: PermissionName,
+    role_id: RoleId,
+    permission_id: PermissionId,
 ) -> Response:
-    rbac.revoke(conn, actor_for(request, principal), id, permission_name)
+    rbac.revoke(conn, actor_for(request, principal), role_id, permission_id)
     return Response(status_code=204)
 
 
-@router.get("/api/rbac/matrix", summary="Roles × permissions", response_model=Matrix)
+@router.get(
+    "/api/rbac/matrix",
+    operation_id="rbac_matrix",
+    summary="Roles × permissions",
+    response_model=Matrix,
+)
 def matrix(principal: RoleReader, conn: ConnDep) -> Matrix:
     return Matrix(**rbac.matrix(conn))
 
@@ -396,28 +436,31 @@ def matrix(principal: RoleReader, conn: ConnDep) -> Matrix:
 
 
 @router.get(
-    "/api/users/{id}/roles",
+    "/api/users/{user_id}/roles",
+    operation_id="users_list_roles",
     summary="A user's roles, the primary one first",
     response_model=UserRoles,
 )
-def user_roles(principal: RoleReader, conn: ConnDep, id: UserId) -> UserRoles:
-    return UserRoles(**rbac.user_roles(conn, id))
+def user_roles(principal: RoleReader, conn: ConnDep, user_id: UserId) -> UserRoles:
+    return UserRoles(**rbac.user_roles(conn, user_id))
 
 
 @router.put(
-    "/api/users/{id}/roles/{role_name}",
+    "/api/users/{user_id}/roles/{role_id}",
+    operation_id="users_assign_role",
     summary="Assign a role to a user (idempotent; you must hold all its permissions)",
     response_model=UserRoles,
 )
 def assign_role(
-    request: Request, principal: RbacManager, conn: ConnDep, id: UserId, role_name: RoleId
+    request: Request, principal: RbacManager, conn: ConnDep, user_id: UserId, role_id: RoleId
 ) -> UserRoles:
-    roles, _ = rbac.assign(conn, actor_for(request, principal), id, role_name)
+    roles, _ = rbac.assign(conn, actor_for(request, principal), user_id, role_id)
     return UserRoles(**roles)
 
 
 @router.delete(
-    "/api/users/{id}/roles/{role_name}",
+    "/api/users/{user_id}/roles/{role_id}",
+    operation_id="users_unassign_role",
     summary="Unassign an additional role (idempotent; not the primary one)",
     status_code=204,
     responses={
@@ -425,16 +468,17 @@ def assign_role(
     },
 )
 def unassign_role(
-    request: Request, principal: RbacManager, conn: ConnDep, id: UserId, role_name: RoleId
+    request: Request, principal: RbacManager, conn: ConnDep, user_id: UserId, role_id: RoleId
 ) -> Response:
-    rbac.unassign(conn, actor_for(request, principal), id, role_name)
+    rbac.unassign(conn, actor_for(request, principal), user_id, role_id)
     return Response(status_code=204)
 
 
 @router.get(
-    "/api/users/{id}/permissions",
+    "/api/users/{user_id}/permissions",
+    operation_id="users_list_permissions",
     summary="A user's effective permissions, each with the roles granting it",
     response_model=UserPermissions,
 )
-def user_permissions(principal: RoleReader, conn: ConnDep, id: UserId) -> UserPermissions:
-    return UserPermissions(**rbac.effective(conn, id))
+def user_permissions(principal: RoleReader, conn: ConnDep, user_id: UserId) -> UserPermissions:
+    return UserPermissions(**rbac.effective(conn, user_id))

@@ -20,7 +20,7 @@ from smartstart.api.deps import (
 )
 from smartstart.api.paging import Cursor, Limit
 from smartstart.api.responses import trusted_json
-from smartstart.api.schemas import UserAccount
+from smartstart.api.schemas import UserAccount, UserLevel, UserStatus
 from smartstart.domain import resolve, users, xp
 from smartstart.domain.actor import Actor
 from smartstart.domain.paging import DEFAULT_LIMIT
@@ -29,8 +29,8 @@ from smartstart.domain.sessions import Principal
 
 router = APIRouter(prefix="/api/users", tags=["users"])
 
-Status = Literal["ACTIVE", "INACTIVE", "SUSPENDED", "PENDING"]
-Level = Literal["OWLET", "FLEDGLING", "NIGHT_OWL", "WISE_OWL"]
+Status = UserStatus
+Level = UserLevel
 Sort = Literal["createdAt", "email", "username", "xp", "lastActive"]
 Name = Annotated[str | None, Field(max_length=users.MAX_NAME_LENGTH)]
 Amount = Annotated[int, Field(strict=True, ge=-users.INT4_MAX, le=users.INT4_MAX)]
@@ -72,7 +72,7 @@ class UserCreate(BaseModel):
     firstName: Name = None
     lastName: Name = None
     role: str = Field("MEMBER", max_length=users.MAX_NAME_LENGTH)
-    status: Status = "ACTIVE"
+    status: Status = UserStatus.ACTIVE
 
 
 class UserUpdate(BaseModel):
@@ -124,13 +124,16 @@ class ReputationSet(BaseModel):
 
 
 # /me comes before /{user_id}: otherwise "me" would be taken for an id.
-@router.get("/me", summary="Your own profile", response_model=UserAccount)
+@router.get(
+    "/me", operation_id="users_me_get", summary="Your own profile", response_model=UserAccount
+)
 def get_me(principal: Me, conn: ConnDep) -> UserRow:
     return resolve.resolve_user(conn, principal.user_id)
 
 
 @router.patch(
     "/me",
+    operation_id="users_me_update",
     summary="Change your own profile (names, username)",
     response_model=UserAccount,
     responses={409: {"description": "Username taken (details.field)"}},
@@ -141,7 +144,10 @@ def update_me(request: Request, principal: Me, conn: ConnDep, body: ProfileUpdat
 
 
 @router.get(
-    "", summary="List users: search, filter, sort, paginate", response_model=UserAccountPage
+    "",
+    operation_id="users_list",
+    summary="List users: search, filter, sort, paginate",
+    response_model=UserAccountPage,
 )
 def list_users(
     _: Reader,
@@ -181,6 +187,7 @@ def list_users(
 
 @router.get(
     "/{user_id}",
+    operation_id="users_get",
     summary="One user, by id, email or username",
     response_model=UserAccount,
     responses=_NOT_FOUND,
@@ -196,6 +203,7 @@ async def get_user(request: Request, read: ReadOne, user_id: str) -> Response:
 
 @router.post(
     "",
+    operation_id="users_create",
     summary="Create a user",
     status_code=201,
     response_model=UserAccount,
@@ -224,6 +232,7 @@ def create_user(
 
 @router.patch(
     "/{user_id}",
+    operation_id="users_update",
     summary="Change a user's email, username, names, role or status",
     response_model=UserAccount,
     responses=_WRITE_ERRORS,
@@ -242,11 +251,13 @@ def _post(
     path: str, route: Callable[..., UserRow], name: str, summary: str, errors: Responses
 ) -> None:
     """Register a POST route that answers with the changed user (for the factories below)."""
+    # `name` is also the operation's: users_<name>.
     router.add_api_route(
         path,
         route,
         methods=["POST"],
         name=name,
+        operation_id=f"users_{name}",
         summary=summary,
         response_model=UserAccount,
         responses=errors,
@@ -259,7 +270,7 @@ def _status_route(verb: str, summary: str, change: Change) -> None:
     def route(request: Request, principal: Writer, conn: ConnDep, user_id: str) -> UserRow:
         return change(conn, actor_for(request, principal), user_id)
 
-    _post(f"/{{user_id}}/{verb}", route, f"{verb}_user", summary, _WRITE_ERRORS)
+    _post(f"/{{user_id}}/{verb}", route, verb, summary, _WRITE_ERRORS)
 
 
 _status_route("suspend", "Suspend a user (ends their sessions)", users.suspend)
@@ -273,6 +284,7 @@ _status_route(
 
 @router.put(
     "/{user_id}/password",
+    operation_id="users_set_password",
     summary="Reset another user's password (ends their sessions; yours: POST /api/auth/password)",
     status_code=204,
     response_class=Response,
@@ -298,6 +310,7 @@ def set_password(
 
 @router.delete(
     "/{user_id}",
+    operation_id="users_delete",
     summary="Delete a user for good (sessions, journey and role assignments go with it)",
     status_code=204,
     response_class=Response,
@@ -329,7 +342,13 @@ _add_route("reputation", "Add reputation (negative to take)", _WRITE_ERRORS)
 
 
 # The two setters differ in their body (the field is named after the counter).
-@router.put("/{user_id}/xp", summary="Set XP", response_model=UserAccount, responses=_WRITE_ERRORS)
+@router.put(
+    "/{user_id}/xp",
+    operation_id="users_set_xp",
+    summary="Set XP",
+    response_model=UserAccount,
+    responses=_WRITE_ERRORS,
+)
 def set_xp(
     request: Request, principal: Writer, conn: ConnDep, user_id: str, body: XpSet
 ) -> UserRow:
@@ -338,6 +357,7 @@ def set_xp(
 
 @router.put(
     "/{user_id}/reputation",
+    operation_id="users_set_reputation",
     summary="Set reputation",
     response_model=UserAccount,
     responses=_WRITE_ERRORS,
