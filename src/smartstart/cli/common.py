@@ -243,27 +243,3 @@ def ask_secret(label: str, instead: str = "--password-stdin") -> str:
             f"no {label.lower()} given and no terminal to ask on: pass it with {instead}"
         )
     return str(typer.prompt(label, hide_input=True, confirmation_prompt=True, err=True))
-
-
-def _no_flag_metavar() -> None:
-    """Help shows no type after a flag: typer 0.29 prints `--json <bool>`, yet a flag
-    takes no value."""
-    from typer.core import TyperOption
-
-    shown = getattr(TyperOption, "display_type_rich", None)
-    if shown is None or getattr(shown, "flags_bare", False):
-        return
-
-    def display_type_rich(self: TyperOption, ctx: Any) -> str | None:
-        if self.is_flag and not self.count:
-            return None
-        result: str | None = shown(self, ctx)
-        return result
-
-    display_type_rich.flags_bare = True  # type: ignore[attr-defined]
-    # setattr: older typers (0.27, which the test extras' openapi-python-client pins) have
-    # no such method, and show no type after a flag.
-    setattr(TyperOption, "display_type_rich", display_type_rich)  # noqa: B010
-
-
-_no_flag_metavar()
