@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import itertools
+import threading
+import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
 
 import psycopg
 import pytest
+import uvicorn
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from smartstart.api.app import create_app
@@ -77,3 +82,24 @@ def make_user(db: psycopg.Connection[Any]) -> Callable[..., dict[str, Any]]:
 def admin_headers(token_for: Callable[[str], str]) -> dict[str, str]:
     """Bearer headers of the seeded SUPER_ADMIN."""
     return {"Authorization": f"Bearer {token_for('admin@alicesolutionsgroup.com')}"}
+
+
+@contextmanager
+def served(app: FastAPI) -> Iterator[str]:
+    """app served by uvicorn on a free loopback port (a real socket), in a thread; its URL."""
+    from tests.conftest import free_port
+
+    port = free_port()
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "the Brain did not start"
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)

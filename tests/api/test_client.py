@@ -7,20 +7,18 @@ from __future__ import annotations
 import importlib
 import subprocess
 import sys
-import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
-import uvicorn
 from fastapi.testclient import TestClient
 
 from smartstart.api.app import create_app
 from smartstart.config import Settings
-from tests.conftest import TEST_ADMIN_PASSWORD, free_port
+from tests.api.conftest import served
+from tests.conftest import TEST_ADMIN_PASSWORD
 
 ADMIN = "admin@alicesolutionsgroup.com"
 PASSPHRASE = "a perfectly fine passphrase"
@@ -74,23 +72,8 @@ def generated(
 @pytest.fixture
 def brain(seeded_settings: Settings) -> Iterator[str]:
     """A Brain served by uvicorn on a free port (a real socket); its base URL."""
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(seeded_settings), host="127.0.0.1", port=port, log_level="warning"
-        )
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the Brain did not start"
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
+    with served(create_app(seeded_settings)) as url:
+        yield url
 
 
 def test_the_generator_understands_every_operation(generated: tuple[ModuleType, str]) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -10,32 +9,17 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 
 from smartstart.api.app import create_app
 from smartstart.config import Settings
-from tests.conftest import free_port
+from tests.api.conftest import served
 
 
 @pytest.fixture
 def small_brain(seeded_settings: Settings) -> Iterator[str]:
     """A real uvicorn server with only 2 pooled connections, in a thread."""
-    port = free_port()
-    config = uvicorn.Config(
-        create_app(seeded_settings, pool_size=2, pool_timeout=5.0),
-        host="127.0.0.1",
-        port=port,
-        log_level="warning",
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.02)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
+    with served(create_app(seeded_settings, pool_size=2, pool_timeout=5.0)) as url:
+        yield url
 
 
 def test_many_more_requests_than_connections_all_succeed(small_brain: str, token_for: Any) -> None:

@@ -3,7 +3,6 @@ connection is held while bcrypt runs, and sign-ins run in a bounded lane of thei
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -11,12 +10,11 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 
 from smartstart.api.app import create_app
 from smartstart.config import Settings
 from smartstart.domain import throttle
-from tests.conftest import free_port
+from tests.api.conftest import served
 
 FLOOD = 100
 
@@ -27,22 +25,8 @@ def brain(seeded_settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterato
     # One loopback address plays a crowd of attackers: its own limit must not end the flood.
     monkeypatch.setattr(throttle, "IP_MAX_FAILURES", 10_000)
     settings = seeded_settings.model_copy(update={"bcrypt_rounds": 10})
-    port = free_port()
-    config = uvicorn.Config(
-        create_app(settings, pool_size=4, pool_timeout=3.0),
-        host="127.0.0.1",
-        port=port,
-        log_level="warning",
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.02)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=30)
+    with served(create_app(settings, pool_size=4, pool_timeout=3.0)) as url:
+        yield url
 
 
 def test_signed_in_users_are_served_during_a_login_flood(brain: str, make_user: Any) -> None:
