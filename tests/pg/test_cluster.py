@@ -148,3 +148,22 @@ def test_unreachable_home_is_explained(tmp_path: Path) -> None:
     with pytest.raises(ClusterError, match="cannot enter"):
         cluster.init()
     assert not (tmp_path / "home" / "pgdata" / "PG_VERSION").exists()
+
+
+def test_start_opens_the_socket_to_the_platform_user_on_an_older_cluster(
+    stopped_cluster: Cluster,
+) -> None:
+    from smartstart.pg.cluster import _HBA_BEFORE_SOCKET, HBA
+
+    hba = stopped_cluster.data_dir / "pg_hba.conf"
+    mode, owner = hba.stat().st_mode, hba.stat().st_uid
+    hba.write_text(_HBA_BEFORE_SOCKET)
+    stopped_cluster.start()
+    assert hba.read_text() == HBA
+    assert (hba.stat().st_mode, hba.stat().st_uid) == (mode, owner)
+    # An operator's own rules are left alone.
+    stopped_cluster.stop()
+    edited = HBA + "host all all 10.0.0.0/8 scram-sha-256\n"
+    hba.write_text(edited)
+    stopped_cluster.start()
+    assert hba.read_text() == edited

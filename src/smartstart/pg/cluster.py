@@ -34,6 +34,23 @@ INSTALL_HINT = (
     "macOS: brew install postgresql) or point SMARTSTART_PG_BIN at its bin directory"
 )
 SUPERUSER = "postgres"
+# Local socket connections: peer auth for the superuser, with the invoking OS user (often
+# root) mapped to it; every other role by password, so the Brain can use the socket (cheaper
+# than loopback TCP per query) as the platform user. The socket directory is private.
+HBA = (
+    "# SmartStart: written at init\n"
+    f"local   all   {SUPERUSER}              peer map=smartstart\n"
+    "local   all   all                   scram-sha-256\n"
+    "host    all   all   127.0.0.1/32    scram-sha-256\n"
+    "host    all   all   ::1/128         scram-sha-256\n"
+)
+# What clusters made before the socket was opened to the platform user have.
+_HBA_BEFORE_SOCKET = (
+    "# SmartStart: written at init\n"
+    "local   all   all                   peer map=smartstart\n"
+    "host    all   all   127.0.0.1/32    scram-sha-256\n"
+    "host    all   all   ::1/128         scram-sha-256\n"
+)
 
 # Server settings written once by `init`; listen address and port are passed at
 # start so that changing SMARTSTART_PG_PORT needs no re-init.
@@ -374,14 +391,7 @@ class Cluster:
             f.write("\n# --- SmartStart ---\n")
             for key, value in conf.items():
                 f.write(f"{key} = {value}\n")
-        # Local socket connections: peer auth, with the invoking OS user (often root)
-        # allowed to act as the superuser. The socket directory is private to the owner.
-        (self.data_dir / "pg_hba.conf").write_text(
-            "# SmartStart: written at init\n"
-            "local   all   all                   peer map=smartstart\n"
-            "host    all   all   127.0.0.1/32    scram-sha-256\n"
-            "host    all   all   ::1/128         scram-sha-256\n"
-        )
+        (self.data_dir / "pg_hba.conf").write_text(HBA)
         owner = self._owner().pw_name
         (self.data_dir / "pg_ident.conf").write_text(
             "# MAPNAME    SYSTEM-USERNAME   PG-USERNAME\n"
@@ -401,6 +411,14 @@ class Cluster:
         if not self.log_file.exists():
             self.log_file.touch()
         self._give(self.log_file, 0o640)
+
+    def _upgrade_hba(self) -> None:
+        """Give a cluster made before the socket was opened to the platform user today's rules."""
+        hba = self.data_dir / "pg_hba.conf"
+        with contextlib.suppress(OSError):
+            # Only our own untouched file: an operator's edits are theirs.
+            if hba.read_text() == _HBA_BEFORE_SOCKET:
+                hba.write_text(HBA)
 
     def _clear_stale_pid(self) -> None:
         pidfile = read_pid_file(self.data_dir)
@@ -457,6 +475,7 @@ class Cluster:
                 "stop that program or set SMARTSTART_PG_PORT to a free port",
             )
         self._prepare_runtime_dirs()
+        self._upgrade_hba()
         opts = f"-p {self.port} -k {self.socket_dir} -c listen_addresses={self.host}"
         proc = self._run(
             [
