@@ -9,9 +9,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-import typer
-
-from smartstart.cli.main import app
+from smartstart.cli.main import command_tree
 
 ROOT = Path(__file__).parents[1]
 HELP = {"-h", "--help"}
@@ -45,7 +43,7 @@ def alternatives(word: str) -> list[str]:
 
 @lru_cache
 def root() -> Any:
-    return typer.main.get_command(app)
+    return command_tree()
 
 
 def problems(words: list[str]) -> Iterator[str]:

@@ -7,15 +7,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import typer
-
-from smartstart.cli.main import app
+from smartstart.cli.main import command_tree
 
 DOCS = Path(__file__).parents[1] / "docs" / "cli.md"
 
 
 def commands() -> Iterator[tuple[str, Any]]:
-    root = typer.main.get_command(app)
+    root = command_tree()
 
     def walk(cmd: Any, path: str) -> Iterator[tuple[str, Any]]:
         if hasattr(cmd, "commands"):  # a group (Typer vendors its own click)
@@ -44,7 +42,7 @@ def test_docs_name_no_command_that_does_not_exist() -> None:
 
 
 def test_every_group_has_help() -> None:
-    root = typer.main.get_command(app)
+    root = command_tree()
     for name, cmd in root.commands.items():  # type: ignore[attr-defined]
         assert (cmd.help or "").strip(), name
 

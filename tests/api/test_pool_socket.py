@@ -1,4 +1,4 @@
-"""The Brain reaches the embedded cluster over its Unix socket, with the platform user's password."""
+"""The Brain reaches the embedded cluster over its Unix socket, as the platform user."""
 
 from __future__ import annotations
 

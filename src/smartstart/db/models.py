@@ -30,33 +30,14 @@ from sqlalchemy.dialects.postgresql import INET, JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from smartstart.db import triggers
-
-USER_STATUSES = ("ACTIVE", "INACTIVE", "SUSPENDED", "PENDING")
-JOURNEY_STATUSES = ("NOT_STARTED", "IN_PROGRESS", "COMPLETED", "SKIPPED")
-# (name, lowest xp) in ascending order: the guide's XP bands.
-LEVELS: tuple[tuple[str, int], ...] = (
-    ("OWLET", 0),
-    ("FLEDGLING", 100),
-    ("NIGHT_OWL", 500),
-    ("WISE_OWL", 1000),
-)
+from smartstart.db.vocabulary import JOURNEY_STATUSES as JOURNEY_STATUSES
+from smartstart.db.vocabulary import LEVELS as LEVELS
+from smartstart.db.vocabulary import SEARCH_TEXT as SEARCH_TEXT
+from smartstart.db.vocabulary import USER_STATUSES as USER_STATUSES
+from smartstart.db.vocabulary import level_for as level_for
 
 GEN_ID = text("gen_random_uuid()::text")
 NOW = func.now()
-# The text `list_users` searches; the GIN index of migration 0004 is on this expression.
-SEARCH_TEXT = (
-    "(((((((((email || '\n') || username) || '\n') || COALESCE(name, '')) || '\n')"
-    " || COALESCE(\"firstName\", '')) || '\n') || COALESCE(\"lastName\", '')))"
-)
-
-
-def level_for(xp: int) -> str:
-    """The level name for an XP total (the database trigger applies the same bands)."""
-    name = LEVELS[0][0]
-    for level, floor in LEVELS:
-        if xp >= floor:
-            name = level
-    return name
 
 
 def _in(column: str, values: tuple[str, ...]) -> str:

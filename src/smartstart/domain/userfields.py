@@ -17,7 +17,7 @@ from psycopg import errors as pg_errors
 from psycopg import sql
 from psycopg.rows import dict_row
 
-from smartstart.db.models import USER_STATUSES
+from smartstart.db.vocabulary import USER_STATUSES
 from smartstart.domain import audit
 from smartstart.domain.actor import Actor
 from smartstart.domain.errors import Conflict, Invalid, NotFound

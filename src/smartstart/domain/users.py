@@ -33,7 +33,7 @@ from psycopg import sql
 from psycopg.rows import dict_row
 
 from smartstart.config import Settings
-from smartstart.db.models import LEVELS, SEARCH_TEXT
+from smartstart.db.vocabulary import LEVELS, SEARCH_TEXT
 from smartstart.domain import guards, paging, passwords
 from smartstart.domain import userfields as fields
 from smartstart.domain.actor import Actor

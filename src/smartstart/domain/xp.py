@@ -12,7 +12,7 @@ from typing import Any, Literal
 import psycopg
 from psycopg import sql
 
-from smartstart.db.models import level_for
+from smartstart.db.vocabulary import level_for
 from smartstart.domain import userfields as fields
 from smartstart.domain.actor import Actor
 from smartstart.domain.authorize import authorize
