@@ -13,7 +13,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Annotated, Any
+from typing import Annotated, Any, Generic, TypeVar
 
 import psycopg
 from fastapi import Depends, Request
@@ -143,16 +143,19 @@ def _check_csrf(request: Request, token: str, via: str) -> None:
             )
 
 
+RowT = TypeVar("RowT")
+
+
 async def _authenticate(
-    request: Request, rider: sessions.Rider | None = None
-) -> tuple[Principal, dict[str, Any] | None]:
+    request: Request, rider: sessions.Rider[RowT] | None = None
+) -> tuple[Principal, RowT | None]:
     """The signed-in user with effective permissions, and the rider's row; 401 otherwise."""
     token, via = _token(request)
     if token is None:
         raise Unauthorized("sign in first: no session token (Authorization: Bearer or cookie)")
     state = request.app.state
     idle = timedelta(minutes=state.settings.session_idle_minutes)
-    ridden: dict[str, Any] | None = None
+    ridden: RowT | None = None
     conn: psycopg.AsyncConnection[Any] | None = None
     # A connection of its own, held only for these statements (autocommit): a request
     # never holds it while it waits for another connection, so the two pools cannot
@@ -233,14 +236,14 @@ class Require:
 
 
 @dataclass
-class Ridden:
+class Ridden(Generic[RowT]):
     """What a `RequireRiding` dependency gives its route: the caller and the rider's row."""
 
     principal: Principal
-    row: dict[str, Any] | None
+    row: RowT | None
 
 
-class RequireRiding(Require):
+class RequireRiding(Require, Generic[RowT]):
     """`Require`, for a route whose one read rides in the session lookup's statement.
 
     `rider` builds that read from the request (its path parameters), or returns None when
@@ -248,12 +251,15 @@ class RequireRiding(Require):
     the hottest reads; the row is handed over only once the permission is checked.
     """
 
-    def __init__(self, permission: str, rider: Callable[[Request], sessions.Rider | None]) -> None:
+    def __init__(
+        self, permission: str, rider: Callable[[Request], sessions.Rider[RowT] | None]
+    ) -> None:
         super().__init__(permission)
         self.rider = rider
 
-    async def __call__(self, request: Request) -> Ridden:  # type: ignore[override]
-        principal, row = await _authenticate(request, self.rider(request))
+    async def __call__(self, request: Request) -> Ridden[RowT]:  # type: ignore[override]
+        rider: sessions.Rider[RowT] | None = self.rider(request)
+        principal, row = await _authenticate(request, rider)
         await self.check(request, principal)
         return Ridden(principal, row)
 

@@ -26,6 +26,7 @@ from smartstart.api.deps import Require, RequireRiding, current_principal
 from smartstart.api.routes import rbac as rbac_routes
 from smartstart.api.routes import users as users_routes
 from smartstart.domain import rbac
+from smartstart.domain.resolve import UserRow
 
 Serve = Callable[[Request], Awaitable[Any]]
 
@@ -95,7 +96,7 @@ def _dependency(annotated: Any) -> Any:
     return typing.get_args(annotated)[1].dependency
 
 
-_read_one: RequireRiding = _dependency(users_routes.ReadOne)
+_read_one: RequireRiding[UserRow] = _dependency(users_routes.ReadOne)
 _user_reader: Require = _dependency(rbac_routes.UserReader)
 _CHECK_KEYS = frozenset({"user", "permission"})
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Any
+from typing import Any, NotRequired, TypedDict
 
 import psycopg
 from psycopg import sql
@@ -31,9 +31,20 @@ def table_counts(settings: Settings) -> dict[str, int]:
         return counts
 
 
+class ResetResult(TypedDict):
+    """What `reset` made: the database, its revision, and the seed's credentials if any."""
+
+    database: str
+    revision: str | None
+    seeded: bool
+    credentials: dict[str, str]
+    credentials_file: str | None
+    credentials_kept: NotRequired[str | None]  # the previous credentials file, kept dated
+
+
 def reset(
     settings: Settings, *, seed: bool = True, force: bool = False, empty: bool = False
-) -> dict[str, Any]:
+) -> ResetResult:
     """Drop and recreate the platform database, migrate it and (optionally) seed it.
 
     empty: no migration and no seed either, the target of a restore from a plain dump.

@@ -110,7 +110,7 @@ async def aresolve_user(conn: psycopg.AsyncConnection[Any], ref: str) -> UserRow
     return cast(UserRow, row)
 
 
-def user_rider(ref: str) -> sessions.Rider | None:
+def user_rider(ref: str) -> sessions.Rider[UserRow] | None:
     """The by-id read of ref riding on the session lookup (None when ref cannot be an id).
 
     A miss is not an answer: ref may be an email or a username (`resolve_user` then).

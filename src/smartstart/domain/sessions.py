@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import lru_cache
-from typing import Any, TypedDict, cast
+from typing import Any, Generic, TypedDict, TypeVar, cast
 
 import psycopg
 from psycopg.rows import dict_row
@@ -161,8 +161,13 @@ async def _atouched(conn: psycopg.AsyncConnection[Any], row: Sequence[Any], via:
     return principal
 
 
+RowT = TypeVar("RowT")
+# A rider only names its row's shape (it holds no row), so a Rider[X] is a Rider[X | None].
+ShapeT = TypeVar("ShapeT", covariant=True)
+
+
 @dataclass(frozen=True)
-class Rider:
+class Rider(Generic[ShapeT]):
     """A read of at most one row, sent in the same statement as the session lookup.
 
     The hottest reads thus cost one round trip, not two. `query` is SQL text with
@@ -172,7 +177,7 @@ class Rider:
 
     query: str
     params: Sequence[Any]
-    columns: tuple[str, ...]  # the names of the query's columns, in order
+    columns: tuple[str, ...]  # the names of the query's columns, in order: RowT's keys
 
 
 @lru_cache(maxsize=64)
@@ -188,11 +193,11 @@ def _ridden_sql(query: str) -> str:
 async def aresolve_riding(
     conn: psycopg.AsyncConnection[Any],
     token: str,
-    rider: Rider,
+    rider: Rider[RowT],
     *,
     idle_timeout: timedelta,
     via: str = "bearer",
-) -> tuple[Principal, dict[str, Any] | None] | None:
+) -> tuple[Principal, RowT | None] | None:
     """`aresolve` and the rider's row (None when it has none), in one statement."""
     cur = await conn.execute(
         _ridden_sql(rider.query), [hash_token(token), idle_timeout, *rider.params]
@@ -206,7 +211,7 @@ async def aresolve_riding(
         return principal, None
     # Names from the rider rather than cur.description, which psycopg builds anew
     # at each access (a tenth of this request's time).
-    return principal, dict(zip(rider.columns, row[width + 1 :], strict=True))
+    return principal, cast(RowT, dict(zip(rider.columns, row[width + 1 :], strict=True)))
 
 
 def revoke(conn: psycopg.Connection[Any], session_id: str, *, user_id: str | None = None) -> bool:

@@ -43,7 +43,7 @@ Deleter = Annotated[Principal, require("users:delete")]
 Me = Annotated[Principal, authenticated]
 # GET /api/users/{id}: the user's row (by id) rides in the session lookup's statement.
 ReadOne = Annotated[
-    Ridden,
+    Ridden[UserRow],
     Depends(RequireRiding("users:read", lambda r: resolve.user_rider(r.path_params["user_id"]))),
 ]
 
