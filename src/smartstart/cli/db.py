@@ -207,7 +207,9 @@ def migrate_(
         pending = migrate.pending(url, revision)
         _say(f"at {current or 'base'}; would apply: {', '.join(pending) or 'nothing'}")
         return
-    migrate.upgrade(url, revision)
+    from smartstart.db.owner import migration_url
+
+    migrate.upgrade(migration_url(s), revision)
     now = migrate.current_revision(url)
     _say(f"schema at {now}" + ("" if now == current else f" (was {current or 'base'})"))
 
@@ -250,7 +252,9 @@ def downgrade(
     confirm(
         f"Revert {', '.join(steps)} on {s.db_name}? Data in dropped tables/columns is lost.", yes
     )
-    migrate.downgrade(url, revision)
+    from smartstart.db.owner import migration_url
+
+    migrate.downgrade(migration_url(s), revision)
     _say(f"schema at {migrate.current_revision(url) or 'base'} (was {current})")
 
 
