@@ -47,6 +47,7 @@ app.add_typer(db.app, name="db")
 GROUPS: tuple[str, ...] = ("auth", "users", "rbac", "journey", "audit", "security")
 for _name in GROUPS:
     app.add_typer(importlib.import_module(f"smartstart.cli.{_name}").app, name=_name)
+importlib.import_module("smartstart.cli.doctor").register(app)
 
 
 def main() -> None:
