@@ -15,6 +15,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
 from smartstart.cli import backup as backup_commands
+from smartstart.cli import schema as schema_commands
 from smartstart.cli.common import (
     DryRunOpt,
     JsonOpt,
@@ -417,3 +418,4 @@ def reset(
 
 
 backup_commands.register(app)
+schema_commands.register(app)
