@@ -40,7 +40,10 @@ def test_inspect_prints_the_live_schema(cli_env: Any, db_settings: Settings) -> 
     assert constraints[("User", "User_password_bcrypt_check")]["type"] == "check"
     assert any(k["type"] == "foreign key" for k in schema["constraints"])
     triggers = {t["name"]: t for t in schema["triggers"]}
-    assert triggers["User_derive"]["enabled"] and "BEFORE INSERT" in triggers["User_derive"]["definition"]
+    assert (
+        triggers["User_derive"]["enabled"]
+        and "BEFORE INSERT" in triggers["User_derive"]["definition"]
+    )
     functions = {f["name"]: f for f in schema["functions"]}
     assert functions["smartstart_user_derive()"]["search_path"]
     # pg_trgm's own functions are the extension's, listed once as it.

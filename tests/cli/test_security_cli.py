@@ -7,6 +7,7 @@ import itertools
 import json
 import os
 import re
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -147,12 +148,17 @@ def test_readonly_user_refuses_bad_input_in_one_line(
 
 
 def test_harden_keeps_migrations_and_the_brain_working(
-    cli_env: Any, seeded_settings: Settings, pg_cluster: Cluster
+    cli_env: Any, seeded_settings: Settings, pg_cluster: Cluster, tmp_path: Path
 ) -> None:
     cli_env(seeded_settings)
-    assert run("security", "harden", "--dry-run").exit_code == 0
+    reader = role_name()
+    assert run("security", "readonly-user", reader, "--password", PASSPHRASE).exit_code == 0
+    dry = run("security", "harden", "--dry-run")
+    assert dry.exit_code == 0 and "REVOKE CREATE ON SCHEMA public FROM" in dry.output
     result = run("security", "harden", "--yes")
     assert result.exit_code == 0, result.output
+    again = run("security", "harden", "--yes")  # idempotent
+    assert again.exit_code == 0, again.output
     app_url = seeded_settings.url_for()
     with psycopg.connect(app_url, autocommit=True) as conn:
         owners = conn.execute(
@@ -185,6 +191,14 @@ def test_harden_keeps_migrations_and_the_brain_working(
         su.execute("SET ROLE smartstart_owner")
         su.execute('CREATE INDEX idx_user_email_hardened ON "User"(email)')
         su.execute("DROP INDEX idx_user_email_hardened")
+        su.execute("CREATE TABLE made_after_harden (id serial PRIMARY KEY, note text)")
+    # What the owner creates later is the app's to write and the reader's to read.
+    with psycopg.connect(app_url, autocommit=True) as conn:
+        conn.execute("INSERT INTO made_after_harden (note) VALUES ('ok')")
+    with as_role(seeded_settings, reader, PASSPHRASE) as ro:
+        assert ro.execute("SELECT note FROM made_after_harden").fetchall() == [("ok",)]
+    with pg_cluster.connect(seeded_settings.db_name) as su:
+        su.execute("DROP TABLE made_after_harden")
 
     # The Brain serves reads and writes (a login writes a session and an audit row).
     with served(create_app(seeded_settings)) as base:
@@ -196,6 +210,12 @@ def test_harden_keeps_migrations_and_the_brain_working(
         token = login.json()["token"]
         users = httpx.get(f"{base}/api/users?limit=5", headers={"Authorization": f"Bearer {token}"})
         assert users.status_code == 200 and users.json()["items"]
+
+    # A backup of the hardened database verifies (restored into a scratch database).
+    backup = tmp_path / "hardened.dump"
+    assert run("db", "backup", "-o", str(backup)).exit_code == 0
+    verified = run("db", "verify", str(backup))
+    assert verified.exit_code == 0, verified.output
 
     advice = json.loads(run("security", "check", "--json").output)
     states = {i["check"]: i["state"] for i in advice["items"]}

@@ -242,7 +242,6 @@ def plan_harden(
         sql.SQL("GRANT {} ON ALL SEQUENCES IN SCHEMA public TO {}").format(
             sql.SQL(APP_SEQUENCE_PRIVILEGES), a
         ),
-        sql.SQL("GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA public TO {}").format(a),
         # What later migrations create is usable by the app at once.
         sql.SQL(
             "ALTER DEFAULT PRIVILEGES FOR ROLE {} IN SCHEMA public GRANT {} ON TABLES TO {}"
