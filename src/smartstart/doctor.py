@@ -280,42 +280,46 @@ def _connection(
     return [_ok("connection", f"connected to {settings.db_name} as {settings.db_user}")], conn
 
 
+# What a refused connection says → (finding, problem, fix on the embedded cluster, fix on
+# an external server). The embedded fixes are all `start`: it sets the role's password and
+# creates the role and the database through the local superuser.
+_CONNECT_FAILURES: tuple[tuple[tuple[str, ...], str, str, str, str], ...] = (
+    (
+        ("password authentication failed",),
+        "authentication",
+        "the server refuses the password of {user!r}",
+        "smartstart doctor --fix (resets it to SMARTSTART_DB_PASSWORD through the local superuser)",
+        "correct the password in SMARTSTART_DATABASE_URL, or as a superuser there: "
+        "ALTER USER … PASSWORD '…';",
+    ),
+    (
+        ("database", "does not exist"),
+        "database",
+        "the database {database!r} does not exist",
+        "smartstart doctor --fix (creates it, owned by the app's role, then migrates)",
+        "as a superuser there: CREATE DATABASE …; GRANT ALL PRIVILEGES ON DATABASE … TO …;",
+    ),
+    (
+        ("role", "does not exist"),
+        "authentication",
+        "the role {user!r} does not exist",
+        "smartstart doctor --fix (creates it)",
+        "create that role on the server",
+    ),
+)
+
+
 def _connect_failure(settings: Settings, text: str) -> Finding:
-    embedded = settings.embedded
-    if "password authentication failed" in text:
-        return Finding(
-            "authentication",
-            State.CRIT,
-            f"the server refuses the password of {settings.db_user!r}",
-            text,
-            "smartstart doctor --fix (resets it to SMARTSTART_DB_PASSWORD through the local "
-            "superuser)"
-            if embedded
-            else "correct the password in SMARTSTART_DATABASE_URL, or as a superuser there: "
-            "ALTER USER … PASSWORD '…';",
-            "start" if embedded else None,
-        )
-    if "does not exist" in text and "database" in text:
-        return Finding(
-            "database",
-            State.CRIT,
-            f"the database {settings.db_name!r} does not exist",
-            text,
-            "smartstart doctor --fix (creates it, owned by the app's role, then migrates)"
-            if embedded
-            else "as a superuser there: CREATE DATABASE …; GRANT ALL PRIVILEGES ON DATABASE … "
-            "TO …;",
-            "start" if embedded else None,
-        )
-    if "role" in text and "does not exist" in text:
-        return Finding(
-            "authentication",
-            State.CRIT,
-            f"the role {settings.db_user!r} does not exist",
-            text,
-            "smartstart db start (creates it)" if embedded else "create that role on the server",
-            "start" if embedded else None,
-        )
+    for words, name, problem, embedded_fix, external_fix in _CONNECT_FAILURES:
+        if all(w in text for w in words):
+            return Finding(
+                name,
+                State.CRIT,
+                problem.format(user=settings.db_user, database=settings.db_name),
+                text,
+                embedded_fix if settings.embedded else external_fix,
+                "start" if settings.embedded else None,
+            )
     return Finding("connection", State.CRIT, "cannot connect to the database", text)
 
 
