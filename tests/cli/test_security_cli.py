@@ -220,6 +220,11 @@ def test_harden_keeps_migrations_and_the_brain_working(
     advice = json.loads(run("security", "check", "--json").output)
     states = {i["check"]: i["state"] for i in advice["items"]}
     assert states["create_on_public"] == "OK"
+    with psycopg.connect(app_url) as conn:
+        audited = conn.execute(
+            "SELECT details->>'owner' FROM audit_log WHERE action = 'security.harden'"
+        ).fetchall()
+    assert audited == [("smartstart_owner",), ("smartstart_owner",)]
 
 
 def test_harden_asks_first_and_a_refusal_changes_nothing(
@@ -394,3 +399,13 @@ def test_check_sees_a_role_with_the_guides_default_password(
     finally:
         with pg_cluster.connect() as conn:
             conn.execute(sql.SQL("DROP ROLE readonly_user"))
+
+
+def test_check_on_an_external_server_says_what_a_superuser_check_needs(
+    monkeypatch: pytest.MonkeyPatch, seeded_settings: Settings
+) -> None:
+    monkeypatch.setenv("SMARTSTART_DATABASE_URL", seeded_settings.url_for())
+    result = run("security", "check", "--json")
+    assert result.exit_code == 0, result.output
+    hba = {i["check"]: i for i in json.loads(result.output)["items"]}["hba_trust"]
+    assert hba["state"] == "WARN" and "needs a superuser" in hba["reason"]

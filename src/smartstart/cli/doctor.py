@@ -26,8 +26,8 @@ def doctor(
 ) -> None:
     """Diagnose the guide's Troubleshooting problems: each finding, its evidence and the fix.
 
-    Exit status: 0 nothing wrong, 1 a warning, 2 a critical problem (after --fix: what is
-    left)."""
+    Exit status: 0 nothing wrong, 1 a warning, 2 a critical problem (after --fix: what
+    is left)."""
     s = settings()
     done: list[str] = []
     failed: list[str] = []

@@ -91,8 +91,10 @@ def readonly_user(
     ] = None,
     dry_run: DryRunOpt = False,
 ) -> None:
-    """Create the guide's read-only user: LOGIN, CONNECT, USAGE, SELECT on every table now
-    and later, every transaction read-only. Idempotent."""
+    """Create the guide's read-only user (SELECT on every table, now and later). Idempotent.
+
+    LOGIN, CONNECT, USAGE on public, SELECT on every table and sequence, default privileges
+    for later tables, and every transaction read-only."""
     s = settings()
     security.check_role_name(name)
     if password is not None:
@@ -207,8 +209,10 @@ def audit_logging(
     ] = "all",
     as_json: JsonOpt = False,
 ) -> None:
-    """The guide's audit logging: ALTER SYSTEM log_statement and log_min_duration_statement,
-    then reload (through the local superuser; the SQL to run for an external server)."""
+    """Turn the guide's audit logging on or off (log_statement, log_min_duration_statement).
+
+    ALTER SYSTEM and a reload through the local superuser; for an external server, the SQL
+    to run there as a superuser."""
     s = settings()
     if action is LoggingAction.status:
         with connect(s, autocommit=True) as conn:
