@@ -9,20 +9,20 @@ import sys
 import pytest
 from typer.testing import CliRunner
 
-from smartstart.cli.main import COMMANDS, GROUPS, _load, app
+from smartstart.cli.main import ROOT, _load, app
 
 
-@pytest.mark.parametrize("name", [*COMMANDS, *GROUPS])
+@pytest.mark.parametrize("name", list(ROOT))
 def test_the_listed_help_is_the_commands_own(name: str) -> None:
     real = _load(name)
     assert real.help is not None
-    assert real.help.strip().splitlines()[0] == (COMMANDS | GROUPS)[name]
+    assert real.help.strip().splitlines()[0] == ROOT[name].help
 
 
 def test_the_root_lists_every_command_in_order() -> None:
     result = CliRunner().invoke(app, ["--help"], env={"COLUMNS": "200"})
     assert result.exit_code == 0
-    names = [*COMMANDS, *GROUPS]
+    names = list(ROOT)
     lines = [line for line in result.output.splitlines() if line.startswith("│ ")]
     listed = [line.split()[1] for line in lines if line.split()[1] in names]
     assert listed == names
@@ -53,7 +53,7 @@ def test_the_roots_help_imports_no_command_module_and_no_driver() -> None:
 def test_one_group_imports_only_itself() -> None:
     loaded = _imported_after("users", "--help")
     assert "smartstart.cli.users" in loaded
-    others = {f"smartstart.cli.{g}" for g in GROUPS if g != "users"} | {"smartstart.cli.services"}
+    others = {f"smartstart.cli.{lazy.module}" for lazy in ROOT.values()} - {"smartstart.cli.users"}
     assert not loaded & others
     assert not loaded & {"sqlalchemy", "fastapi", "alembic", "uvicorn"}
 

@@ -16,6 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedCo
 
 from smartstart.cli import backup as backup_commands
 from smartstart.cli import health as health_commands
+from smartstart.cli import schema as schema_commands
 from smartstart.cli.common import (
     DryRunOpt,
     JsonOpt,
@@ -208,7 +209,9 @@ def migrate_(
         pending = migrate.pending(url, revision)
         _say(f"at {current or 'base'}; would apply: {', '.join(pending) or 'nothing'}")
         return
-    migrate.upgrade(url, revision)
+    from smartstart.db.owner import migration_url
+
+    migrate.upgrade(migration_url(s), revision)
     now = migrate.current_revision(url)
     _say(f"schema at {now}" + ("" if now == current else f" (was {current or 'base'})"))
 
@@ -251,7 +254,9 @@ def downgrade(
     confirm(
         f"Revert {', '.join(steps)} on {s.db_name}? Data in dropped tables/columns is lost.", yes
     )
-    migrate.downgrade(url, revision)
+    from smartstart.db.owner import migration_url
+
+    migrate.downgrade(migration_url(s), revision)
     _say(f"schema at {migrate.current_revision(url) or 'base'} (was {current})")
 
 
@@ -415,3 +420,4 @@ def reset(
 
 backup_commands.register(app)
 health_commands.register(app)
+schema_commands.register(app)

@@ -3,50 +3,83 @@
 from __future__ import annotations
 
 import importlib
-from typing import Annotated, Any
+from typing import Annotated, Any, NamedTuple
 
 import typer
 from typer.core import TyperCommand, TyperGroup
 
 from smartstart import __version__
 
-# What the root lists, with the help its --help shows: a module is imported when one of its
-# commands is run or completed, not to list it, so that `smartstart --help` and any one
-# command start without importing all of them. tests/cli/test_lazy_commands.py checks each
-# help here against the real one.
-# The platform's services (smartstart.cli.services registers them on the root).
-COMMANDS: dict[str, str] = {
-    "up": (
-        "Start everything: PostgreSQL (initialised on first run), migrations, seed data, the Brain."
+
+class Lazy(NamedTuple):
+    """A root command or group: the module that makes it, and the help the root lists."""
+
+    module: str  # under smartstart.cli: a group's exposes `app`; a command's `register(app)`
+    help: str
+    group: bool
+
+
+def _command(module: str, help: str) -> Lazy:
+    return Lazy(module, help, group=False)
+
+
+def _group(help: str, module: str) -> Lazy:
+    return Lazy(module, help, group=True)
+
+
+# What the root lists, in order, with the help its --help shows: a module is imported when
+# one of its commands is run or completed, not to list it, so that `smartstart --help` and
+# any one command start without importing all of them. tests/cli/test_lazy_commands.py
+# checks each help here against the real one.
+ROOT: dict[str, Lazy] = {
+    "up": _command(
+        "services",
+        "Start everything: PostgreSQL (initialised on first run), migrations, seed data,"
+        " the Brain.",
     ),
-    "down": "Stop the Brain and the embedded PostgreSQL.",
-    "restart": "Stop and start everything again (the Brain comes back detached, on its address).",
-    "status": "State, pid, port and URL of each service.",
-    "logs": "Show the PostgreSQL and Brain logs (under $SMARTSTART_HOME/logs).",
-    "serve": "Serve the Brain in the foreground (database must already be up and migrated).",
-}
-# Command groups, by module under smartstart.cli; each exposes a Typer `app`.
-GROUPS: dict[str, str] = {
-    "db": "The database: server, connections, migrations, seed data, reset.",
-    "auth": "Sign-in throttles and sessions.",
-    "users": "User accounts: list, show, create, update, status, passwords, XP, delete.",
-    "rbac": "Roles, permissions, grants and role assignments (RBAC).",
-    "journey": "Onboarding journeys: stages, users' progress, XP awards.",
-    "audit": "The audit log: who did what, to what, when.",
+    "down": _command("services", "Stop the Brain and the embedded PostgreSQL."),
+    "restart": _command(
+        "services",
+        "Stop and start everything again (the Brain comes back detached, on its address).",
+    ),
+    "status": _command("services", "State, pid, port and URL of each service."),
+    "logs": _command(
+        "services", "Show the PostgreSQL and Brain logs (under $SMARTSTART_HOME/logs)."
+    ),
+    "serve": _command(
+        "services",
+        "Serve the Brain in the foreground (database must already be up and migrated).",
+    ),
+    "db": _group("The database: server, connections, migrations, seed data, reset.", "db"),
+    "auth": _group("Sign-in throttles and sessions.", "auth"),
+    "users": _group(
+        "User accounts: list, show, create, update, status, passwords, XP, delete.", "users"
+    ),
+    "rbac": _group("Roles, permissions, grants and role assignments (RBAC).", "rbac"),
+    "journey": _group("Onboarding journeys: stages, users' progress, XP awards.", "journey"),
+    "audit": _group("The audit log: who did what, to what, when.", "audit"),
+    "security": _group(
+        "Security operations: a read-only user, hardening, audit logging, an advisor.",
+        "security",
+    ),
+    "doctor": _command(
+        "doctor",
+        "Diagnose the guide's Troubleshooting problems: each finding, its evidence and the fix.",
+    ),
 }
 
 
 def _load(name: str) -> Any:
     """The real command or group called name (importing its module)."""
-    if name in COMMANDS:
-        from smartstart.cli import services
-
-        holder = typer.Typer()
-        services.register(holder)
-        return typer.main.get_group(holder).commands[name]
-    group = typer.main.get_group(importlib.import_module(f"smartstart.cli.{name}").app)
-    group.name = name
-    return group
+    lazy = ROOT[name]
+    module = importlib.import_module(f"smartstart.cli.{lazy.module}")
+    if lazy.group:
+        group = typer.main.get_group(module.app)
+        group.name = name
+        return group
+    holder = typer.Typer()
+    module.register(holder)
+    return typer.main.get_group(holder).commands[name]
 
 
 class LazyCommands(TyperGroup):
@@ -56,18 +89,18 @@ class LazyCommands(TyperGroup):
 
     def list_commands(self, ctx: Any) -> list[str]:
         own = super().list_commands(ctx)
-        return own + [name for name in (*COMMANDS, *GROUPS) if name not in own]
+        return own + [name for name in ROOT if name not in own]
 
     def get_command(self, ctx: Any, cmd_name: str) -> Any:
         found = super().get_command(ctx, cmd_name)
         if found is not None:
             return found
-        if self._listing and cmd_name in COMMANDS:
-            return TyperCommand(name=cmd_name, help=COMMANDS[cmd_name])
-        if self._listing and cmd_name in GROUPS:
-            return TyperGroup(name=cmd_name, help=GROUPS[cmd_name])
-        if cmd_name not in COMMANDS and cmd_name not in GROUPS:
+        lazy = ROOT.get(cmd_name)
+        if lazy is None:
             return None
+        if self._listing:
+            stub = TyperGroup if lazy.group else TyperCommand
+            return stub(name=cmd_name, help=lazy.help)
         self.commands[cmd_name] = command = _load(cmd_name)
         return command
 

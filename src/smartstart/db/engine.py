@@ -19,23 +19,25 @@ def explain_connect_error(err: Exception, settings: Settings) -> DatabaseUnavail
             f"{target} refused the password for user {settings.db_user!r}"
             if settings.embedded
             else f"the server refused the credentials in SMARTSTART_DATABASE_URL: {text}",
-            "run `smartstart db start`: it sets that user's password to SMARTSTART_DB_PASSWORD"
+            "run `smartstart doctor --fix`: it sets that user's password to "
+            "SMARTSTART_DB_PASSWORD through the local superuser"
             if settings.embedded
             else "correct the user/password in SMARTSTART_DATABASE_URL",
         )
     if "does not exist" in text and "database" in text:
         return DatabaseUnavailable(
             text,
-            "run `smartstart db start` (it creates the database)"
+            "run `smartstart doctor --fix` (it creates the database and migrates it)"
             if settings.embedded
-            else "create the database on that server",
+            else "create the database on that server (`smartstart doctor` shows the SQL)",
         )
     if "Connection refused" in text or "could not connect" in text or "timeout" in text.lower():
         return DatabaseUnavailable(
             f"cannot reach {target}: {text}",
-            "run `smartstart db start`"
+            "run `smartstart db start` (`smartstart doctor` tells why it is down)"
             if settings.embedded
-            else "check that the server in SMARTSTART_DATABASE_URL is running and reachable",
+            else "check that the server in SMARTSTART_DATABASE_URL is running and reachable "
+            "(`smartstart doctor` checks its host, port and credentials separately)",
         )
     return DatabaseUnavailable(f"cannot connect to {target}: {text}")
 

@@ -140,15 +140,15 @@ def reverted(url: str, target: str = "-1") -> list[str]:
 
 def check(url: str) -> CheckResult:
     """At head and no drift between models and database? With the differences spelt out."""
+    from smartstart.db.schemadiff import differences
+
     current, head = current_revision(url), head_revision()
-    differences = [_describe(d) for d in diff(url)] if current is not None else []
-    if current == head:
-        differences += catalog_drift(url)
+    found = [d["description"] for d in differences(url, current, head)]
     return CheckResult(
-        ok=current == head and not differences,
+        ok=current == head and not found,
         current=current,
         head=head,
-        differences=differences,
+        differences=found,
     )
 
 
@@ -184,29 +184,31 @@ def _describe(d: Any) -> str:
 
 def catalog_drift(url: str) -> list[str]:
     """Triggers and CHECK constraints missing, disabled or unexpected (Alembic ignores them)."""
-    from sqlalchemy import CheckConstraint, text
+    from smartstart.db.schemadiff import catalog_differences
 
-    from smartstart.db.models import TRIGGERS, Base
+    return [d["description"] for d in catalog_differences(url)]
 
-    expected_checks = {
-        (t.name, str(c.name))
-        for t in Base.metadata.sorted_tables
-        for c in t.constraints
-        if isinstance(c, CheckConstraint)
-    }
+
+def catalog_rows(url: str) -> tuple[list[tuple[str, str, str]], set[tuple[str, str]]]:
+    """(table, trigger, enabled) of every user trigger, and (table, name) of every CHECK."""
+    from sqlalchemy import text
+
     engine = create_engine(url, poolclass=pool.NullPool)
     try:
         with engine.connect() as conn:
-            triggers = conn.execute(
-                text(
-                    "SELECT c.relname, t.tgname, t.tgenabled FROM pg_trigger t"
-                    " JOIN pg_class c ON c.oid = t.tgrelid"
-                    " JOIN pg_namespace n ON n.oid = c.relnamespace"
-                    " WHERE n.nspname = current_schema() AND NOT t.tgisinternal"
+            triggers = [
+                (str(r[0]), str(r[1]), str(r[2]))
+                for r in conn.execute(
+                    text(
+                        "SELECT c.relname, t.tgname, t.tgenabled FROM pg_trigger t"
+                        " JOIN pg_class c ON c.oid = t.tgrelid"
+                        " JOIN pg_namespace n ON n.oid = c.relnamespace"
+                        " WHERE n.nspname = current_schema() AND NOT t.tgisinternal"
+                    )
                 )
-            ).all()
+            ]
             checks = {
-                (r[0], r[1])
+                (str(r[0]), str(r[1]))
                 for r in conn.execute(
                     text(
                         "SELECT c.relname, k.conname FROM pg_constraint k"
@@ -218,20 +220,4 @@ def catalog_drift(url: str) -> list[str]:
             }
     finally:
         engine.dispose()
-    out: list[str] = []
-    present = {(table, name) for table, name, _ in triggers}
-    for table, names in sorted(TRIGGERS.items()):
-        for name in sorted(names - {n for t, n in present if t == table}):
-            out.append(
-                f"only in the models: trigger {name} on {table} (its invariant is not enforced)"
-            )
-    for table, name, enabled in sorted(triggers):
-        if name not in TRIGGERS.get(table, frozenset()):
-            out.append(f"only in the database: trigger {name} on {table}")
-        elif enabled == "D":
-            out.append(f"disabled trigger: {name} on {table} (its invariant is not enforced)")
-    for table, name in sorted(expected_checks - checks):
-        out.append(f"only in the models: check constraint {name} on {table}")
-    for table, name in sorted(checks - expected_checks):
-        out.append(f"only in the database: check constraint {name} on {table}")
-    return out
+    return triggers, checks

@@ -103,7 +103,17 @@ def _restore(path: Path, kind: str, target: str, tools: Tools) -> list[str]:
     with passfile_env(target) as (conninfo, env):
         if kind == "custom":
             proc = subprocess.run(
-                [tools.path("pg_restore"), "--no-password", "-d", conninfo, str(path)],
+                # The scratch database is the restoring user's, whoever owned the objects
+                # dumped and granted on them (a hardened database's owner role, say).
+                [
+                    tools.path("pg_restore"),
+                    "--no-password",
+                    "--no-owner",
+                    "--no-acl",
+                    "-d",
+                    conninfo,
+                    str(path),
+                ],
                 capture_output=True,
                 env=env,
                 check=False,

@@ -87,7 +87,9 @@ def ensure_database(
     ready.migrated_from = migrate.current_revision(url)
     head = migrate.head_revision()
     if ready.migrated_from != head:
-        migrate.upgrade(url)
+        from smartstart.db.owner import migration_url
+
+        migrate.upgrade(migration_url(settings))
         say(f"migrated the schema {ready.migrated_from or 'base'} → {head}")
     ready.revision = head
     if seed_if_empty:
