@@ -333,7 +333,7 @@ def test_counts_follow_raw_sql_of_every_kind(crafted: tuple[Conn, dict[str, str]
         # the guide's own statements
         "INSERT INTO \"User\" (id, email, username, password, role) VALUES ('user_123',"
         " 'guide@example.com', 'guide', '" + PW + "', 'MEMBER')",
-        "INSERT INTO \"UserRole\" (\"userId\", \"roleId\") SELECT 'user_123', id FROM \"Role\""
+        'INSERT INTO "UserRole" ("userId", "roleId") SELECT \'user_123\', id FROM "Role"'
         " WHERE name = 'MEMBER'",
         "UPDATE \"User\" SET status = 'SUSPENDED' WHERE email = 'u1@example.com'",
         'UPDATE "UserJourneyState" SET status = \'COMPLETED\' WHERE "userId" = \''
@@ -349,7 +349,7 @@ def test_counts_follow_raw_sql_of_every_kind(crafted: tuple[Conn, dict[str, str]
         + PW
         + "') ON CONFLICT (username) DO UPDATE SET xp = 7, status = 'ACTIVE'",
         # secondary roles and states come and go; a state moves to another stage
-        'DELETE FROM "UserRole" WHERE "userId" = \'' + ids["u3"] + "' AND \"roleId\" = "
+        'DELETE FROM "UserRole" WHERE "userId" = \'' + ids["u3"] + '\' AND "roleId" = '
         "(SELECT id FROM \"Role\" WHERE name = 'GUEST')",
         'UPDATE "UserJourneyState" SET "stageId" = (SELECT id FROM "JourneyStage" WHERE name'
         " = 'Empty') WHERE status = 'NOT_STARTED'",
@@ -378,27 +378,46 @@ def test_a_rolled_back_change_leaves_no_count(crafted: tuple[Conn, dict[str, str
     assert assert_exact(conn) == before
 
 
-def test_concurrent_sign_ups_do_not_wait_for_each_other(db_settings: Settings) -> None:
-    # Two transactions register users on the same day, and one of them compacts: neither
-    # waits for the other (a lock timeout would fail the second), and both count.
+def test_concurrent_writers_of_one_count_do_not_wait_for_each_other(
+    db_settings: Settings,
+) -> None:
+    # Two transactions change the same counts (users registered the same day, the same
+    # stage and status) and one of them compacts: neither waits for the other (the lock
+    # timeout would fail the second), and both are counted. (Registrations themselves
+    # queue on rbac_version, bumped by every "UserRole" insert, not on these counts.)
     url = db_settings.url_for()
     with psycopg.connect(url, autocommit=True) as setup:
         setup.execute("INSERT INTO \"Role\" (name) VALUES ('MEMBER')")
+        setup.execute(
+            'INSERT INTO "JourneyStage" (name, "order", "xpReward") VALUES (\'S\', 1, 50)'
+        )
+        for name in ("a", "b"):
+            setup.execute(
+                'INSERT INTO "User" (email, username, password) VALUES (%s, %s, %s)',
+                [f"{name}@example.com", name, PW],
+            )
+
+    def progress(conn: Conn, name: str) -> None:
+        conn.execute(
+            'INSERT INTO "UserJourneyState" ("userId", "stageId", status)'
+            ' SELECT u.id, s.id, \'COMPLETED\' FROM "User" u, "JourneyStage" s'
+            " WHERE u.username = %s",
+            [name],
+        )
+        conn.execute(
+            'UPDATE "User" SET "lastActive" = now() + interval \'1 day\' WHERE username = %s',
+            [name],
+        )
+
     with psycopg.connect(url) as a, psycopg.connect(url) as b:
         for conn in (a, b):
             conn.execute("SET lock_timeout = '2s'")
-        a.execute(
-            'INSERT INTO "User" (email, username, password) VALUES (%s, %s, %s)',
-            ["a@example.com", "a", PW],
-        )
+        progress(a, "a")
         a.execute("SELECT smartstart_analytics_compact()")
         done = threading.Event()
 
         def other() -> None:
-            b.execute(
-                'INSERT INTO "User" (email, username, password) VALUES (%s, %s, %s)',
-                ["b@example.com", "b", PW],
-            )
+            progress(b, "b")
             # Another transaction is compacting: this one skips it, without waiting.
             assert b.execute("SELECT smartstart_analytics_compact()").fetchone() == (0,)
             b.commit()
@@ -410,5 +429,8 @@ def test_concurrent_sign_ups_do_not_wait_for_each_other(db_settings: Settings) -
         assert done.is_set()  # b committed while a still held its transaction open
         a.commit()
     with psycopg.connect(url, autocommit=True) as conn:
-        assert analytics.registrations(conn).total == 2
+        funnel = analytics.journey(conn).stages[0]
+        assert (funnel.total, funnel.completed) == (2, 2)
+        assert {lv.level: lv.users for lv in analytics.xp(conn).levels}["OWLET"] == 2
+        assert analytics.xp(conn).levels[0].totalXp == 100
         assert_exact(conn)
