@@ -1,0 +1,133 @@
+"""Every analysis of `smartstart analytics` on 1,000,000 demo users: p50/p99 of the domain
+function (its SQL round trips included) against the target of issue 11, <= 500 ms each.
+
+`python -m bench analytics`. Uses bench_listings' cached cluster (BENCH_LISTINGS_DIR, built
+first when missing), migrated to head (migration 0007 counts everything once), with
+ANALYTICS_PENDING deltas not yet compacted: the most a read meets before it folds them.
+For comparison, the same numbers computed live from the tables (what the summaries save).
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from bench.bench_listings import database
+
+SAMPLES = int(os.environ.get("BENCH_ANALYTICS_SAMPLES", "30"))
+WARMUP = 2
+TARGET_MS = 500.0
+PENDING = int(os.environ.get("ANALYTICS_PENDING", "19000"))  # just under COMPACT_AT
+
+# The same numbers without the summaries: what a naive implementation would run.
+LIVE = {
+    "registrations (live)": 'SELECT date("createdAt" AT TIME ZONE \'UTC\'), count(*) FROM "User"'
+    " WHERE \"createdAt\" >= now() - interval '30 days' GROUP BY 1",
+    "roles (live)": 'SELECT role, count(*) FROM "User" GROUP BY role',
+    "xp (live)": "SELECT CASE WHEN xp < 100 THEN '0-99' WHEN xp < 500 THEN '100-499'"
+    " WHEN xp < 1000 THEN '500-999' ELSE '1000+' END, count(*) FROM \"User\" GROUP BY 1",
+    "journey (live)": 'SELECT "stageId", status, count(*) FROM "UserJourneyState" GROUP BY 1, 2',
+}
+
+
+def _timed(call: Callable[[], Any]) -> tuple[float, float]:
+    for _ in range(WARMUP):
+        call()
+    times = []
+    for _ in range(SAMPLES):
+        started = time.perf_counter()
+        call()
+        times.append((time.perf_counter() - started) * 1000)
+    times.sort()
+    p99 = times[min(len(times) - 1, round(0.99 * (len(times) - 1)))]
+    return statistics.median(times), p99
+
+
+def _prepare(settings: Any) -> None:
+    """Migrate to head and leave PENDING deltas (pairs that cancel out) uncompacted."""
+    import psycopg
+
+    from smartstart.db import migrate
+
+    dsn = settings.url_for()
+    started = time.perf_counter()
+    migrate.upgrade(settings.sqlalchemy_url())
+    print(f"  migrated to head in {time.perf_counter() - started:.1f} s")
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("SELECT smartstart_analytics_compact()")
+        conn.execute(
+            "INSERT INTO analytics_delta (kind, day, subject, status, level, band, n, xp)"
+            " SELECT 'user', current_date - (g / 2 %% 365), 'MEMBER', 'ACTIVE', 'OWLET', '0-99',"
+            " CASE WHEN g %% 2 = 0 THEN 1 ELSE -1 END, 0 FROM generate_series(0, %s - 1) g",
+            [PENDING - PENDING % 2],
+        )
+        conn.execute("VACUUM ANALYZE analytics_delta")
+        conn.execute("VACUUM ANALYZE analytics_count")
+        conn.execute('VACUUM ANALYZE "UserJourneyState"')
+        rows = conn.execute("SELECT count(*) FROM analytics_count").fetchone()
+        print(f"  analytics_count: {rows[0] if rows else '?'} rows; {PENDING} pending deltas")
+
+
+def _calls() -> list[tuple[str, Callable[[Any], Any]]]:
+    from smartstart.domain import analytics
+    from smartstart.domain.analytics import DateRange
+
+    today = datetime.now(UTC).date()
+    month = DateRange(today - timedelta(days=29), today)
+    return [
+        ("registrations per day (30)", lambda c: analytics.registrations(c)),
+        ("registrations per week (12)", lambda c: analytics.registrations(c, period="week")),
+        (
+            "registrations per day, 10 years",
+            lambda c: analytics.registrations(
+                c, DateRange(today - timedelta(days=3650), today), "day"
+            ),
+        ),
+        ("activity per day (30)", lambda c: analytics.activity(c)),
+        ("roles, all users", lambda c: analytics.roles(c)),
+        ("roles, last 30 days", lambda c: analytics.roles(c, month)),
+        ("xp, all users", lambda c: analytics.xp(c)),
+        ("status, all users", lambda c: analytics.statuses(c)),
+        ("journey, all users", lambda c: analytics.journey(c)),
+        ("journey, last 30 days", lambda c: analytics.journey(c, month)),
+        (
+            "journey, last 365 days",
+            lambda c: analytics.journey(c, DateRange(today - timedelta(days=364), today)),
+        ),
+    ]
+
+
+def main() -> int:
+    """Measure each analysis; 0 when every p50 and p99 is within TARGET_MS."""
+    import psycopg
+
+    print(f"analytics at 1,000,000 demo users; {os.cpu_count()} cores, load {os.getloadavg()}")
+    missed = []
+    with database() as built:
+        dsn = built.db.dsn
+        _prepare(built.db.settings)
+        print(f"domain, ms ({SAMPLES} samples):  analysis                          p50      p99")
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            for label, call in _calls():
+                p50, p99 = _timed(lambda call=call: call(conn))  # type: ignore[misc]
+                ok = p99 <= TARGET_MS
+                print(f"  {label:<34} {p50:8.1f} {p99:8.1f}  {'ok' if ok else 'MISSED'}")
+                if not ok:
+                    missed.append(label)
+            print("for comparison, live from the tables (no summaries), ms:")
+            for label, query in LIVE.items():
+                p50, p99 = _timed(lambda q=query: conn.execute(q).fetchall())  # type: ignore[misc]
+                print(f"  {label:<34} {p50:8.1f} {p99:8.1f}")
+    print(f"load after: {os.getloadavg()}")
+    if missed:
+        print(f"MISSED p99 <= {TARGET_MS} ms: {', '.join(missed)}")
+    return 1 if missed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
