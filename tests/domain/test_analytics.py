@@ -75,7 +75,8 @@ def crafted(db_settings: Settings) -> Iterator[tuple[Conn, dict[str, str]]]:
             ids[name] = row[0]
         for name, role in SECONDARY:
             conn.execute(
-                'INSERT INTO "UserRole" ("userId", "roleId") SELECT %s, id FROM "Role" WHERE name = %s',
+                'INSERT INTO "UserRole" ("userId", "roleId")'
+                ' SELECT %s, id FROM "Role" WHERE name = %s',
                 [ids[name], role],
             )
         for name, stage, status, seconds in STATES:

@@ -349,12 +349,18 @@ class AnalyticsDelta(Base):
     xp: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")
 
 
-# Exact medians of the time to complete a stage: its completed states in duration order.
+# Exact medians of the time to complete a stage: its completed states by duration bucket
+# (64 per factor e; migration 0007's DURATION_BUCKET, as Alembic reflects it), then duration.
+DURATION_BUCKET = (
+    'floor(ln(GREATEST(date_part(\'epoch\'::text, "completedAt" - "startedAt"),'
+    " 0::double precision) + 1::double precision) * 64::double precision)"
+)
 Index(
     "UserJourneyState_stageId_duration_idx",
     UserJourneyState.stageId,
+    text(DURATION_BUCKET),
     text('("completedAt" - "startedAt")'),
-    postgresql_where=text("status = 'COMPLETED'::text"),
+    postgresql_where=text("(status = 'COMPLETED'::text)"),
 )
 
 

@@ -142,7 +142,7 @@ TRIGGER_LIST: tuple[Trigger, ...] = (
         "The analytics counts (`analytics_count` + `analytics_delta`, see "
         "[Analytics summaries](#analytics-summaries)) follow every change of users by any "
         "path: registrations per UTC day by role, status, level and XP band, and users by "
-        "day of `\"lastActive\"`. Each statement inserts its net deltas (no shared row is "
+        'day of `"lastActive"`. Each statement inserts its net deltas (no shared row is '
         "updated, so concurrent writers never wait for each other); TRUNCATE empties them.",
     ),
     Trigger(

@@ -40,7 +40,7 @@ BANDS: tuple[tuple[str, int, int | None], ...] = (
     ("1000+", 1000, None),
 )
 # Pending deltas past which a read folds them into the totals first.
-COMPACT_AT = 20_000
+COMPACT_AT = 5_000
 
 
 @dataclass(frozen=True)
@@ -211,7 +211,7 @@ def registrations(
     conn: psycopg.Connection[Any], window: DateRange = DateRange(), period: Period = "day"
 ) -> Series:
     """New users per day, week or month ("createdAt", UTC), with cumulative totals."""
-    return _series(conn, "user", window, period)
+    return _series(conn, "created", window, period)
 
 
 def activity(
@@ -395,13 +395,19 @@ class Journey:
     stages: list[Stage]
 
 
-_MEDIAN_ALL = """
-    SELECT s.id, (SELECT avg(extract(epoch FROM x.d)) FROM (
+# A completed state's duration bucket, as migration 0007 indexes and counts it.
+_BUCKET = (
+    'floor((ln((GREATEST(date_part(\'epoch\'::text, (j."completedAt" - j."startedAt")),'
+    " (0)::double precision) + (1)::double precision)) * (64)::double precision))"
+)
+_MEDIAN_ALL = f"""
+    SELECT s.id, (SELECT avg(date_part('epoch', x.d)) FROM (
                       SELECT j."completedAt" - j."startedAt" AS d FROM "UserJourneyState" j
                       WHERE j."stageId" = s.id AND j.status = 'COMPLETED'
-                      ORDER BY j."completedAt" - j."startedAt"
+                        AND {_BUCKET} >= s.bucket
+                      ORDER BY {_BUCKET}, j."completedAt" - j."startedAt"
                       OFFSET s.skip LIMIT s.take) x)
-    FROM unnest(%s::text[], %s::bigint[], %s::int[]) AS s(id, skip, take)"""
+    FROM unnest(%s::text[], %s::float8[], %s::bigint[], %s::int[]) AS s(id, bucket, skip, take)"""
 _MEDIAN_COHORT = """
     SELECT j."stageId",
            percentile_cont(0.5) WITHIN GROUP (
@@ -411,22 +417,35 @@ _MEDIAN_COHORT = """
     GROUP BY j."stageId" """
 
 
-def _medians(
-    conn: psycopg.Connection[Any], completed: dict[str, int], window: DateRange
-) -> dict[str, float]:
+def _medians(conn: psycopg.Connection[Any], window: DateRange) -> dict[str, float]:
     """Median seconds from start to completion per stage id."""
-    if window.since is None and window.until is None:
-        # The middle one or two of each stage's completed states, in the duration index's
-        # order: no sort, and no more rows read than half of them.
-        ids = [s for s, n in completed.items() if n > 0]
-        rows = conn.execute(
-            _MEDIAN_ALL,
-            [ids, [(completed[s] - 1) // 2 for s in ids], [2 - completed[s] % 2 for s in ids]],
-        ).fetchall()
-    else:
+    if window.since is not None or window.until is not None:
         rows = conn.execute(
             _MEDIAN_COHORT, [_utc_start(window.since), _utc_start(window.until, after=True)]
         ).fetchall()
+        return {s: float(m) for s, m in rows if m is not None}
+    # Every user: the 'duration' counts say in which bucket each stage's middle state
+    # lies and how many come before it; the index reads that bucket only, in order.
+    histogram: dict[str, list[tuple[float, int]]] = {}
+    for stage_id, bucket, n, _ in _counts(conn, "duration", "subject, band", DateRange()):
+        histogram.setdefault(stage_id, []).append((float(bucket), int(n)))
+    ids, buckets, skips, takes = [], [], [], []
+    for stage_id, counts in histogram.items():
+        counts.sort()
+        total = sum(n for _, n in counts)
+        if total <= 0:
+            continue
+        first, last = (total - 1) // 2, total // 2  # the middle one, or two
+        below = 0
+        for bucket, n in counts:
+            if below + n > first:
+                ids.append(stage_id)
+                buckets.append(bucket)
+                skips.append(first - below)
+                takes.append(last - first + 1)
+                break
+            below += n
+    rows = conn.execute(_MEDIAN_ALL, [ids, buckets, skips, takes]).fetchall()
     return {s: float(m) for s, m in rows if m is not None}
 
 
@@ -447,8 +466,7 @@ def journey(conn: psycopg.Connection[Any], window: DateRange = DateRange()) -> J
     counts: dict[str, dict[str, int]] = {}
     for stage_id, status, n, _ in _counts(conn, "journey", "subject, status", window):
         counts.setdefault(stage_id, {})[status] = int(n)
-    completed = {s: c.get("COMPLETED", 0) for s, c in counts.items()}
-    medians = _medians(conn, completed, window)
+    medians = _medians(conn, window)
     stages = []
     for stage_id, name, order, active in conn.execute(
         'SELECT id, name, "order", active FROM "JourneyStage" ORDER BY "order", id'

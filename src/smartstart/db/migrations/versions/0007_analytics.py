@@ -21,6 +21,16 @@ BAND = (
     "CASE WHEN {0} < 100 THEN '0-99' WHEN {0} < 500 THEN '100-499'"
     " WHEN {0} < 1000 THEN '500-999' ELSE '1000+' END"
 )
+# The bucket of a completed state's duration: 64 per factor e (1.6 % wide). The index
+# "UserJourneyState_stageId_duration_idx" is on this very expression (with the duration
+# after it), and the 'duration' counts use it too: a stage's median is the k-th entry of
+# its bucket, found by skipping within that bucket only. domain/analytics.py repeats it.
+DURATION_BUCKET = (
+    'floor((ln((GREATEST(date_part(\'epoch\'::text, ({0}"completedAt" - {0}"startedAt")),'
+    " (0)::double precision) + (1)::double precision)) * (64)::double precision))"
+)
+# The 'duration' counts are not per cohort: one fixed day.
+NO_DAY = "DATE '1970-01-01'"
 # Any fixed key: one compaction at a time; TRUNCATE waits for a running one.
 COMPACT_LOCK_KEY = 7_274_637_407
 # A writer's statement folds the pending deltas into the totals once in this many.
@@ -28,11 +38,13 @@ COMPACT_EVERY = 500
 
 
 def _user(rows: str, sign: str) -> str:
-    """The 'user' and 'active' deltas of a transition table, signed."""
+    """The 'user', 'created' and 'active' deltas of a transition table, signed."""
     return f"""
         SELECT 'user' AS kind, {DAY.format('"createdAt"')} AS day, role AS subject, status,
                level, {BAND.format("xp")} AS band, {sign}1 AS n, {sign}xp::bigint AS xp
         FROM {rows}
+        UNION ALL
+        SELECT 'created', {DAY.format('"createdAt"')}, '', '', '', '', {sign}1, 0 FROM {rows}
         UNION ALL
         SELECT 'active', {DAY.format('"lastActive"')}, '', '', '', '', {sign}1, 0 FROM {rows}"""
 
@@ -44,10 +56,18 @@ def _child(kind: str, rows: str, sign: str, status: str) -> str:
     BEFORE trigger subtracted it already.
     """
     subject = '"roleId"' if kind == "role" else '"stageId"'
-    return f"""
+    deltas = f"""
         SELECT '{kind}' AS kind, {DAY.format('u."createdAt"')} AS day, r.{subject} AS subject,
                {status} AS status, '' AS level, '' AS band, {sign}1 AS n, 0::bigint AS xp
         FROM {rows} r JOIN "User" u ON u.id = r."userId" """
+    if kind == "journey":
+        # Completed states by duration bucket, whoever the user (a cascade included).
+        deltas += f"""
+        UNION ALL
+        SELECT 'duration', {NO_DAY}, r."stageId", '', '', ({DURATION_BUCKET.format("r.")})::text,
+               {sign}1, 0
+        FROM {rows} r WHERE r.status = 'COMPLETED' """
+    return deltas
 
 
 def _insert(deltas: str) -> str:
@@ -113,7 +133,7 @@ _USER_GONE = f"""
         FROM "UserJourneyState" WHERE "userId" = OLD.id"""
 
 
-def _child_function(name: str, kind: str, status: str) -> str:
+def _child_function(name: str, kind: str, status: str, kinds: str) -> str:
     """The trigger function of "UserRole" (kind role) or "UserJourneyState" (journey)."""
     inserted = _child(kind, "new_rows", "", status)
     deleted = _child(kind, "old_rows", "-", status)
@@ -122,7 +142,7 @@ def _child_function(name: str, kind: str, status: str) -> str:
         _insert(inserted),
         _insert(inserted + " UNION ALL " + deleted),
         _insert(deleted),
-        f"'{kind}'",
+        kinds,
     )
 
 
@@ -131,10 +151,12 @@ _USER_FUNCTION = _trigger_function(
     _insert(_user("new_rows", "")),
     _USER_UPDATE,
     _insert(_user("old_rows", "-")),
-    "'user', 'active'",
+    "'user', 'created', 'active'",
 )
-_USER_ROLE_FUNCTION = _child_function("smartstart_analytics_user_role", "role", "''")
-_JOURNEY_FUNCTION = _child_function("smartstart_analytics_journey", "journey", "r.status")
+_USER_ROLE_FUNCTION = _child_function("smartstart_analytics_user_role", "role", "''", "'role'")
+_JOURNEY_FUNCTION = _child_function(
+    "smartstart_analytics_journey", "journey", "r.status", "'journey', 'duration'"
+)
 _EVERYTHING = " UNION ALL ".join(
     (
         _user('"User"', ""),
@@ -174,7 +196,8 @@ CREATE TABLE analytics_delta (
 );
 -- Exact medians of time to complete: the completed states of a stage in duration order.
 CREATE INDEX "UserJourneyState_stageId_duration_idx" ON "UserJourneyState"
-    ("stageId", ("completedAt" - "startedAt")) WHERE status = 'COMPLETED';
+    ("stageId", ({DURATION_BUCKET.format("")}), ("completedAt" - "startedAt"))
+    WHERE status = 'COMPLETED';
 
 -- Fold the deltas into the totals; the number of deltas folded (0 when another
 -- transaction is compacting). Safe at any time: the deltas deleted and the totals
