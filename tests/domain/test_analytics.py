@@ -266,6 +266,21 @@ def test_journey_of_a_cohort(crafted: tuple[Conn, dict[str, str]]) -> None:
     assert everyone == dataclasses.replace(whole, since=everyone.since, until=everyone.until)
 
 
+def test_a_large_cohort_leaves_its_medians_out(
+    crafted: tuple[Conn, dict[str, str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    conn, _ = crafted
+    cohort = DateRange(date(2025, 1, 1), date(2025, 1, 5))  # 4 completed states
+    assert not analytics.journey(conn, cohort).mediansOmitted
+    monkeypatch.setattr(analytics, "COHORT_MEDIAN_MAX", 3)
+    big = analytics.journey(conn, cohort)
+    assert big.mediansOmitted
+    assert {s.medianSecondsToComplete for s in big.stages} == {None}
+    assert big.stages[0].completed == 3  # the counts are all there
+    whole = analytics.journey(conn)  # without a range, always
+    assert not whole.mediansOmitted and whole.stages[0].medianSecondsToComplete == 210.0
+
+
 def test_the_guide_s_queries_agree(crafted: tuple[Conn, dict[str, str]]) -> None:
     conn, _ = crafted
     conn.execute("SET TIME ZONE 'UTC'")  # the guide's DATE("createdAt") uses the session's

@@ -360,6 +360,7 @@ Index(
     UserJourneyState.stageId,
     text(DURATION_BUCKET),
     text('("completedAt" - "startedAt")'),
+    postgresql_include=["completedAt", "startedAt"],
     postgresql_where=text("(status = 'COMPLETED'::text)"),
 )
 

@@ -41,6 +41,10 @@ BANDS: tuple[tuple[str, int, int | None], ...] = (
 )
 # Pending deltas past which a read folds them into the totals first.
 COMPACT_AT = 5_000
+# A cohort's exact medians read its completed states: past this many, they are left out
+# (None, `mediansOmitted`) rather than taking seconds. Without a range they always come
+# from the duration counts and index, whatever the number of users.
+COHORT_MEDIAN_MAX = 10_000
 
 
 @dataclass(frozen=True)
@@ -393,6 +397,9 @@ class Journey:
     since: date | None
     until: date | None
     stages: list[Stage]
+    # True when the range's users completed more than COHORT_MEDIAN_MAX states: the
+    # medians are then None (ask without a range for every user's).
+    mediansOmitted: bool = False
 
 
 # A completed state's duration bucket, as migration 0007 indexes and counts it.
@@ -466,7 +473,10 @@ def journey(conn: psycopg.Connection[Any], window: DateRange = DateRange()) -> J
     counts: dict[str, dict[str, int]] = {}
     for stage_id, status, n, _ in _counts(conn, "journey", "subject, status", window):
         counts.setdefault(stage_id, {})[status] = int(n)
-    medians = _medians(conn, window)
+    completed = sum(c.get("COMPLETED", 0) for c in counts.values())
+    cohort = window.since is not None or window.until is not None
+    omitted = cohort and completed > COHORT_MEDIAN_MAX
+    medians = {} if omitted else _medians(conn, window)
     stages = []
     for stage_id, name, order, active in conn.execute(
         'SELECT id, name, "order", active FROM "JourneyStage" ORDER BY "order", id'
@@ -490,4 +500,4 @@ def journey(conn: psycopg.Connection[Any], window: DateRange = DateRange()) -> J
                 medianSecondsToComplete=medians.get(stage_id),
             )
         )
-    return Journey(window.since, window.until, stages)
+    return Journey(window.since, window.until, stages, omitted)

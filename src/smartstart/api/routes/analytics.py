@@ -120,6 +120,10 @@ class JourneyFunnel(_Out):
     since: date | None
     until: date | None
     stages: list[FunnelStage]
+    mediansOmitted: bool = Field(
+        description="The range's users completed more than "
+        f"{analytics.COHORT_MEDIAN_MAX:,} states: medians left out (null)"
+    )
 
 
 @router.get(

@@ -194,10 +194,11 @@ CREATE TABLE analytics_delta (
     xp bigint NOT NULL DEFAULT 0,
     CONSTRAINT analytics_delta_pkey PRIMARY KEY (id)
 );
--- Exact medians of time to complete: the completed states of a stage in duration order.
+-- Exact medians of time to complete: the completed states of a stage by duration bucket,
+-- then duration; the timestamps included so that reading them never visits the table.
 CREATE INDEX "UserJourneyState_stageId_duration_idx" ON "UserJourneyState"
     ("stageId", ({DURATION_BUCKET.format("")}), ("completedAt" - "startedAt"))
-    WHERE status = 'COMPLETED';
+    INCLUDE ("completedAt", "startedAt") WHERE status = 'COMPLETED';
 
 -- Fold the deltas into the totals; the number of deltas folded (0 when another
 -- transaction is compacting). Safe at any time: the deltas deleted and the totals
