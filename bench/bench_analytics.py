@@ -17,10 +17,10 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from bench.bench_listings import database
+from bench.bench_listings import _p, database
+from bench.bench_listings import _timed as listings_timed
 
 SAMPLES = int(os.environ.get("BENCH_ANALYTICS_SAMPLES", "30"))
-WARMUP = 2
 TARGET_MS = 500.0
 PENDING = int(os.environ.get("ANALYTICS_PENDING", "4998"))  # just under COMPACT_AT
 
@@ -36,16 +36,8 @@ LIVE = {
 
 
 def _timed(call: Callable[[], Any]) -> tuple[float, float]:
-    for _ in range(WARMUP):
-        call()
-    times = []
-    for _ in range(SAMPLES):
-        started = time.perf_counter()
-        call()
-        times.append((time.perf_counter() - started) * 1000)
-    times.sort()
-    p99 = times[min(len(times) - 1, round(0.99 * (len(times) - 1)))]
-    return statistics.median(times), p99
+    """p50 and p99 in ms of SAMPLES calls, after bench_listings' warm-up."""
+    return _p(listings_timed(call, SAMPLES))
 
 
 def _prepare(settings: Any) -> None:

@@ -156,36 +156,39 @@ def _show_series(result: analytics.Series, what: str, as_json: bool, as_csv: boo
     )
 
 
-@app.command("registrations")
-@handle_errors
-def registrations(
-    since: SinceOpt = None,
-    until: UntilOpt = None,
-    period: PeriodOpt = "day",
-    as_json: JsonOpt = False,
-    as_csv: CsvOpt = False,
+def _series_command(
+    name: str, what: str, compute: Callable[..., analytics.Series], help_text: str
 ) -> None:
-    """New users per day, week or month, zero-filled, with cumulative totals ("createdAt")."""
-    window, size = _range(since, until), _period(period)
-    with transaction() as (conn, _):
-        result = analytics.registrations(conn, window, size)
-    _show_series(result, "Registrations", as_json, as_csv)
+    """Add the command of a series (registrations, activity): the same options, one output."""
+
+    def command(
+        since: SinceOpt = None,
+        until: UntilOpt = None,
+        period: PeriodOpt = "day",
+        as_json: JsonOpt = False,
+        as_csv: CsvOpt = False,
+    ) -> None:
+        window, size = _range(since, until), _period(period)
+        with transaction() as (conn, _):
+            result = compute(conn, window, size)
+        _show_series(result, what, as_json, as_csv)
+
+    command.__doc__ = help_text
+    app.command(name)(handle_errors(command))
 
 
-@app.command("activity")
-@handle_errors
-def activity(
-    since: SinceOpt = None,
-    until: UntilOpt = None,
-    period: PeriodOpt = "day",
-    as_json: JsonOpt = False,
-    as_csv: CsvOpt = False,
-) -> None:
-    """Users by the day of their last activity ("lastActive"): each user once, when last seen."""
-    window, size = _range(since, until), _period(period)
-    with transaction() as (conn, _):
-        result = analytics.activity(conn, window, size)
-    _show_series(result, "Users last active", as_json, as_csv)
+_series_command(
+    "registrations",
+    "Registrations",
+    analytics.registrations,
+    'New users per day, week or month, zero-filled, with cumulative totals ("createdAt").',
+)
+_series_command(
+    "activity",
+    "Users last active",
+    analytics.activity,
+    'Users by the day of their last activity ("lastActive"): each user once, when last seen.',
+)
 
 
 def _cohort_title(title: str, window: analytics.DateRange) -> str:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import date
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field
@@ -126,87 +127,80 @@ class JourneyFunnel(_Out):
     )
 
 
-@router.get(
-    "/registrations",
-    operation_id="analytics_registrations",
-    summary="New users per day, week or month, with cumulative totals",
-    description='By "createdAt" (UTC).' + SERIES_HELP,
-    response_model=AnalyticsSeries,
-    dependencies=ACCESS,
-)
-def registrations(
-    conn: ConnDep,
-    since: Since = None,
-    until: Until = None,
-    period: PeriodQuery = AnalyticsPeriod.day,
-) -> AnalyticsSeries:
-    result = analytics.registrations(conn, DateRange(since, until), period.value)
-    return AnalyticsSeries.model_validate(result)
-
-
-@router.get(
-    "/activity",
-    operation_id="analytics_activity",
-    summary="Users by the day of their last activity",
-    description='By "lastActive" (UTC): each user counts once, on the day last seen.' + SERIES_HELP,
-    response_model=AnalyticsSeries,
-    dependencies=ACCESS,
-)
-def activity(
-    conn: ConnDep,
-    since: Since = None,
-    until: Until = None,
-    period: PeriodQuery = AnalyticsPeriod.day,
-) -> AnalyticsSeries:
-    return AnalyticsSeries.model_validate(
-        analytics.activity(conn, DateRange(since, until), period.value)
+def _series_route(name: str, compute: Callable[..., Any], summary: str, description: str) -> None:
+    @router.get(
+        f"/{name}",
+        operation_id=f"analytics_{name}",
+        summary=summary,
+        description=description + SERIES_HELP,
+        response_model=AnalyticsSeries,
+        dependencies=ACCESS,
     )
+    def route(
+        conn: ConnDep,
+        since: Since = None,
+        until: Until = None,
+        period: PeriodQuery = AnalyticsPeriod.day,
+    ) -> AnalyticsSeries:
+        return AnalyticsSeries.model_validate(compute(conn, DateRange(since, until), period.value))
 
 
-@router.get(
-    "/roles",
-    operation_id="analytics_roles",
-    summary="Role distribution: primary and assigned roles",
-    description="Every role, with 0 where nobody holds it." + COHORT_HELP,
-    response_model=RoleDistribution,
-    dependencies=ACCESS,
+def _cohort_route(
+    name: str,
+    compute: Callable[..., Any],
+    model: type[_Out],
+    summary: str,
+    description: str,
+) -> None:
+    @router.get(
+        f"/{name}",
+        operation_id=f"analytics_{name}",
+        summary=summary,
+        description=description + COHORT_HELP,
+        response_model=model,
+        dependencies=ACCESS,
+    )
+    def route(conn: ConnDep, since: Since = None, until: Until = None) -> Any:
+        return model.model_validate(compute(conn, DateRange(since, until)))
+
+
+_series_route(
+    "registrations",
+    analytics.registrations,
+    "New users per day, week or month, with cumulative totals",
+    'By "createdAt" (UTC).',
 )
-def roles(conn: ConnDep, since: Since = None, until: Until = None) -> RoleDistribution:
-    return RoleDistribution.model_validate(analytics.roles(conn, DateRange(since, until)))
-
-
-@router.get(
-    "/xp",
-    operation_id="analytics_xp",
-    summary="XP distribution in the guide's bands and by level",
-    description="Bands 0-99, 100-499, 500-999, 1000+; levels with total and average XP."
-    + COHORT_HELP,
-    response_model=XpDistribution,
-    dependencies=ACCESS,
+_series_route(
+    "activity",
+    analytics.activity,
+    "Users by the day of their last activity",
+    'By "lastActive" (UTC): each user counts once, on the day last seen.',
 )
-def xp(conn: ConnDep, since: Since = None, until: Until = None) -> XpDistribution:
-    return XpDistribution.model_validate(analytics.xp(conn, DateRange(since, until)))
-
-
-@router.get(
-    "/journey",
-    operation_id="analytics_journey",
-    summary="Journey funnel: each stage's states, completion rate and median time",
-    description="Every stage in order (inactive ones too)." + COHORT_HELP,
-    response_model=JourneyFunnel,
-    dependencies=ACCESS,
+_cohort_route(
+    "roles",
+    analytics.roles,
+    RoleDistribution,
+    "Role distribution: primary and assigned roles",
+    "Every role, with 0 where nobody holds it.",
 )
-def journey(conn: ConnDep, since: Since = None, until: Until = None) -> JourneyFunnel:
-    return JourneyFunnel.model_validate(analytics.journey(conn, DateRange(since, until)))
-
-
-@router.get(
-    "/status",
-    operation_id="analytics_status",
-    summary="Users per status",
-    description="ACTIVE, INACTIVE, SUSPENDED, PENDING." + COHORT_HELP,
-    response_model=StatusDistribution,
-    dependencies=ACCESS,
+_cohort_route(
+    "xp",
+    analytics.xp,
+    XpDistribution,
+    "XP distribution in the guide's bands and by level",
+    "Bands 0-99, 100-499, 500-999, 1000+; levels with total and average XP.",
 )
-def status(conn: ConnDep, since: Since = None, until: Until = None) -> StatusDistribution:
-    return StatusDistribution.model_validate(analytics.statuses(conn, DateRange(since, until)))
+_cohort_route(
+    "journey",
+    analytics.journey,
+    JourneyFunnel,
+    "Journey funnel: each stage's states, completion rate and median time",
+    "Every stage in order (inactive ones too).",
+)
+_cohort_route(
+    "status",
+    analytics.statuses,
+    StatusDistribution,
+    "Users per status",
+    "ACTIVE, INACTIVE, SUSPENDED, PENDING.",
+)
