@@ -17,6 +17,7 @@ from the duration index without a range, from the cohort's states with one.
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -104,10 +105,18 @@ _COMPACT = """
 
 
 def _counts(
-    conn: psycopg.Connection[Any], kind: str, columns: str, window: DateRange
+    conn: psycopg.Connection[Any],
+    kind: str,
+    columns: str,
+    window: DateRange,
+    compact: bool = True,
 ) -> list[tuple[Any, ...]]:
-    """Summed counts of one kind over a range of days, grouped by columns: (…, n, xp)."""
-    conn.execute(_COMPACT, [COMPACT_AT + 1, COMPACT_AT])
+    """Summed counts of one kind over a range of days, grouped by columns: (…, n, xp).
+
+    compact: first fold the pending deltas when there are many (once per analysis is enough).
+    """
+    if compact:
+        conn.execute(_COMPACT, [COMPACT_AT + 1, COMPACT_AT])
     query = _COUNTS.format(columns=columns, fields=_FIELDS)
     params = {
         "kind": kind,
@@ -196,18 +205,22 @@ def _default_since(until: date, period: Period) -> date:
 
 
 def _series(conn: psycopg.Connection[Any], kind: str, window: DateRange, period: Period) -> Series:
-    since, until, _ = series_range(window, period)
-    per_day = {day: int(n) for day, n, _ in _counts(conn, kind, "day", DateRange(None, until))}
-    before = sum(n for day, n in per_day.items() if day < since)
+    since, until, count = series_range(window, period)
+    starts = [since]
+    for _ in range(count):
+        starts.append(_next_start(starts[-1], period))
+    users = [0] * count
+    before = 0
+    for day, n, _ in _counts(conn, kind, "day", DateRange(None, until)):
+        if day < since:
+            before += int(n)
+        else:
+            users[bisect.bisect_right(starts, day) - 1] += int(n)
     buckets: list[Bucket] = []
     running = before
-    start = since
-    while start <= until:
-        nxt = _next_start(start, period)
-        users = sum(per_day.get(start + timedelta(days=i), 0) for i in range((nxt - start).days))
-        running += users
-        buckets.append(Bucket(start, nxt - timedelta(days=1), users, running))
-        start = nxt
+    for i, start in enumerate(starts[:-1]):
+        running += users[i]
+        buckets.append(Bucket(start, starts[i + 1] - timedelta(days=1), users[i], running))
     return Series(period, since, until, before, running - before, buckets)
 
 
@@ -270,7 +283,7 @@ def roles(conn: psycopg.Connection[Any], window: DateRange = DateRange()) -> Rol
     names = dict(conn.execute('SELECT id, name FROM "Role"').fetchall())
     primary = {s: int(n) for s, n, _ in _counts(conn, "user", "subject", window)}
     assigned: dict[str, int] = {}
-    for role_id, n, _ in _counts(conn, "role", "subject", window):
+    for role_id, n, _ in _counts(conn, "role", "subject", window, compact=False):
         name = names.get(role_id, role_id)
         assigned[name] = assigned.get(name, 0) + int(n)
     total = sum(primary.values())
@@ -434,7 +447,9 @@ def _medians(conn: psycopg.Connection[Any], window: DateRange) -> dict[str, floa
     # Every user: the 'duration' counts say in which bucket each stage's middle state
     # lies and how many come before it; the index reads that bucket only, in order.
     histogram: dict[str, list[tuple[float, int]]] = {}
-    for stage_id, bucket, n, _ in _counts(conn, "duration", "subject, band", DateRange()):
+    for stage_id, bucket, n, _ in _counts(
+        conn, "duration", "subject, band", DateRange(), compact=False
+    ):
         histogram.setdefault(stage_id, []).append((float(bucket), int(n)))
     ids, buckets, skips, takes = [], [], [], []
     for stage_id, counts in histogram.items():
