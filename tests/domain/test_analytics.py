@@ -309,6 +309,8 @@ def test_bad_ranges_are_refused(crafted: tuple[Conn, dict[str, str]]) -> None:
         analytics.registrations(conn, DateRange(date(2025, 2, 1), date(2025, 1, 1)))
     with pytest.raises(Invalid, match="after"):
         analytics.roles(conn, DateRange(date(2025, 2, 1), date(2025, 1, 1)))
+    with pytest.raises(Invalid, match="after until"):
+        analytics.activity(conn, DateRange(date(2999, 1, 1), None))  # until: today
     with pytest.raises(Invalid, match="at most 3660"):
         analytics.registrations(conn, DateRange(date(2000, 1, 1), date(2025, 1, 1)))
     with pytest.raises(Invalid, match="years 1 to 9999"):

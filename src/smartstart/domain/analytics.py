@@ -175,6 +175,7 @@ def series_range(window: DateRange, period: Period) -> tuple[date, date, int]:
     try:
         until = window.until or today()
         since = window.since or _default_since(until, period)
+        check_range(DateRange(since, until))  # a since after today, until left out
         first, last = _bucket_start(since, period), _bucket_start(until, period)
         end = _next_start(last, period) - timedelta(days=1)
     except (OverflowError, ValueError):
