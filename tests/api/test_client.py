@@ -220,6 +220,21 @@ def test_the_generated_client_calls_every_operation(
     # audit
     call("audit", "audit_list", m.AuditPage, client=admin, limit=5)
 
+    # analytics
+    week = m.AnalyticsPeriod("week")
+    series = call(
+        "analytics", "analytics_registrations", m.AnalyticsSeries, client=admin, period=week
+    )
+    assert len(series.buckets) == 12 and all(
+        isinstance(b, m.AnalyticsBucket) for b in series.buckets
+    )
+    call("analytics", "analytics_activity", m.AnalyticsSeries, client=admin)
+    call("analytics", "analytics_roles", m.RoleDistribution, client=admin)
+    call("analytics", "analytics_xp", m.XpDistribution, client=admin)
+    funnel = call("analytics", "analytics_journey", m.JourneyFunnel, client=admin)
+    assert all(isinstance(s, m.FunnelStage) for s in funnel.stages)
+    call("analytics", "analytics_status", m.StatusDistribution, client=admin)
+
     # the user changes their password, is deleted; the admin signs out
     theirs = public_login(call, public, m, "generated", PASSPHRASE + " again")
     body = m.PasswordChange(current_password=PASSPHRASE + " again", new_password=PASSPHRASE)

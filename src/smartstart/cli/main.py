@@ -62,6 +62,10 @@ ROOT: dict[str, Lazy] = {
         "Security operations: a read-only user, hardening, audit logging, an advisor.",
         "security",
     ),
+    "analytics": _group(
+        "Analytics: registrations, roles, XP, journey funnel, activity and status (UTC days).",
+        "analytics",
+    ),
     "doctor": _command(
         "doctor",
         "Diagnose the guide's Troubleshooting problems: each finding, its evidence and the fix.",

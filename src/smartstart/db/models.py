@@ -7,13 +7,14 @@ the migrations; these models describe the columns and constraints only.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import (
     BigInteger,
     Boolean,
     CheckConstraint,
+    Date,
     DateTime,
     ForeignKey,
     Identity,
@@ -295,6 +296,54 @@ class LoginThrottle(Base):
         DateTime(timezone=True), nullable=False, server_default=NOW
     )
     lockedUntil: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class AnalyticsCount(Base):
+    """Analytics totals per kind and key (migration 0007; see domain/analytics.py)."""
+
+    __tablename__ = "analytics_count"
+    __table_args__ = (PrimaryKeyConstraint("kind", "day", "subject", "status", "level", "band"),)
+
+    kind: Mapped[str] = mapped_column(Text)
+    day: Mapped[date] = mapped_column(Date)
+    subject: Mapped[str] = mapped_column(Text, server_default="")
+    status: Mapped[str] = mapped_column(Text, server_default="")
+    level: Mapped[str] = mapped_column(Text, server_default="")
+    band: Mapped[str] = mapped_column(Text, server_default="")
+    n: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    xp: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")
+
+
+class AnalyticsDelta(Base):
+    """What the analytics triggers added since the last compaction into analytics_count."""
+
+    __tablename__ = "analytics_delta"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=False), primary_key=True)
+    kind: Mapped[str] = mapped_column(Text, nullable=False)
+    day: Mapped[date] = mapped_column(Date, nullable=False)
+    subject: Mapped[str] = mapped_column(Text, nullable=False, server_default="")
+    status: Mapped[str] = mapped_column(Text, nullable=False, server_default="")
+    level: Mapped[str] = mapped_column(Text, nullable=False, server_default="")
+    band: Mapped[str] = mapped_column(Text, nullable=False, server_default="")
+    n: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    xp: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")
+
+
+# Exact medians of the time to complete a stage: its completed states by duration bucket
+# (64 per factor e; migration 0007's DURATION_BUCKET, as Alembic reflects it), then duration.
+DURATION_BUCKET = (
+    'floor(ln(GREATEST(date_part(\'epoch\'::text, "completedAt" - "startedAt"),'
+    " 0::double precision) + 1::double precision) * 64::double precision)"
+)
+Index(
+    "UserJourneyState_stageId_duration_idx",
+    UserJourneyState.stageId,
+    text(DURATION_BUCKET),
+    text('("completedAt" - "startedAt")'),
+    postgresql_include=["completedAt", "startedAt"],
+    postgresql_where=text("(status = 'COMPLETED'::text)"),
+)
 
 
 # The triggers the migrations at head create (Alembic cannot compare triggers, so

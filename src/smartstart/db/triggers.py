@@ -131,6 +131,51 @@ TRIGGER_LIST: tuple[Trigger, ...] = (
         'state, unless `"User"` is truncated in the same statement.',
     ),
     Trigger(
+        (
+            "User_analytics_insert",
+            "User_analytics_update",
+            "User_analytics_delete",
+            "User_analytics_truncate",
+        ),
+        '`"User"` AFTER INSERT, UPDATE, DELETE (transition tables) and TRUNCATE, each statement',
+        "smartstart_analytics_user()",
+        "The analytics counts (`analytics_count` + `analytics_delta`, see "
+        "[Analytics summaries](#analytics-summaries)) follow every change of users by any "
+        "path: registrations per UTC day by role, status, level and XP band, and users by "
+        'day of `"lastActive"`. Each statement inserts its net deltas (no shared row is '
+        "updated, so concurrent writers never wait for each other); TRUNCATE empties them.",
+    ),
+    Trigger(
+        ("User_analytics_gone",),
+        '`"User"` BEFORE DELETE, each row',
+        "smartstart_analytics_user_gone()",
+        "A deleted user's role assignments and journey states leave the analytics counts "
+        "(the cascade that deletes them runs when the user can no longer be looked up).",
+    ),
+    Trigger(
+        (
+            "UserRole_analytics_insert",
+            "UserRole_analytics_update",
+            "UserRole_analytics_delete",
+            "UserRole_analytics_truncate",
+        ),
+        '`"UserRole"` AFTER INSERT, UPDATE, DELETE and TRUNCATE, each statement',
+        "smartstart_analytics_user_role()",
+        "Assigned roles per role and registration day of the user, in the analytics counts.",
+    ),
+    Trigger(
+        (
+            "UserJourneyState_analytics_insert",
+            "UserJourneyState_analytics_update",
+            "UserJourneyState_analytics_delete",
+            "UserJourneyState_analytics_truncate",
+        ),
+        '`"UserJourneyState"` AFTER INSERT, UPDATE, DELETE and TRUNCATE, each statement',
+        "smartstart_analytics_journey()",
+        "Journey states per stage, status and registration day of the user, in the "
+        "analytics counts.",
+    ),
+    Trigger(
         ("Role_touch", "Permission_touch", "JourneyStage_touch"),
         "BEFORE UPDATE, each row",
         "smartstart_touch_updated_at()",
