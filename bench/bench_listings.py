@@ -110,6 +110,24 @@ def _build(settings: Any) -> float:
     return seconds
 
 
+def _bring_up_to_date(settings: Any) -> None:
+    """A cache built by older code: migrated to head, with its demo users' audit entries."""
+    import psycopg
+
+    from smartstart.db import demo, migrate
+
+    if migrate.current_revision(settings.sqlalchemy_url()) != migrate.head_revision():
+        print("  migrating the cache to head ...", flush=True)
+        migrate.upgrade(settings.sqlalchemy_url())
+    with psycopg.connect(settings.url_for(), autocommit=True) as conn:
+        row = conn.execute("SELECT EXISTS (SELECT 1 FROM audit_log LIMIT 1)").fetchone()
+        if row and not row[0]:
+            print(f"  adding {demo.DEMO_AUDIT_PER_USER} audit entries a demo user ...", flush=True)
+            with conn.transaction():
+                demo.demo_audit(conn, demo.DEMO_AUDIT_PER_USER, seed=1)
+            conn.execute("VACUUM (ANALYZE) audit_log")
+
+
 @contextmanager
 def database() -> Iterator[Built]:
     """The cached cluster (built first when missing), started on a free port."""
@@ -133,6 +151,7 @@ def database() -> Iterator[Built]:
             built_mark.write_text(json.dumps({"users": USERS, "demo_users_seconds": seconds}))
         else:
             cluster.start()
+            _bring_up_to_date(_settings(CACHE, cluster.port))
         pid_file = read_pid_file(cluster.data_dir)
         assert pid_file is not None, "the cluster runs without a postmaster.pid"
         yield Built(Database(CACHE, _settings(CACHE, cluster.port), pid_file.pid), seconds)

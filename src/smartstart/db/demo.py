@@ -138,7 +138,7 @@ def _demo_chunks(
         users, roles, states = _demo_rows(
             rng, start + done, size, now, stages, role_ids, password_hash
         )
-        audit = _audit_params(rng, users, stages)
+        audit = _audit_params(rng, users, stages, DEMO_AUDIT_PER_USER)
         yield _Chunk(size, users, roles, states, audit)
 
 
@@ -225,14 +225,31 @@ SELECT id, action,
        at
 FROM (SELECT u.id, (%(actions)s::text[])[1 + floor(random() * 100)::int] AS action,
              u.created + random() * (u.active - u.created) AS at
-      FROM unnest(%(ids)s::text[], %(created)s::timestamptz[], %(active)s::timestamptz[])
-           AS u(id, created, active),
+      FROM {users} AS u(id, created, active),
            generate_series(1, %(per_user)s) AS g
       ORDER BY 3) t
 """
+_CHUNK_USERS = "unnest(%(ids)s::text[], %(created)s::timestamptz[], %(active)s::timestamptz[])"
+# Every demo user already in the table (for a database seeded before demo users had audit rows).
+_ALL_DEMO_USERS = (
+    f'(SELECT id, "createdAt", "lastActive" FROM "User" WHERE email LIKE \'%%@{DEMO_DOMAIN}\')'
+)
 
 
-def _audit_params(rng: random.Random, users: Rows, stages: list[tuple[str, int]]) -> list[Any]:
+def demo_audit(conn: psycopg.Connection[Any], per_user: int, *, seed: int | None = None) -> int:
+    """per_user audit entries for every demo user in the table, in the caller's transaction."""
+    rng = random.Random(seed)  # noqa: S311 - demo data
+    with conn.cursor() as cur:
+        stages, _ = _demo_prerequisites(cur)
+        (params,) = _audit_params(rng, [], stages, per_user)
+        cur.execute("SELECT setseed(%s)", [params["seed"]])
+        cur.execute(_AUDIT_SQL.format(users=_ALL_DEMO_USERS), params)
+        return cur.rowcount
+
+
+def _audit_params(
+    rng: random.Random, users: Rows, stages: list[tuple[str, int]], per_user: int
+) -> list[Any]:
     actions = [a for a, weight in _AUDIT_ACTIONS for _ in range(weight)]
     return [
         {
@@ -245,7 +262,7 @@ def _audit_params(rng: random.Random, users: Rows, stages: list[tuple[str, int]]
             "ids": [u[0] for u in users],
             "created": [u[12] for u in users],
             "active": [u[11] for u in users],
-            "per_user": DEMO_AUDIT_PER_USER,
+            "per_user": per_user,
         }
     ]
 
@@ -255,7 +272,7 @@ def _write_audit(conn: psycopg.Connection[Any], chunk: _Chunk) -> None:
     (params,) = chunk.audit
     with conn.transaction(), conn.cursor() as cur:
         cur.execute("SELECT setseed(%s)", [params["seed"]])
-        cur.execute(_AUDIT_SQL, params)
+        cur.execute(_AUDIT_SQL.format(users=_CHUNK_USERS), params)
 
 
 @contextmanager
