@@ -25,18 +25,14 @@ from typing import Any
 
 from bench.bench_api import (
     ADMIN_EMAIL,
-    ADMIN_PASSWORD,
-    DB_NAME,
-    DB_PASSWORD,
-    DB_USER,
     Database,
     admin_token,
     brain_command,
     brain_env,
-    free_port,
     get_json,
     running,
 )
+from bench.cluster import DB_NAME, DB_PASSWORD, DB_USER, bench_settings, free_port
 
 USERS = int(os.environ.get("BENCH_LISTINGS_USERS", "1000000"))
 CACHE = Path(
@@ -58,19 +54,7 @@ class Built:
     seed_seconds: float | None  # None when the database came from the cache
 
 
-def _settings(home: Path, port: int) -> Any:
-    from smartstart.config import Settings
-
-    return Settings(
-        _env_file=None,  # type: ignore[call-arg]
-        home=home,
-        pg_port=port,
-        db_name=DB_NAME,
-        db_user=DB_USER,
-        db_password=DB_PASSWORD,
-        admin_password=ADMIN_PASSWORD,
-        env="test",
-    )
+_settings = bench_settings
 
 
 def _build(settings: Any) -> float:

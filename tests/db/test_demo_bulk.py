@@ -54,7 +54,7 @@ def test_bulk_users_are_what_the_triggers_would_have_made(
     ).fetchone()
     assert one is not None and one[:2] == (400, 400) and one[3] > one[2]
     wrong = conn.execute(
-        'SELECT count(*) FILTER (WHERE u.level <> smartstart_level_for(u.xp)),'
+        "SELECT count(*) FILTER (WHERE u.level <> smartstart_level_for(u.xp)),"
         " count(*) FILTER (WHERE u.xp <> COALESCE(p.paid, 0)),"
         ' count(*) FILTER (WHERE NOT EXISTS (SELECT 1 FROM "UserRole" ur JOIN "Role" r'
         ' ON r.id = ur."roleId" WHERE ur."userId" = u.id AND r.name = u.role))'
@@ -100,8 +100,10 @@ def test_a_broken_invariant_rolls_everything_back(
     before = _schema(conn)
     counts = 'SELECT (SELECT count(*) FROM "User"), (SELECT count(*) FROM audit_log)'
     rows = conn.execute(counts).fetchone()
-    monkeypatch.setattr(demo_bulk, "_CHECKS", "SELECT 0, 3, 0 WHERE %(low)s <= %(high)s")
-    with pytest.raises(SmartStartError, match="3 with a wrong primary role"):
+    monkeypatch.setattr(
+        demo_bulk, "_CHECKS", "SELECT 0, 3, 0 WHERE %(low)s <= %(high)s AND %(n)s > 0"
+    )
+    with pytest.raises(SmartStartError, match="users without their primary role: 3"):
         demo.demo_users(conn, 200, seed=1, rounds=4)
     assert conn.execute(counts).fetchone() == rows  # the audit entries too
     assert _schema(conn) == before
