@@ -1,16 +1,16 @@
 """Demo users in bulk: the rows made by the server in one transaction, indexes built after.
 
-What `demo.demo_users` does for a large number of users (`BULK_MIN` and more, and at least
-as many as the table holds): row by row, a million users cost ~1,000 s in per-row
-triggers, foreign-key checks and index entries; here they cost one pass each. The
-transaction locks the four tables it fills (`"User"`, `"UserRole"`, `"UserJourneyState"`,
-`audit_log`: readers of them wait until it commits), drops their non-unique indexes and
-foreign keys and builds them again from the catalog's own definitions, and pauses the
-per-row triggers whose work it does itself: the level (`User_derive`), the primary role
-(`User_primary_role`, `UserRole_dedupe`), the journey derivations and XP award. Before it
-commits it checks what those triggers guarantee on the rows it wrote; any difference
-rolls everything back. Nothing is updated after its insert: no dead rows.
-"""
+What `demo.demo_users` does for many users (`BULK_MIN` and more, and at least as many as
+the table holds): row by row, a million users cost ~1,000 s in per-row triggers,
+foreign-key checks and index entries; here they cost one pass each. The users' transaction
+locks the tables it fills (`"User"`, `"UserRole"`, `"UserJourneyState"`: readers of them
+wait until it commits), drops their indexes and constraints but the primary keys, builds
+them again from the catalog's own definitions, and pauses the per-row triggers whose work
+it does itself: the level (`User_derive`), the primary role (`User_primary_role`,
+`UserRole_dedupe`), the journey derivations and XP award. Before it commits it checks
+what those triggers guarantee on the rows it wrote; any difference rolls everything back.
+The audit entries go in on another connection at the same time (`insert_audit`). Nothing
+is updated after its insert: no dead rows."""
 
 from __future__ import annotations
 
