@@ -122,7 +122,6 @@ class User(Base):
         Index("User_email_idx", "email"),
         Index("User_createdAt_idx", "createdAt"),
         Index("User_status_lastActive_idx", "status", "lastActive"),
-        Index("User_role_idx", "role"),
         # Users of a role or a level, newest first (migration 0005).
         Index("User_role_createdAt_id_idx", "role", "createdAt", "id"),
         Index("User_level_createdAt_id_idx", "level", "createdAt", "id"),
