@@ -26,7 +26,6 @@ import random
 import resource
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -38,6 +37,23 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
+
+from bench.cluster import (
+    ADMIN_PASSWORD as ADMIN_PASSWORD,
+)
+from bench.cluster import (
+    DB_NAME as DB_NAME,
+)
+from bench.cluster import (
+    DB_PASSWORD as DB_PASSWORD,
+)
+from bench.cluster import (
+    DB_USER as DB_USER,
+)
+from bench.cluster import (
+    free_port as free_port,
+)
+from bench.cluster import throwaway_cluster
 
 ROOT = Path(__file__).resolve().parents[1]
 USERS = int(os.environ.get("BENCH_API_USERS", "100000"))
@@ -51,11 +67,7 @@ DRAIN = 2.0  # seconds of quiet before each measured run
 REF_WORKER_CLASS = os.environ.get("BENCH_API_REF_WORKER_CLASS", "sync")
 TARGET_RATIO = 3.0  # issue 7
 TARGET_P99_MS = 30.0
-DB_USER = "smartstart_user"
-DB_PASSWORD = "smartstart_password"  # noqa: S105 - the guide's default, throwaway cluster
-DB_NAME = "smartstart_bench"
 ADMIN_EMAIL = "admin@alicesolutionsgroup.com"
-ADMIN_PASSWORD = "bench admin password"  # noqa: S105 - throwaway cluster
 # Checked permissions: held by some demo users and not by others.
 CHECK_PERMISSIONS = ("users:read", "journey:read", "journey:manage", "audit:read", "db:backup")
 INSTALL_HINT = {
@@ -88,12 +100,6 @@ def require_tools(*, wrk: bool = True, extras: bool = True) -> None:
         raise Missing("; ".join(missing))
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 # -- the database -----------------------------------------------------------------------
 
 
@@ -113,41 +119,18 @@ def throwaway_database(*, demo_users: int) -> Iterator[Database]:
     """A migrated, seeded cluster with `demo_users` demo users; destroyed on exit."""
     import psycopg
 
-    from smartstart.config import Settings
-    from smartstart.db import demo, migrate, seed
-    from smartstart.pg.cluster import Cluster, read_pid_file
+    from smartstart.db import demo, seed
+    from smartstart.pg.cluster import read_pid_file
 
-    # mkdtemp is 0700; the server's unprivileged OS user must be able to enter it.
-    home = Path(tempfile.mkdtemp(prefix="smartstart-bench-api-"))
-    home.chmod(0o711)
-    # No server_conf override: fsync and synchronous_commit stay on, as in production.
-    cluster = Cluster(home, port=free_port())
-    try:
-        cluster.init()
-        cluster.start()
-        cluster.bootstrap(db_name=DB_NAME, db_user=DB_USER, db_password=DB_PASSWORD)
-        settings = Settings(
-            _env_file=None,  # type: ignore[call-arg]
-            home=home,
-            pg_port=cluster.port,
-            db_name=DB_NAME,
-            db_user=DB_USER,
-            db_password=DB_PASSWORD,
-            admin_password=ADMIN_PASSWORD,
-            env="test",
-        )
-        migrate.upgrade(settings.sqlalchemy_url())
-        with psycopg.connect(settings.url_for(), autocommit=True) as conn:
-            seed.seed(conn, settings)
+    with throwaway_cluster("smartstart-bench-api-") as db:
+        with psycopg.connect(db.settings.url_for(), autocommit=True) as conn:
+            seed.seed(conn, db.settings)
             if demo_users:
                 demo.demo_users(conn, demo_users, seed=1)
             conn.execute("ANALYZE")
-        pid_file = read_pid_file(cluster.data_dir)
+        pid_file = read_pid_file(db.cluster.data_dir)
         assert pid_file is not None, "the cluster runs without a postmaster.pid"
-        yield Database(home, settings, pid_file.pid)
-    finally:
-        cluster.destroy()
-        shutil.rmtree(home, ignore_errors=True)
+        yield Database(db.home, db.settings, pid_file.pid)
 
 
 def admin_token(db: Database) -> str:

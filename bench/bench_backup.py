@@ -4,36 +4,24 @@ from __future__ import annotations
 
 import os
 import resource
-import shutil
-import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import psycopg
 
-from bench.bench_seed import _server_cpu
-from smartstart.config import Settings
-from smartstart.db import demo, migrate, seed
+from bench.cluster import DB_NAME, throwaway_cluster
+from bench.cluster import server_cpu as _server_cpu
+from smartstart.db import demo, seed
 from smartstart.pg import backup as pgb
-from smartstart.pg.cluster import Cluster
 
 USERS = int(os.environ.get("BENCH_BACKUP_USERS", "100000"))
 RUNS = int(os.environ.get("BENCH_BACKUP_RUNS", "5"))
 TARGET_RATIO = 1.15
-DB_USER = "smartstart_user"
-DB_PASSWORD = "smartstart_password"  # noqa: S105 - a throwaway cluster
-DB_NAME = "smartstart_bench"
 SMARTSTART = Path(sys.executable).with_name("smartstart")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _children_cpu() -> float:
@@ -41,7 +29,7 @@ def _children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def _timed(args: list[str], env: dict[str, str], cluster: Cluster) -> tuple[float, float]:
+def _timed(args: list[str], env: dict[str, str], cluster: Any) -> tuple[float, float]:
     """Wall seconds, and CPU seconds of the client(s) and the server together."""
     cpu = _children_cpu() + _server_cpu(cluster)
     started = time.perf_counter()
@@ -53,26 +41,10 @@ def _timed(args: list[str], env: dict[str, str], cluster: Cluster) -> tuple[floa
 
 def main() -> int:
     """Alternate the two, RUNS times each, on the same data; 0 when the target was met."""
-    home = Path(tempfile.mkdtemp(prefix="smartstart-bench-"))
-    home.chmod(0o711)
-    cluster = Cluster(home, port=_free_port())  # durable defaults, as in production
-    out = home / "out"
-    out.mkdir()
-    try:
-        cluster.init()
-        cluster.start()
-        cluster.bootstrap(db_name=DB_NAME, db_user=DB_USER, db_password=DB_PASSWORD)
-        settings = Settings(
-            _env_file=None,  # type: ignore[call-arg]
-            home=home,
-            pg_port=cluster.port,
-            db_name=DB_NAME,
-            db_user=DB_USER,
-            db_password=DB_PASSWORD,
-            admin_password="bench admin password",
-            env="test",
-        )
-        migrate.upgrade(settings.sqlalchemy_url())
+    with throwaway_cluster() as db:
+        home, cluster, settings = db.home, db.cluster, db.settings
+        out = home / "out"
+        out.mkdir()
         with psycopg.connect(settings.url_for(), autocommit=True) as conn:
             seed.seed(conn, settings)
             demo.demo_users(conn, USERS, seed=1)
@@ -112,9 +84,6 @@ def main() -> int:
         load_after = os.getloadavg()
         size_bare = (out / "bare0.dump").stat().st_size
         size_cli = (out / "cli0.dump").stat().st_size
-    finally:
-        cluster.destroy()
-        shutil.rmtree(home, ignore_errors=True)
     m_raw, m_cli, m_fn = (statistics.median(x) for x in (raw, cli, inproc))
     ratio = m_cli / m_raw
     ok = ratio <= TARGET_RATIO

@@ -25,18 +25,14 @@ from typing import Any
 
 from bench.bench_api import (
     ADMIN_EMAIL,
-    ADMIN_PASSWORD,
-    DB_NAME,
-    DB_PASSWORD,
-    DB_USER,
     Database,
     admin_token,
     brain_command,
     brain_env,
-    free_port,
     get_json,
     running,
 )
+from bench.cluster import DB_NAME, DB_PASSWORD, DB_USER, bench_settings, free_port
 
 USERS = int(os.environ.get("BENCH_LISTINGS_USERS", "1000000"))
 CACHE = Path(
@@ -58,19 +54,7 @@ class Built:
     seed_seconds: float | None  # None when the database came from the cache
 
 
-def _settings(home: Path, port: int) -> Any:
-    from smartstart.config import Settings
-
-    return Settings(
-        _env_file=None,  # type: ignore[call-arg]
-        home=home,
-        pg_port=port,
-        db_name=DB_NAME,
-        db_user=DB_USER,
-        db_password=DB_PASSWORD,
-        admin_password=ADMIN_PASSWORD,
-        env="test",
-    )
+_settings = bench_settings
 
 
 def _build(settings: Any) -> float:
@@ -110,6 +94,24 @@ def _build(settings: Any) -> float:
     return seconds
 
 
+def _bring_up_to_date(settings: Any) -> None:
+    """A cache built by older code: migrated to head, with its demo users' audit entries."""
+    import psycopg
+
+    from smartstart.db import demo, migrate
+
+    if migrate.current_revision(settings.sqlalchemy_url()) != migrate.head_revision():
+        print("  migrating the cache to head ...", flush=True)
+        migrate.upgrade(settings.sqlalchemy_url())
+    with psycopg.connect(settings.url_for(), autocommit=True) as conn:
+        row = conn.execute("SELECT EXISTS (SELECT 1 FROM audit_log LIMIT 1)").fetchone()
+        if row and not row[0]:
+            print(f"  adding {demo.DEMO_AUDIT_PER_USER} audit entries a demo user ...", flush=True)
+            with conn.transaction():
+                demo.demo_audit(conn, demo.DEMO_AUDIT_PER_USER, seed=1)
+            conn.execute("VACUUM (ANALYZE) audit_log")
+
+
 @contextmanager
 def database() -> Iterator[Built]:
     """The cached cluster (built first when missing), started on a free port."""
@@ -133,6 +135,7 @@ def database() -> Iterator[Built]:
             built_mark.write_text(json.dumps({"users": USERS, "demo_users_seconds": seconds}))
         else:
             cluster.start()
+            _bring_up_to_date(_settings(CACHE, cluster.port))
         pid_file = read_pid_file(cluster.data_dir)
         assert pid_file is not None, "the cluster runs without a postmaster.pid"
         yield Built(Database(CACHE, _settings(CACHE, cluster.port), pid_file.pid), seconds)

@@ -119,6 +119,13 @@ def test_seed_demo_users(cli_env: Any, db_settings: Settings) -> None:
     result = run("db", "seed", "--demo-users", "250")
     assert result.exit_code == 0, result.output
     assert count(db_settings, "User") == 252
+    audit = count(db_settings, "audit_log")
+    result = run("db", "seed", "--demo-users", "10", "--demo-audit-per-user", "2")
+    assert result.exit_code == 0, result.output
+    assert count(db_settings, "User") == 262
+    assert count(db_settings, "audit_log") == audit + 20
+    refused = run("db", "seed", "--demo-users", "1", "--demo-audit-per-user", "-1")
+    assert refused.exit_code != 0 and count(db_settings, "User") == 262
 
 
 def test_reset_shows_counts_and_a_no_keeps_the_data(

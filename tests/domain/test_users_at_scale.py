@@ -123,3 +123,60 @@ def test_level_filter_follows_the_xp_bands(seeded_conn: Conn, seeded_settings: S
         "NIGHT_OWL": {by_xp[500], by_xp[999]},
         "WISE_OWL": {by_xp[1000], by_xp[5000]},
     }
+
+
+def test_role_filter_pages_merge_primary_and_additional_holders_in_order(
+    seeded_conn: Conn, seeded_settings: Settings
+) -> None:
+    # Primary holders come from one index, additional ones from "UserRole": the pages
+    # interleave both in createdAt order, each user once, nothing skipped.
+    made = []
+    for i in range(7):
+        primary = i % 2 == 0
+        uid = _add(
+            seeded_conn, f"m{i}@x.example", f"m{i}", f"Mo {i}", "MODERATOR" if primary else "MEMBER"
+        )
+        seeded_conn.execute(
+            'UPDATE "User" SET "createdAt" = now() - make_interval(days => %s) WHERE id = %s',
+            [i, uid],
+        )
+        if not primary:
+            seeded_conn.execute(
+                'INSERT INTO "UserRole" ("userId", "roleId")'
+                ' SELECT %s, id FROM "Role" WHERE name = %s',
+                [uid, "MODERATOR"],
+            )
+        made.append(uid)
+    seen: list[str] = []
+    cursor = None
+    while True:
+        page = users.list_users(
+            seeded_conn,
+            users.UserFilter(role="MODERATOR"),
+            settings=seeded_settings,
+            limit=2,
+            cursor=cursor,
+        )
+        seen.extend(u["id"] for u in page.items)
+        cursor = page.next_cursor
+        if cursor is None:
+            break
+    assert [u for u in seen if u in made] == made  # newest first
+    assert len(seen) == len(set(seen))
+
+
+def test_audit_listing_is_never_prepared(seeded_conn: Conn, seeded_settings: Settings) -> None:
+    # LIMIT is a parameter: a generic plan would sort the log instead of walking its id index.
+    from smartstart.domain import audit
+
+    seeded_conn.prepare_threshold = 0
+    for _ in range(3):
+        audit.list_entries(seeded_conn, audit.AuditFilter(), settings=seeded_settings)
+        audit.list_entries(
+            seeded_conn, audit.AuditFilter(action="auth.*"), settings=seeded_settings
+        )
+    prepared = seeded_conn.execute(
+        "SELECT statement FROM pg_prepared_statements WHERE statement LIKE %s",
+        ["%FROM audit_log a%"],
+    ).fetchall()
+    assert prepared == []

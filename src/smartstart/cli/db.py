@@ -322,6 +322,15 @@ def seed(
     demo_users: Annotated[
         int, typer.Option("--demo-users", min=0, help="Also add N generated demo users.")
     ] = 0,
+    demo_audit_per_user: Annotated[
+        int,
+        typer.Option(
+            "--demo-audit-per-user",
+            min=0,
+            max=1000,
+            help="Audit entries generated for each demo user (default 5).",
+        ),
+    ] = 5,
 ) -> None:
     """Seed roles, permissions, journey stages and the guide's users (idempotent)."""
     from smartstart.db import credentials, demo
@@ -352,6 +361,7 @@ def seed(
                     demo_users,
                     progress=lambda done: progress.update(task, completed=done),
                     rounds=s.bcrypt_rounds,
+                    audit_per_user=demo_audit_per_user,
                 )
             _say(f"added {n} demo users (they share one precomputed password hash)")
 

@@ -16,7 +16,9 @@ from typing import Any
 import psycopg
 from psycopg import sql
 from psycopg.pq import TransactionStatus
+from psycopg.types.json import Jsonb
 
+from smartstart.db import demo_bulk
 from smartstart.domain import passwords
 from smartstart.errors import SmartStartError
 
@@ -74,10 +76,13 @@ def demo_users(
     progress: Callable[[int], None] | None = None,
     seed: int | None = None,
     rounds: int = passwords.DEFAULT_ROUNDS,
+    audit_per_user: int = DEMO_AUDIT_PER_USER,
 ) -> int:
-    """Add n demo users by COPY, committed in chunks; all share a hash of a discarded password.
+    """Add n demo users; all share a hash of a discarded password.
 
-    Each user gets its journey states, the XP they paid and DEMO_AUDIT_PER_USER audit entries.
+    Each user gets its journey states, the XP they paid and audit_per_user audit entries.
+    Many users (demo_bulk.use_bulk) go in in one transaction that rebuilds the indexes;
+    fewer by COPY, committed in chunks.
     """
     if n <= 0:
         return 0
@@ -100,9 +105,17 @@ def demo_users(
             start = _next_demo_number(cur)
             # Taken at once (sequences are not transactional): a failed run leaves a gap.
             cur.execute("SELECT setval('smartstart_demo_number', %s)", [start + n - 1])
-        chunks = _demo_chunks(rng, start, n, stages, role_ids, shared_hash)
-        with _companion(conn) as other:
-            _pipeline(conn, other, chunks, progress)
+        if demo_bulk.use_bulk(conn, "User", n):
+            params = demo_bulk.parameters(start, n, seed, stages, shared_hash)
+            (audit,) = _audit_params(rng, [], stages, audit_per_user)
+            rebuild = demo_bulk.use_bulk(conn, "audit_log", n * audit_per_user)
+            _bulk(conn, params, audit if audit_per_user else None, rebuild)
+            if progress is not None:
+                progress(n)
+        else:
+            chunks = _demo_chunks(rng, start, n, stages, role_ids, shared_hash, audit_per_user)
+            with _companion(conn) as other:
+                _pipeline(conn, other, chunks, progress)
     finally:
         # A connection that is gone has released its session lock already.
         with contextlib.suppress(psycopg.OperationalError), conn.transaction():
@@ -112,6 +125,45 @@ def demo_users(
         for table in ("User", "UserRole", "UserJourneyState", "audit_log"):
             conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(table)))
     return n
+
+
+def _bulk(
+    conn: psycopg.Connection[Any],
+    params: dict[str, Any],
+    audit: dict[str, Any] | None,
+    rebuild_audit: bool,
+) -> None:
+    """demo_bulk's users in one transaction, their audit entries in another at the same time.
+
+    The audit transaction (on a second backend: the other core) commits just after the
+    users', and is rolled back when theirs fails; when the server refuses a second
+    connection, one transaction does both.
+    """
+    with _companion(conn) as other:
+        if other is None or audit is None:
+            with conn.transaction():
+                demo_bulk.insert_users(conn, params)
+                if audit is not None:
+                    demo_bulk.insert_audit(conn, params, _AUDIT_SQL, audit, rebuild=rebuild_audit)
+            return
+        other.execute("BEGIN")
+        try:
+            with ThreadPoolExecutor(max_workers=1) as pool:
+                entries = pool.submit(
+                    demo_bulk.insert_audit, other, params, _AUDIT_SQL, audit, rebuild=rebuild_audit
+                )
+                try:
+                    with conn.transaction():
+                        demo_bulk.insert_users(conn, params)
+                        entries.result()  # its failure rolls the users back too
+                except BaseException:
+                    other.cancel_safe()
+                    raise
+            other.execute("COMMIT")
+        finally:
+            if other.info.transaction_status != TransactionStatus.IDLE:
+                with contextlib.suppress(psycopg.Error):
+                    other.execute("ROLLBACK")
 
 
 @dataclass
@@ -130,6 +182,7 @@ def _demo_chunks(
     stages: list[tuple[str, int]],
     role_ids: dict[str, str],
     password_hash: str,
+    audit_per_user: int,
 ) -> Iterator[_Chunk]:
     """The rows of n demo users numbered from start, by chunk."""
     now = datetime.now(UTC)
@@ -138,7 +191,7 @@ def _demo_chunks(
         users, roles, states = _demo_rows(
             rng, start + done, size, now, stages, role_ids, password_hash
         )
-        audit = _audit_params(rng, users, stages)
+        audit = _audit_params(rng, users, stages, audit_per_user)
         yield _Chunk(size, users, roles, states, audit)
 
 
@@ -215,37 +268,52 @@ def _copy(cur: psycopg.Cursor[Any], table: str, columns: tuple[str, ...], rows: 
 _AUDIT_SQL = """
 INSERT INTO audit_log (actor, action, resource, "resourceId", details, ip, "createdAt")
 SELECT id, action,
-       CASE WHEN action LIKE 'journey.%%' THEN 'journey_stage' ELSE 'user' END,
-       CASE WHEN action LIKE 'journey.%%'
+       CASE WHEN left(action, 8) = 'journey.' THEN 'journey_stage' ELSE 'user' END,
+       CASE WHEN left(action, 8) = 'journey.'
             THEN (%(stages)s::text[])[1 + floor(random() * %(n_stages)s)::int] ELSE id END,
-       jsonb_build_object('userAgent',
-                          (%(agents)s::text[])[1 + floor(random() * %(n_agents)s)::int]),
-       ('10.' || floor(random() * 256) || '.' || floor(random() * 256) || '.'
-        || floor(random() * 254 + 1))::inet,
+       (%(agents)s::jsonb[])[1 + floor(random() * %(n_agents)s)::int],
+       '10.0.0.1'::inet + floor(random() * 16777214)::bigint,
        at
 FROM (SELECT u.id, (%(actions)s::text[])[1 + floor(random() * 100)::int] AS action,
              u.created + random() * (u.active - u.created) AS at
-      FROM unnest(%(ids)s::text[], %(created)s::timestamptz[], %(active)s::timestamptz[])
-           AS u(id, created, active),
+      FROM {users} AS u(id, created, active),
            generate_series(1, %(per_user)s) AS g
       ORDER BY 3) t
 """
+_CHUNK_USERS = "unnest(%(ids)s::text[], %(created)s::timestamptz[], %(active)s::timestamptz[])"
+# Every demo user already in the table (for a database seeded before demo users had audit rows).
+_ALL_DEMO_USERS = (
+    f'(SELECT id, "createdAt", "lastActive" FROM "User" WHERE email LIKE \'%%@{DEMO_DOMAIN}\')'
+)
 
 
-def _audit_params(rng: random.Random, users: Rows, stages: list[tuple[str, int]]) -> list[Any]:
+def demo_audit(conn: psycopg.Connection[Any], per_user: int, *, seed: int | None = None) -> int:
+    """per_user audit entries for every demo user in the table, in the caller's transaction."""
+    rng = random.Random(seed)  # noqa: S311 - demo data
+    with conn.cursor() as cur:
+        stages, _ = _demo_prerequisites(cur)
+        (params,) = _audit_params(rng, [], stages, per_user)
+        cur.execute("SELECT setseed(%s)", [params["seed"]])
+        cur.execute(_AUDIT_SQL.format(users=_ALL_DEMO_USERS), params)
+        return cur.rowcount
+
+
+def _audit_params(
+    rng: random.Random, users: Rows, stages: list[tuple[str, int]], per_user: int
+) -> list[Any]:
     actions = [a for a, weight in _AUDIT_ACTIONS for _ in range(weight)]
     return [
         {
             "seed": rng.random() * 2 - 1,
             "stages": [s[0] for s in stages] or [None],
             "n_stages": max(len(stages), 1),
-            "agents": list(_USER_AGENTS),
+            "agents": [Jsonb({"userAgent": agent}) for agent in _USER_AGENTS],
             "n_agents": len(_USER_AGENTS),
             "actions": actions,
             "ids": [u[0] for u in users],
             "created": [u[12] for u in users],
             "active": [u[11] for u in users],
-            "per_user": DEMO_AUDIT_PER_USER,
+            "per_user": per_user,
         }
     ]
 
@@ -255,7 +323,7 @@ def _write_audit(conn: psycopg.Connection[Any], chunk: _Chunk) -> None:
     (params,) = chunk.audit
     with conn.transaction(), conn.cursor() as cur:
         cur.execute("SELECT setseed(%s)", [params["seed"]])
-        cur.execute(_AUDIT_SQL, params)
+        cur.execute(_AUDIT_SQL.format(users=_CHUNK_USERS), params)
 
 
 @contextmanager

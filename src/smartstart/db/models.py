@@ -104,7 +104,9 @@ class User(Base):
         Index("User_email_idx", "email"),
         Index("User_createdAt_idx", "createdAt"),
         Index("User_status_lastActive_idx", "status", "lastActive"),
-        Index("User_role_idx", "role"),
+        # Users of a role or a level, newest first (migration 0005).
+        Index("User_role_createdAt_id_idx", "role", "createdAt", "id"),
+        Index("User_level_createdAt_id_idx", "level", "createdAt", "id"),
         Index("User_xp_id_idx", "xp", "id"),
         # Substring search (`list_users` q): pg_trgm over one text of the searched fields.
         Index(
@@ -344,6 +346,20 @@ Index(
     postgresql_include=["completedAt", "startedAt"],
     postgresql_where=text("(status = 'COMPLETED'::text)"),
 )
+class RoleHolders(Base):
+    """Users holding each role (any assignment) and holding it as primary, kept by triggers.
+
+    One row per role and shard (a backend adds to its own shard): sum the shards.
+    """
+
+    __tablename__ = "role_holders"
+
+    roleId: Mapped[str] = mapped_column(
+        Text, ForeignKey("Role.id", ondelete="CASCADE"), primary_key=True
+    )
+    shard: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    holders: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")
+    primaries: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")
 
 
 # The triggers the migrations at head create (Alembic cannot compare triggers, so

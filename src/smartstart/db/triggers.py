@@ -201,6 +201,27 @@ TRIGGER_LIST: tuple[Trigger, ...] = (
         "smartstart_rbac_changed()",
         "Idem when a user's role or status changes or a user is deleted.",
     ),
+    Trigger(
+        (
+            "UserRole_holders_insert",
+            "UserRole_holders_delete",
+            "UserRole_holders_update",
+            "UserRole_holders_truncate",
+            "User_holders_insert",
+            "User_holders_delete",
+            "User_holders_update",
+            "User_holders_truncate",
+        ),
+        '`"UserRole"` and `"User"` AFTER INSERT, DELETE, TRUNCATE, each statement (transition '
+        'tables); `"UserRole"` AFTER UPDATE, each statement; `"User"` AFTER UPDATE OF role, '
+        "each row, when it changes",
+        "smartstart_role_holders()",
+        "`role_holders` always sums to the number of users holding each role (`holders`: "
+        '`"UserRole"` rows) and holding it as their primary role (`primaries`: `"User".role`), '
+        "whatever path writes: `GET /api/roles` reads it instead of counting. Each backend adds "
+        "its deltas to its own shard row (`pg_backend_pid() % 64`), so concurrent assignments "
+        "rarely wait for each other; renaming a role moves nothing.",
+    ),
 )
 
 

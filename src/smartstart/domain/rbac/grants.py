@@ -10,9 +10,9 @@ from smartstart.domain import audit
 from smartstart.domain.actor import Actor
 from smartstart.domain.authorize import authorize
 from smartstart.domain.errors import Conflict
-from smartstart.domain.rbac.common import SUPER_ADMIN, fetch_all
+from smartstart.domain.rbac.common import SUPER_ADMIN
 from smartstart.domain.rbac.permissions import resolve_permission
-from smartstart.domain.rbac.roles import ROLE_SQL, resolve_role
+from smartstart.domain.rbac.roles import resolve_role
 from smartstart.domain.rbac.rows import Matrix, RevokePlan, RoleRow
 
 
@@ -100,10 +100,15 @@ def revoke(
 
 def matrix(conn: psycopg.Connection[Any]) -> Matrix:
     """Roles × permissions: every role with the permissions it grants."""
-    roles = fetch_all(conn, RoleRow, ROLE_SQL + " ORDER BY r.name", [])
+    # Names and grants only: the matrix shows no holder counts, so it reads none.
+    roles: list[tuple[str, list[str]]] = conn.execute(
+        'SELECT r.name, ARRAY(SELECT p.name FROM "RolePermission" rp'
+        ' JOIN "Permission" p ON p.id = rp."permissionId"'
+        ' WHERE rp."roleId" = r.id ORDER BY p.name) FROM "Role" r ORDER BY r.name'
+    ).fetchall()
     perms = [r[0] for r in conn.execute('SELECT name FROM "Permission" ORDER BY name')]
     return {
-        "roles": [r["name"] for r in roles],
+        "roles": [name for name, _ in roles],
         "permissions": perms,
-        "grants": {r["name"]: r["permissions"] for r in roles},
+        "grants": dict(roles),
     }

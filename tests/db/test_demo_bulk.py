@@ -1,0 +1,112 @@
+"""The demo seed's bulk path: what the paused triggers guarantee holds, the schema is whole."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+import pytest
+
+from smartstart.config import Settings
+from smartstart.db import demo, demo_bulk, migrate
+from smartstart.errors import SmartStartError
+from tests.domain.test_analytics import assert_exact
+
+Conn = psycopg.Connection[Any]
+DEMO = f"%@{demo.DEMO_DOMAIN}"
+
+
+def _schema(conn: Conn) -> tuple[Any, ...]:
+    """Indexes, constraints and trigger states of the tables the bulk path rebuilds."""
+    tables = ["User", "UserRole", "UserJourneyState", "audit_log"]
+    indexes = conn.execute(
+        "SELECT indexrelid::regclass::text, pg_get_indexdef(indexrelid) FROM pg_index"
+        " WHERE indrelid::regclass::text = ANY(%s) ORDER BY 1",
+        [[f'"{t}"' if t != "audit_log" else t for t in tables]],
+    ).fetchall()
+    constraints = conn.execute(
+        "SELECT conname, pg_get_constraintdef(oid), convalidated FROM pg_constraint"
+        " WHERE conrelid::regclass::text = ANY(%s) ORDER BY 1",
+        [[f'"{t}"' if t != "audit_log" else t for t in tables]],
+    ).fetchall()
+    triggers = conn.execute(
+        "SELECT tgname, tgenabled FROM pg_trigger WHERE NOT tgisinternal ORDER BY 1"
+    ).fetchall()
+    return indexes, constraints, triggers
+
+
+@pytest.fixture
+def bulk(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(demo_bulk, "BULK_MIN", 1)
+
+
+def test_bulk_users_are_what_the_triggers_would_have_made(
+    bulk: None, seeded_conn: Conn, seeded_settings: Settings
+) -> None:
+    conn = seeded_conn
+    before = _schema(conn)
+    assert demo_bulk.use_bulk(conn, "User", 400)
+    assert demo.demo_users(conn, 400, seed=7, rounds=4) == 400
+    assert _schema(conn) == before  # every index, constraint and trigger as it was
+    assert migrate.check(seeded_settings.sqlalchemy_url())["ok"]
+    one = conn.execute(
+        'SELECT count(*), count(DISTINCT id), min(xp), max(xp) FROM "User" WHERE email LIKE %s',
+        [DEMO],
+    ).fetchone()
+    assert one is not None and one[:2] == (400, 400) and one[3] > one[2]
+    wrong = conn.execute(
+        "SELECT count(*) FILTER (WHERE u.level <> smartstart_level_for(u.xp)),"
+        " count(*) FILTER (WHERE u.xp <> COALESCE(p.paid, 0)),"
+        ' count(*) FILTER (WHERE NOT EXISTS (SELECT 1 FROM "UserRole" ur JOIN "Role" r'
+        ' ON r.id = ur."roleId" WHERE ur."userId" = u.id AND r.name = u.role))'
+        ' FROM "User" u LEFT JOIN (SELECT s."userId", sum(js."xpReward") AS paid'
+        ' FROM "UserJourneyState" s JOIN "JourneyStage" js ON js.id = s."stageId"'
+        ' WHERE s."xpAwardedAt" IS NOT NULL GROUP BY 1) p ON p."userId" = u.id'
+        " WHERE u.email LIKE %s",
+        [DEMO],
+    ).fetchone()
+    assert wrong == (0, 0, 0)
+    states = conn.execute(
+        "SELECT count(*) FILTER (WHERE s.status = 'COMPLETED' AND s.\"xpAwardedAt\" IS NULL"
+        " OR s.status <> 'COMPLETED' AND s.\"xpAwardedAt\" IS NOT NULL"
+        ' OR s."startedAt" IS NULL OR s."startedAt" > COALESCE(s."completedAt", now())),'
+        ' count(*) FROM "UserJourneyState" s JOIN "User" u ON u.id = s."userId"'
+        " WHERE u.email LIKE %s",
+        [DEMO],
+    ).fetchone()
+    assert states is not None and states[0] == 0 and states[1] > 400
+    audit = conn.execute(
+        'SELECT count(*) FROM audit_log a JOIN "User" u ON u.id = a.actor'
+        ' WHERE u.email LIKE %s AND a."createdAt" BETWEEN u."createdAt" AND u."lastActive"',
+        [DEMO],
+    ).fetchone()
+    assert audit == (400 * demo.DEMO_AUDIT_PER_USER,)
+    kept = conn.execute(
+        'SELECT bool_and(h.n = (SELECT count(*) FROM "UserRole" ur WHERE ur."roleId" = r.id))'
+        ' FROM "Role" r, LATERAL (SELECT COALESCE(sum(holders), 0) AS n FROM role_holders'
+        ' WHERE "roleId" = r.id) h'
+    ).fetchone()
+    assert kept == (True,)
+    # The analytics summary (statement triggers, not paused) counted the bulk rows too.
+    assert_exact(conn)
+    # A second bulk run continues the numbering: no email is taken twice.
+    demo.demo_users(conn, 50, seed=7, rounds=4, audit_per_user=0)
+    assert conn.execute(
+        'SELECT count(*), count(DISTINCT email) FROM "User" WHERE email LIKE %s', [DEMO]
+    ).fetchone() == (450, 450)
+
+
+def test_a_broken_invariant_rolls_everything_back(
+    bulk: None, seeded_conn: Conn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    conn = seeded_conn
+    before = _schema(conn)
+    counts = 'SELECT (SELECT count(*) FROM "User"), (SELECT count(*) FROM audit_log)'
+    rows = conn.execute(counts).fetchone()
+    monkeypatch.setattr(
+        demo_bulk, "_CHECKS", "SELECT 0, 3, 0 WHERE %(low)s <= %(high)s AND %(n)s > 0"
+    )
+    with pytest.raises(SmartStartError, match="users without their primary role: 3"):
+        demo.demo_users(conn, 200, seed=1, rounds=4)
+    assert conn.execute(counts).fetchone() == rows  # the audit entries too
+    assert _schema(conn) == before
