@@ -190,6 +190,7 @@ class Cluster:
         bin_dir: Path | None = None,
         run_as: str | None = "postgres",
         server_conf: dict[str, str] | None = None,
+        archive_dir: Path | None = None,
     ) -> None:
         self.home = Path(home).expanduser().resolve()
         self.data_dir = self.home / "pgdata"
@@ -200,6 +201,8 @@ class Cluster:
         self.host = host
         self._bin_dir = bin_dir
         self.extra_conf = server_conf or {}
+        # Where finished WAL segments are archived (pg.archive); None: no archiving.
+        self.archive_dir = archive_dir
         # Only root needs (and can) switch user.
         self.run_as = run_as if os.geteuid() == 0 else None
 
@@ -211,6 +214,7 @@ class Cluster:
             host=settings.pg_host,
             bin_dir=settings.pg_bin,
             run_as=settings.pg_user,
+            archive_dir=settings.home_dir / "wal" if settings.wal_archive else None,
         )
 
     # -- plumbing ---------------------------------------------------------
@@ -457,6 +461,10 @@ class Cluster:
                 "stop that program or set SMARTSTART_PG_PORT to a free port",
             )
         self._prepare_runtime_dirs()
+        if self.archive_dir is not None:
+            from smartstart.pg import archive
+
+            archive.configure(self, self.archive_dir)
         opts = f"-p {self.port} -k {self.socket_dir} -c listen_addresses={self.host}"
         proc = self._run(
             [
