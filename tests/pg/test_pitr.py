@@ -276,3 +276,45 @@ def test_prune_keeps_the_newest_base_backup_and_the_wal_it_needs(cli: Cluster) -
     # What is left still restores.
     result = run("db", "restore", "--to-latest", "--yes")
     assert result.exit_code == 0, result.output
+
+
+def test_walcopy_copies_durably_and_never_overwrites_a_different_segment(tmp_path: Path) -> None:
+    from smartstart.pg import walcopy
+
+    source, archive_dir = tmp_path / "000000010000000000000001", tmp_path / "wal"
+    archive_dir.mkdir()
+    source.write_bytes(os.urandom(4096))
+    dest = archive_dir / source.name
+    assert walcopy.main(["walcopy", str(source), str(dest)]) == 0
+    assert dest.read_bytes() == source.read_bytes()
+    assert walcopy.main(["walcopy", str(source), str(dest)]) == 0  # the same bytes again: fine
+    other = tmp_path / "other"
+    other.write_bytes(b"x" * 4096)
+    assert walcopy.main(["walcopy", str(other), str(dest)]) == 1
+    assert dest.read_bytes() == source.read_bytes()
+    assert walcopy.main(["walcopy", str(tmp_path / "absent"), str(archive_dir / "n")]) == 1
+    assert walcopy.main(["walcopy"]) == 2
+    assert sorted(p.name for p in archive_dir.iterdir()) == [source.name]  # no temporary left
+
+
+def test_an_existing_cluster_archives_from_its_next_start() -> None:
+    home = make_home("smartstart-pitr-old-")
+    old = Cluster(home, port=free_port(), server_conf=FAST_CONF)
+    try:
+        old.init()
+        old.start()
+        configured = Cluster(home, port=old.port, archive_dir=home / "wal")
+        assert archive.state(configured) == "pending restart"
+        assert archive.state(old) == "off"
+        configured.restart()
+        with configured.connect() as conn:
+            assert conn.execute("SHOW archive_mode").fetchone() == ("on",)
+        assert archive.state(configured) == "on"
+        settings = Settings(_env_file=None, home=home, pg_port=old.port, wal_archive=False)  # type: ignore[call-arg]
+        off = Cluster.from_settings(settings)
+        off.restart()
+        with off.connect() as conn:
+            assert conn.execute("SHOW archive_mode").fetchone() == ("off",)
+    finally:
+        old.destroy()
+        shutil.rmtree(home, ignore_errors=True)

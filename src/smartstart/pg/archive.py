@@ -82,12 +82,15 @@ def _python(cluster: Cluster) -> str:
     )
 
 
-def configure(cluster: Cluster, archive_dir: Path) -> None:
-    """Make the stopped cluster archive into archive_dir from its next start.
+def configure(cluster: Cluster, archive_dir: Path | None) -> None:
+    """Make the stopped cluster archive into archive_dir (None: not at all) from its next start.
 
     Idempotent: the settings file is rewritten (the interpreter may have moved), the include
     and the replication line of pg_hba.conf (for pg_basebackup) are added once.
     """
+    if archive_dir is None:
+        _write_conf(cluster, ["archive_mode = off"])
+        return
     archive_dir.mkdir(parents=True, exist_ok=True)
     cluster._give(archive_dir, 0o700)
     bin_dir = cluster.home / "bin"
@@ -98,15 +101,19 @@ def configure(cluster: Cluster, archive_dir: Path) -> None:
     shutil.copyfile(Path(__file__).with_name(SCRIPT_NAME), tmp)
     tmp.chmod(0o644)
     os.replace(tmp, script)
-    data = cluster.data_dir
-    lines = [f"{k} = {v}" for k, v in settings(_python(cluster), script, archive_dir).items()]
-    conf = data / CONF_NAME
+    _write_conf(
+        cluster, [f"{k} = {v}" for k, v in settings(_python(cluster), script, archive_dir).items()]
+    )
+    _append_once(cluster.data_dir / "pg_hba.conf", HBA_LINE)
+
+
+def _write_conf(cluster: Cluster, lines: list[str]) -> None:
+    conf = cluster.data_dir / CONF_NAME
     text = "# SmartStart: WAL archiving (rewritten at every start)\n" + "\n".join(lines) + "\n"
     if not conf.exists() or conf.read_text() != text:
         conf.write_text(text)
         cluster._give(conf, 0o600)
-    _append_once(data / "postgresql.conf", INCLUDE_LINE)
-    _append_once(data / "pg_hba.conf", HBA_LINE)
+    _append_once(cluster.data_dir / "postgresql.conf", INCLUDE_LINE)
 
 
 def _append_once(path: Path, line: str) -> None:

@@ -201,14 +201,16 @@ class Cluster:
         self.host = host
         self._bin_dir = bin_dir
         self.extra_conf = server_conf or {}
-        # Where finished WAL segments are archived (pg.archive); None: no archiving.
+        # Where finished WAL segments are archived (pg.archive); None: left as configured,
+        # unless archiving was turned off (the setting), which `start` then writes.
         self.archive_dir = archive_dir
+        self.archive_off = False
         # Only root needs (and can) switch user.
         self.run_as = run_as if os.geteuid() == 0 else None
 
     @classmethod
     def from_settings(cls, settings: Any) -> Cluster:
-        return cls(
+        cluster = cls(
             settings.home_dir,
             port=settings.pg_port,
             host=settings.pg_host,
@@ -216,6 +218,8 @@ class Cluster:
             run_as=settings.pg_user,
             archive_dir=settings.home_dir / "wal" if settings.wal_archive else None,
         )
+        cluster.archive_off = not settings.wal_archive
+        return cluster
 
     # -- plumbing ---------------------------------------------------------
 
@@ -461,7 +465,7 @@ class Cluster:
                 "stop that program or set SMARTSTART_PG_PORT to a free port",
             )
         self._prepare_runtime_dirs()
-        if self.archive_dir is not None:
+        if self.archive_dir is not None or self.archive_off:
             from smartstart.pg import archive
 
             archive.configure(self, self.archive_dir)

@@ -72,7 +72,7 @@ def main(argv: list[str]) -> int:
     try:
         copy(argv[1], argv[2])
     except OSError as e:
-        print(f"smartstart WAL archive: cannot archive {argv[1]}: {e}", file=sys.stderr)
+        print(f"SmartStart archive_command: cannot archive {argv[1]}: {e}", file=sys.stderr)
         return 1
     return 0
 
