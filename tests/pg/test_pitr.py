@@ -138,6 +138,11 @@ def test_restore_to_a_time_between_two_writes(cli: Cluster) -> None:
     assert kept and (kept[-1] / "PG_VERSION").is_file()
     assert cli.status().running
     assert "restored to" in result.stdout
+    # The same target again: nothing was committed on the new timeline since, and what the
+    # old one holds after the branch (the delete) is another history.
+    again = run("db", "restore", "--to-time", target.isoformat(), "--yes")
+    assert again.exit_code == 0, again.output
+    assert _ids(cli, "pitr_between") == list(range(1, 101))
 
     # After the restore, a write on the new timeline is recoverable with --to-latest.
     with cli.connect("pitr_between") as conn:

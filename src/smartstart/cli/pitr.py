@@ -185,11 +185,12 @@ def restore_to(
     if (to_time is None) == (not to_latest):
         raise fail("give exactly one of --to-time WHEN and --to-latest")
     cluster = _cluster(s)
+    until = None
     if cluster.status().running:
         # The archive then holds every commit made until now (a dry run too: it changes no
         # data, and its answer is then the real one).
-        pitr.flush_archive(cluster)
-    plan = pitr.plan_restore(cluster, base_dir(s), archive_dir(s), to_time)
+        until = pitr.flush_archive(cluster)
+    plan = pitr.plan_restore(cluster, base_dir(s), archive_dir(s), to_time, until)
     target = "the last commit in the WAL archive" if to_time is None else _when(to_time) + " UTC"
     if as_json and dry_run:
         print_json(

@@ -37,6 +37,7 @@ SEGMENT = re.compile(r"^[0-9A-F]{24}$")
 HISTORY = re.compile(r"^[0-9A-F]{8}\.history$")
 # How long a finished segment may wait for the archiver before it counts as behind.
 BEHIND_SECONDS = 10
+DEFAULT_SEGMENT_SIZE = 16 * 1024 * 1024
 
 
 def conf_string(value: str) -> str:
@@ -158,6 +159,60 @@ def segments(archive_dir: Path) -> list[Segment]:
                     found.append(Segment(entry.name, st.st_size, st.st_mtime))
     found.sort(key=lambda s: (s.position, s.timeline))
     return found
+
+
+@dataclass(frozen=True)
+class OnPath:
+    """A segment on the newest timeline's history, and where that history leaves it."""
+
+    segment: Segment
+    end_lsn: int | None  # the switch to a newer timeline inside this segment, if any
+
+
+def history(archive_dir: Path) -> dict[int, tuple[int, int | None]]:
+    """Each timeline of the newest one's history: (first LSN, LSN where it was left)."""
+    tlis = [int(p.name[:8], 16) for p in archive_dir.glob("*.history") if HISTORY.match(p.name)]
+    tlis += [s.timeline for s in segments(archive_dir)]
+    newest = max(tlis, default=1)
+    path: dict[int, tuple[int, int | None]] = {}
+    begin = 0
+    with contextlib.suppress(FileNotFoundError):
+        for line in (archive_dir / f"{newest:08X}.history").read_text().splitlines():
+            fields = line.split()
+            if len(fields) >= 2 and fields[0].isdigit():
+                switch = parse_lsn(fields[1])
+                path[int(fields[0])] = (begin, switch)
+                begin = switch
+    path[newest] = (begin, None)
+    return path
+
+
+def on_path(archive_dir: Path, segment_size: int) -> list[OnPath]:
+    """The archived segments a recovery to the newest timeline reads, in WAL order.
+
+    A restore branches a new timeline off an older one; the older one's segments after the
+    branch are another history (they hold what the restore set aside)."""
+    path = history(archive_dir)
+    chosen: dict[str, OnPath] = {}
+    for segment in segments(archive_dir):
+        span = path.get(segment.timeline)
+        if span is None:
+            continue
+        start = _start(segment, segment_size)
+        begin, end = span
+        if begin >= start + segment_size or (end is not None and end <= start):
+            continue
+        best = chosen.get(segment.position)
+        if best is None or best.segment.timeline < segment.timeline:
+            inside = end if end is not None and end < start + segment_size else None
+            chosen[segment.position] = OnPath(segment, inside)
+    return [chosen[p] for p in sorted(chosen)]
+
+
+def _start(segment: Segment, segment_size: int) -> int:
+    per_id = 0x100000000 // segment_size
+    number = int(segment.name[8:16], 16) * per_id + int(segment.name[16:24], 16)
+    return number * segment_size
 
 
 def segment_name(timeline: int, lsn: int, segment_size: int) -> str:

@@ -17,13 +17,13 @@ import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from smartstart.errors import SmartStartError
 from smartstart.pg import archive
-from smartstart.pg.archive import Segment, conf_string
+from smartstart.pg.archive import OnPath, conf_string
 from smartstart.pg.basebackup import ListedBase, PitrError, list_base_backups, manifest_path
 from smartstart.pg.cluster import Cluster
 
@@ -77,17 +77,14 @@ class Window:
         return f"{_stamp(self.earliest)} … {_stamp(self.latest)}"
 
 
-def last_commit(bin_dir: Path, archive_dir: Path, found: list[Segment]) -> datetime | None:
-    """The time of the newest commit (or abort) in the archived WAL (pg_waldump)."""
+def last_commit(bin_dir: Path, archive_dir: Path, path: list[OnPath]) -> datetime | None:
+    """The time of the newest commit (or abort) on the newest timeline's WAL (pg_waldump)."""
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("PG")}, "TZ": "UTC"}
-    for segment in reversed(found[-SCAN_SEGMENTS:]):
-        proc = subprocess.run(
-            [str(bin_dir / "pg_waldump"), "-p", str(archive_dir), segment.name],
-            capture_output=True,
-            text=True,
-            env=env,
-            check=False,
-        )
+    for item in reversed(path[-SCAN_SEGMENTS:]):
+        args = [str(bin_dir / "pg_waldump"), "-p", str(archive_dir), item.segment.name]
+        if item.end_lsn is not None:  # the rest of this segment is another history
+            args += ["-e", f"{item.end_lsn >> 32:X}/{item.end_lsn & 0xFFFFFFFF:X}"]
+        proc = subprocess.run(args, capture_output=True, text=True, env=env, check=False)
         # pg_waldump exits 1 at the end of the written WAL: its output is still good.
         times = _COMMIT.findall(proc.stdout)
         if times:
@@ -95,9 +92,9 @@ def last_commit(bin_dir: Path, archive_dir: Path, found: list[Segment]) -> datet
     return None
 
 
-def _missing(found: list[Segment], start: str, segment_size: int) -> tuple[str, ...]:
+def _missing(path: list[OnPath], start: str, segment_size: int) -> tuple[str, ...]:
     per_id = 0x100000000 // segment_size
-    positions = sorted({s.position for s in found if s.position >= start[8:]})
+    positions = [p.segment.position for p in path if p.segment.position >= start[8:]]
     gaps: list[str] = []
     expected = int(start[8:16], 16) * per_id + int(start[16:24], 16)
     for position in positions:
@@ -109,15 +106,28 @@ def _missing(found: list[Segment], start: str, segment_size: int) -> tuple[str, 
     return tuple(gaps)
 
 
+def _usable(base: ListedBase, history: dict[int, tuple[int, int | None]]) -> bool:
+    """A base backup taken on the newest timeline's history (not on a set-aside branch)."""
+    span = history.get(base.manifest.timeline)
+    if span is None or not base.present:
+        return False
+    begin, end = span
+    start = archive.parse_lsn(base.manifest.start_lsn)
+    return begin <= start and (end is None or archive.parse_lsn(base.manifest.stop_lsn) <= end)
+
+
 def window(bin_dir: Path, backup_dir: Path, archive_dir: Path) -> Window:
     """What can be recovered from the base backups in backup_dir and the WAL archive."""
-    bases = tuple(b for b in list_base_backups(backup_dir) if b.present)
-    found = archive.segments(archive_dir)
-    commit = last_commit(bin_dir, archive_dir, found) if found else None
+    listed = list_base_backups(backup_dir)
+    size = listed[0].manifest.segment_size if listed else archive.DEFAULT_SEGMENT_SIZE
+    timelines = archive.history(archive_dir)
+    bases = tuple(b for b in listed if _usable(b, timelines))
+    path = archive.on_path(archive_dir, size)
+    commit = last_commit(bin_dir, archive_dir, path) if path else None
     if not bases:
-        return Window(None, None, commit, bases, len(found), None, None, ())
+        return Window(None, None, commit, bases, len(path), None, None, ())
     oldest = bases[-1].manifest
-    relevant = [s for s in found if s.position >= oldest.start_wal[8:]]
+    relevant = [p.segment for p in path if p.segment.position >= oldest.start_wal[8:]]
     earliest = oldest.finished
     latest = max([b.manifest.finished for b in bases] + ([commit] if commit else []))
     return Window(
@@ -128,14 +138,19 @@ def window(bin_dir: Path, backup_dir: Path, archive_dir: Path) -> Window:
         segments=len(relevant),
         first_wal=relevant[0].name if relevant else None,
         last_wal=relevant[-1].name if relevant else None,
-        missing=_missing(relevant, oldest.start_wal, oldest.segment_size),
+        missing=_missing(
+            [p for p in path if p.segment in relevant], oldest.start_wal, oldest.segment_size
+        ),
     )
 
 
-def flush_archive(cluster: Cluster, timeout: float = 60) -> None:
-    """Close the current WAL segment and wait until the archive holds it."""
+def flush_archive(cluster: Cluster, timeout: float = 60) -> datetime:
+    """Close the current WAL segment and wait until the archive holds it: the archive then
+    holds every commit made before the moment returned."""
     with cluster.connect() as conn:
-        (segment,) = conn.execute("SELECT pg_walfile_name(pg_switch_wal())").fetchone() or ("",)
+        row = conn.execute("SELECT pg_walfile_name(pg_switch_wal()), clock_timestamp()").fetchone()
+        assert row is not None
+        segment, switched = str(row[0]), row[1]
         deadline = time.monotonic() + timeout
         while True:
             now = archive.archiver(conn)
@@ -145,7 +160,7 @@ def flush_archive(cluster: Cluster, timeout: float = 60) -> None:
                     "restart it to turn archiving on: smartstart db restart",
                 )
             if now.last_archived_wal is not None and now.last_archived_wal >= segment:
-                return
+                return switched.astimezone(UTC)  # type: ignore[no-any-return]
             if now.failing and now.last_failed_wal is not None and now.last_failed_wal <= segment:
                 raise PitrError(
                     f"WAL archiving is failing (segment {now.last_failed_wal}): the archive "
@@ -173,10 +188,19 @@ class RestorePlan:
 
 
 def plan_restore(
-    cluster: Cluster, backup_dir: Path, archive_dir: Path, target: datetime | None
+    cluster: Cluster,
+    backup_dir: Path,
+    archive_dir: Path,
+    target: datetime | None,
+    archived_until: datetime | None = None,
 ) -> RestorePlan:
-    """Choose the base backup for target (None: latest), refusing a target outside the window."""
+    """Choose the base backup for target (None: latest), refusing a target outside the window.
+
+    archived_until (what flush_archive returned) extends the window to that moment: the
+    state then is the state at the last commit archived."""
     win = window(cluster.bin_dir, backup_dir, archive_dir)
+    if archived_until is not None and win.latest is not None:
+        win = replace(win, latest=max(win.latest, archived_until))
     if win.earliest is None or win.latest is None:
         raise PitrError(f"cannot restore: {win.describe()}")
     if target is not None:
