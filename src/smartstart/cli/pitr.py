@@ -231,6 +231,7 @@ def restore_to(
                 "base_backup": str(plan.base.path),
                 "kept": str(done.kept),
                 "seconds": done.seconds,
+                "phases": done.phases,
             }
         )
         return

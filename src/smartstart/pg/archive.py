@@ -67,8 +67,12 @@ def settings(python: str, script: Path, archive_dir: Path) -> dict[str, str]:
     }
 
 
-def _python(cluster: Cluster) -> str:
-    """An interpreter the server's OS user can run (ours may live in a home it cannot enter)."""
+def _python(cluster: Cluster, configured: str) -> str:
+    """An interpreter the server's OS user can run (ours may live in a home it cannot enter).
+
+    The one already configured is kept while it exists (no trial run at every start)."""
+    if configured and Path(configured).is_file():
+        return configured
     candidates = [str(Path(sys.executable).resolve())]
     candidates += [p for p in ("/usr/bin/python3", "/usr/local/bin/python3") if Path(p).exists()]
     for python in dict.fromkeys(candidates):
@@ -102,10 +106,18 @@ def configure(cluster: Cluster, archive_dir: Path | None) -> None:
     shutil.copyfile(Path(__file__).with_name(SCRIPT_NAME), tmp)
     tmp.chmod(0o644)
     os.replace(tmp, script)
-    _write_conf(
-        cluster, [f"{k} = {v}" for k, v in settings(_python(cluster), script, archive_dir).items()]
-    )
+    python = _python(cluster, _configured_python(cluster.data_dir / CONF_NAME))
+    _write_conf(cluster, [f"{k} = {v}" for k, v in settings(python, script, archive_dir).items()])
     _append_once(cluster.data_dir / "pg_hba.conf", HBA_LINE)
+
+
+def _configured_python(conf: Path) -> str:
+    try:
+        text = conf.read_text()
+    except FileNotFoundError:
+        return ""
+    match = re.search(r"^archive_command = '(\S+) -I ", text, re.MULTILINE)
+    return shlex.split(match.group(1).replace("%%", "%"))[0] if match else ""
 
 
 def _write_conf(cluster: Cluster, lines: list[str]) -> None:

@@ -21,9 +21,12 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import psycopg
+
 from smartstart.errors import SmartStartError
 from smartstart.pg import archive
 from smartstart.pg.archive import OnPath, conf_string
+from smartstart.pg.backup import PARTIAL_MARK
 from smartstart.pg.basebackup import ListedBase, PitrError, list_base_backups, manifest_path
 from smartstart.pg.cluster import Cluster
 
@@ -35,13 +38,9 @@ _COMMIT = re.compile(
 )
 # How many archived segments, newest first, are read to find the last commit.
 SCAN_SEGMENTS = 8
-RECOVERY_SETTINGS = (
-    "restore_command",
-    "recovery_target_time",
-    "recovery_target_action",
-    "recovery_target_timeline",
-    "archive_command",
-)
+# Recovery settings are appended to postgresql.auto.conf after this line, and cut off at it
+# once the side server has stopped.
+RECOVERY_MARK = "# SmartStart point-in-time recovery (removed after promotion)\n"
 
 Say = Callable[[str], None]
 Check = Callable[[Cluster], list[str]]
@@ -81,7 +80,8 @@ def last_commit(bin_dir: Path, archive_dir: Path, path: list[OnPath]) -> datetim
     """The time of the newest commit (or abort) on the newest timeline's WAL (pg_waldump)."""
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("PG")}, "TZ": "UTC"}
     for item in reversed(path[-SCAN_SEGMENTS:]):
-        args = [str(bin_dir / "pg_waldump"), "-p", str(archive_dir), item.segment.name]
+        args = [str(bin_dir / "pg_waldump"), "-r", "Transaction", "-p", str(archive_dir)]
+        args.append(item.segment.name)
         if item.end_lsn is not None:  # the rest of this segment is another history
             args += ["-e", f"{item.end_lsn >> 32:X}/{item.end_lsn & 0xFFFFFFFF:X}"]
         proc = subprocess.run(args, capture_output=True, text=True, env=env, check=False)
@@ -238,8 +238,7 @@ class Restored:
     replayed_to: datetime | None  # the last transaction replayed
     kept: Path
     seconds: float
-    copy_seconds: float
-    replay_seconds: float
+    phases: dict[str, float]  # copy, replay, check, stop (the side server), swap: seconds
 
 
 def _free_port() -> int:
@@ -272,11 +271,19 @@ def _prepare(cluster: Cluster, plan: RestorePlan, staging: Path, archive_dir: Pa
     if not plan.replay_to_end and plan.target is not None:
         lines["recovery_target_time"] = conf_string(plan.target.isoformat(sep=" "))
     with (staging / "postgresql.auto.conf").open("a") as f:
-        f.write("# SmartStart point-in-time recovery (removed after promotion)\n")
+        f.write(RECOVERY_MARK)
         f.writelines(f"{k} = {v}\n" for k, v in lines.items())
     signal = staging / "recovery.signal"
     signal.touch()
     cluster._give(signal, 0o600)
+
+
+def _forget_recovery(data_dir: Path) -> None:
+    """Cut the recovery settings off postgresql.auto.conf (the server is stopped)."""
+    auto = data_dir / "postgresql.auto.conf"
+    text = auto.read_text()
+    if RECOVERY_MARK in text:
+        auto.write_text(text[: text.index(RECOVERY_MARK)])
 
 
 def _side(cluster: Cluster, staging: Path) -> Cluster:
@@ -294,26 +301,24 @@ def _side(cluster: Cluster, staging: Path) -> Cluster:
 
 def _replay(side: Cluster) -> datetime | None:
     """Start the side server, wait for the end of recovery (promotion), clear its settings."""
-    side.start(timeout=3600)
-    while True:
-        if not side.status().running:
-            raise PitrError(
-                f"recovery failed: {side._last_log_error() or 'the server stopped'}",
-                f"see {side.log_file}",
-            )
-        try:
-            with side.connect() as conn:
+    try:
+        side.start(timeout=3600)
+        # One connection, polled: the server ends it if recovery fails.
+        with side.connect() as conn:
+            while True:
                 row = conn.execute(
                     "SELECT pg_is_in_recovery(), pg_last_xact_replay_timestamp()"
                 ).fetchone()
                 if row is not None and not row[0]:
-                    for name in RECOVERY_SETTINGS:
-                        conn.execute(f"ALTER SYSTEM RESET {name}")  # constant names
-                    replayed: datetime | None = row[1]
-                    return replayed
-        except SmartStartError:
-            pass  # shutting down after a failed recovery: the status says so next
-        time.sleep(0.1)
+                    break
+                time.sleep(0.05)
+            replayed: datetime | None = row[1]
+            return replayed
+    except (SmartStartError, psycopg.Error):
+        raise PitrError(
+            f"recovery failed: {side._last_log_error() or 'the server stopped'}",
+            f"see {side.log_file}",
+        ) from None
 
 
 @contextlib.contextmanager
@@ -336,21 +341,29 @@ def restore(
     Nothing of the current data directory changes until the new one passed check (a list
     of problems; empty when fine); afterwards it is kept as plan.keep_as."""
     t0 = time.perf_counter()
-    staging = cluster.home / f".{KEPT_PREFIX.replace('before', 'new')}{plan.keep_as.name[-15:]}"
+    phases: dict[str, float] = {}
+
+    def lap(name: str) -> None:
+        phases[name] = round(time.perf_counter() - t0 - sum(phases.values()), 3)
+
+    staging = cluster.home / f".pgdata.pitr{PARTIAL_MARK}{os.getpid()}"
     with _lock(cluster):
         shutil.rmtree(staging, ignore_errors=True)
         try:
             say(f"copying base backup {plan.base.path.name}")
             _prepare(cluster, plan, staging, archive_dir)
-            t1 = time.perf_counter()
+            lap("copy")
             side = _side(cluster, staging)
             say("replaying WAL " + ("to the end" if plan.replay_to_end else f"to {plan.target}"))
             try:
                 replayed = _replay(side)
-                t2 = time.perf_counter()
+                lap("replay")
                 problems = check(side)
+                lap("check")
             finally:
                 side.stop(mode="fast")
+            _forget_recovery(staging)
+            lap("stop")
             if problems:
                 raise PitrError(
                     "the recovered database failed its checks; nothing was changed: "
@@ -358,6 +371,7 @@ def restore(
                 )
             say("swapping the recovered data directory in")
             _swap(cluster, staging, plan.keep_as)
+            lap("swap")
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     return Restored(
@@ -365,8 +379,7 @@ def restore(
         replayed_to=replayed,
         kept=plan.keep_as,
         seconds=round(time.perf_counter() - t0, 3),
-        copy_seconds=round(t1 - t0, 3),
-        replay_seconds=round(t2 - t1, 3),
+        phases=phases,
     )
 
 
