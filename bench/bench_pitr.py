@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -21,25 +20,19 @@ from pathlib import Path
 
 import psycopg
 
+from bench.bench_backup import _free_port
 from smartstart.config import Settings
-from smartstart.db import demo, migrate, seed
+from smartstart.db import demo
 from smartstart.pg import archive, pitr
 from smartstart.pg.basebackup import base_backup
 from smartstart.pg.cluster import Cluster
+from smartstart.services.database import ensure_database
 
 USERS = int(os.environ.get("BENCH_PITR_USERS", "100000"))
 RUNS = int(os.environ.get("BENCH_PITR_RUNS", "3"))
 TARGET_RATIO = 1.3
-DB_USER = "smartstart_user"
-DB_PASSWORD = "smartstart_password"  # noqa: S105 - a throwaway cluster
 DB_NAME = "smartstart_bench"
 SMARTSTART = Path(sys.executable).with_name("smartstart")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _workload(settings: Settings) -> datetime:
@@ -126,25 +119,19 @@ def main() -> int:
     """Alternate the two, RUNS times each, to the same target; 0 when the target was met."""
     home = Path(tempfile.mkdtemp(prefix="smartstart-bench-pitr-"))
     home.chmod(0o711)
+    settings = Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        home=home,
+        pg_port=_free_port(),
+        db_name=DB_NAME,
+        admin_password="bench admin password",
+        env="test",
+    )
     # Durable defaults, as in production, and archiving as `smartstart up` configures it.
-    cluster = Cluster(home, port=_free_port(), archive_dir=home / "wal")
+    cluster = Cluster.from_settings(settings)
     try:
-        cluster.init()
-        cluster.start()
-        cluster.bootstrap(db_name=DB_NAME, db_user=DB_USER, db_password=DB_PASSWORD)
-        settings = Settings(
-            _env_file=None,  # type: ignore[call-arg]
-            home=home,
-            pg_port=cluster.port,
-            db_name=DB_NAME,
-            db_user=DB_USER,
-            db_password=DB_PASSWORD,
-            admin_password="bench admin password",
-            env="test",
-        )
-        migrate.upgrade(settings.sqlalchemy_url())
+        ensure_database(settings)  # initialised, started, migrated, seeded
         with psycopg.connect(settings.url_for(), autocommit=True) as conn:
-            seed.seed(conn, settings)
             demo.demo_users(conn, USERS, seed=1)
             conn.execute("VACUUM ANALYZE")
         base = base_backup(cluster, home / "basebackups", who="bench")

@@ -15,7 +15,6 @@ import contextlib
 import hashlib
 import json
 import os
-import re
 import shutil
 import subprocess
 from collections.abc import Sequence
@@ -34,7 +33,6 @@ if TYPE_CHECKING:
     from smartstart.pg.cluster import Cluster
 
 KIND = "physical"
-NAME = re.compile(r"^base_\d{8}_\d{6}(_\d+)?$")
 
 
 class PitrError(SmartStartError):

@@ -26,7 +26,7 @@ import psycopg
 from smartstart.errors import SmartStartError
 from smartstart.pg import archive
 from smartstart.pg.archive import OnPath, conf_string
-from smartstart.pg.backup import PARTIAL_MARK
+from smartstart.pg.backup import PARTIAL_MARK, _fsync_dir
 from smartstart.pg.basebackup import ListedBase, PitrError, list_base_backups, manifest_path
 from smartstart.pg.cluster import Cluster
 
@@ -387,7 +387,7 @@ def _swap(cluster: Cluster, staging: Path, keep_as: Path) -> None:
     cluster.stop(mode="fast")
     os.rename(cluster.data_dir, keep_as)
     os.rename(staging, cluster.data_dir)
-    _fsync(cluster.home)
+    _fsync_dir(cluster.home)
     try:
         cluster.start()
     except SmartStartError as e:
@@ -395,21 +395,13 @@ def _swap(cluster: Cluster, staging: Path, keep_as: Path) -> None:
         failed = cluster.home / f".{keep_as.name}.failed"
         os.rename(cluster.data_dir, failed)
         os.rename(keep_as, cluster.data_dir)
-        _fsync(cluster.home)
+        _fsync_dir(cluster.home)
         with contextlib.suppress(SmartStartError):
             cluster.start()
         raise PitrError(
             f"the recovered data directory did not start ({e.message}); the previous one "
             f"is back in place, the recovered one kept in {failed}"
         ) from None
-
-
-def _fsync(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 # -- retention ---------------------------------------------------------------------------
