@@ -173,6 +173,16 @@ def test_a_target_outside_the_window_is_refused(cli: Cluster) -> None:
     assert nul.exit_code != 0 and "Traceback" not in nul.output
     huge = run("db", "restore", "--to-time", "9" * 1_000_000)
     assert huge.exit_code != 0 and "Traceback" not in huge.output
+    note = run("db", "backup", "--physical", "--note", "x" * 1_000_000)
+    assert note.exit_code == 1 and "at most 500" in note.stderr
+    assert note.stderr.count("\n") == 1
+    nul_note = run("db", "backup", "--physical", "--note", "a\x00b")
+    assert nul_note.exit_code != 0 and "Traceback" not in nul_note.output
+    mixed = run("db", "backup", "--physical", "--format", "plain")
+    assert mixed.exit_code == 1 and "--physical takes none of" in mixed.stderr
+    shown = run("db", "backups")
+    assert shown.exit_code == 0, shown.output
+    assert "recoverable window: " in shown.stdout and "base_" in shown.stdout
 
 
 def _wal_check(settings: Settings) -> health.CheckResult:
