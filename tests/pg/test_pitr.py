@@ -273,14 +273,19 @@ def test_prune_keeps_the_newest_base_backup_and_the_wal_it_needs(cli: Cluster) -
     newest = _base_backup("newest")
     bases = list_base_backups(directory)
     assert len(bases) >= 2
+    older, old = (cli.home / f"{pitr.KEPT_PREFIX}2020010{d}_000000" for d in (1, 2))
+    for set_aside in (older, old):
+        set_aside.mkdir()
+        (set_aside / "PG_VERSION").write_text("15\n")
     with pytest.raises(pitr.PitrError):
         pitr.plan_prune(directory, wal, cli.home, keep=0)
     plan = pitr.plan_prune(directory, wal, cli.home, keep=1)
     assert [b.path.name for b in plan.kept_backups] == [Path(newest["path"]).name]
     assert {b.path.name for b in plan.base_backups} == {b.path.name for b in bases[1:]}
     assert plan.wal_files and all(p.name[8:24] < newest["start_wal"][8:] for p in plan.wal_files)
-    nothing = pitr.plan_prune(directory, wal, cli.home, older_than=timedelta(days=1))
-    assert nothing.base_backups == () and nothing.data_dirs == ()
+    assert older in plan.data_dirs  # beyond the newest one kept
+    by_age = pitr.plan_prune(directory, wal, cli.home, older_than=timedelta(days=1))
+    assert by_age.base_backups == () and set(by_age.data_dirs) == {older, old}
     freed = pitr.prune(plan)
     assert freed == plan.bytes > 0
     assert [b.path.name for b in list_base_backups(directory)] == [Path(newest["path"]).name]

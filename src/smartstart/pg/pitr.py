@@ -348,7 +348,9 @@ def restore(
 
     staging = cluster.home / f".pgdata.pitr{PARTIAL_MARK}{os.getpid()}"
     with _lock(cluster):
-        shutil.rmtree(staging, ignore_errors=True)
+        # What an interrupted restore left (none runs now: the lock is ours).
+        for stale in cluster.home.glob(f".pgdata.pitr{PARTIAL_MARK}*"):
+            shutil.rmtree(stale, ignore_errors=True)
         try:
             say(f"copying base backup {plan.base.path.name}")
             _prepare(cluster, plan, staging, archive_dir)
@@ -458,15 +460,21 @@ def plan_prune(
                 for p in archive_dir.iterdir()
                 if _WAL_FILE.match(p.name) and p.name[8:24] < oldest_needed
             )
-    olds = sorted(home.glob(f"{KEPT_PREFIX}*"), reverse=True)
-    dirs = [
-        d
-        for i, d in enumerate(olds)
-        if d.is_dir() and _pruned(i, datetime.fromtimestamp(d.stat().st_mtime, UTC), keep, cutoff)
-    ]
+    olds = sorted((d for d in home.glob(f"{KEPT_PREFIX}*") if d.is_dir()), reverse=True)
+    dirs = [d for i, d in enumerate(olds) if _pruned(i, _kept_at(d), keep, cutoff)]
     size = sum(b.manifest.size for b in doomed) + sum(p.stat().st_size for p in wal)
     size += sum(_tree_size(d) for d in dirs)
     return PrunePlan(tuple(doomed), tuple(kept), tuple(wal), tuple(dirs), size)
+
+
+def _kept_at(directory: Path) -> datetime:
+    """When a restore set this data directory aside (its name says; else its mtime)."""
+    try:
+        return datetime.strptime(directory.name.removeprefix(KEPT_PREFIX), "%Y%m%d_%H%M%S").replace(
+            tzinfo=UTC
+        )
+    except ValueError:
+        return datetime.fromtimestamp(directory.stat().st_mtime, UTC)
 
 
 def _tree_size(path: Path) -> int:
