@@ -122,10 +122,17 @@ def current_window(s: Settings) -> Window | None:
     """The recoverable window of the embedded cluster (None for an external database)."""
     if not s.embedded:
         return None
+    from smartstart.errors import SmartStartError
     from smartstart.pg.cluster import Cluster
     from smartstart.pg.pitr import window
 
-    return window(Cluster.from_settings(s).bin_dir, base_dir(s), archive_dir(s))
+    if not base_dir(s).is_dir() and not archive_dir(s).is_dir():
+        return None  # never archived here: nothing to say
+    try:
+        bin_dir = Cluster.from_settings(s).bin_dir
+    except SmartStartError:
+        return None  # no server installation here (pg_waldump is part of it)
+    return window(bin_dir, base_dir(s), archive_dir(s))
 
 
 def show_window(win: Window) -> None:
