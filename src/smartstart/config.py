@@ -51,6 +51,9 @@ class Settings(BaseSettings):
     # 0 sends no setting (e.g. behind a PgBouncer that refuses the `options` parameter).
     api_lock_timeout_ms: int = Field(default=3000, ge=0, le=600_000)
     api_statement_timeout_ms: int = Field(default=30_000, ge=0, le=3_600_000)
+    # The embedded cluster archives every WAL segment into $SMARTSTART_HOME/wal (point-in-time
+    # recovery); takes effect at the server's next start.
+    wal_archive: bool = True
 
     @model_validator(mode="after")
     def _refuse_unsafe_defaults(self) -> Settings:

@@ -25,10 +25,10 @@ import psycopg
 from smartstart.config import Settings
 from smartstart.domain import integrity
 from smartstart.errors import SmartStartError
-from smartstart.pg import monitor
+from smartstart.pg import archive, monitor
 from smartstart.pg.checks import Check, Detail, Measurement
 
-CHECKS: tuple[Check, ...] = monitor.CHECKS + integrity.CHECKS
+CHECKS: tuple[Check, ...] = monitor.CHECKS + archive.CHECKS + integrity.CHECKS
 DEFAULT_TIMEOUT = 2.0
 CONFIG_NAME = "health.toml"
 

@@ -11,8 +11,18 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from smartstart.cli.common import JsonOpt, console, fail, handle_errors, print_json, print_table
+from smartstart.cli.common import (
+    DryRunOpt,
+    JsonOpt,
+    YesOpt,
+    console,
+    fail,
+    handle_errors,
+    print_json,
+    print_table,
+)
 from smartstart.cli.common import settings as get_settings
+from smartstart.cli.pitr import PhysicalOpt, ToLatestOpt, ToTimeOpt
 from smartstart.config import Settings
 from smartstart.errors import SmartStartError
 
@@ -25,6 +35,7 @@ def register(app: typer.Typer) -> None:
     app.command("backup")(backup)
     app.command("backups")(backups)
     app.command("verify")(verify)
+    app.command("restore")(restore)
 
 
 def backup_dir(s: Settings) -> Path:
@@ -89,11 +100,18 @@ def backup(
     note: Annotated[
         str | None, typer.Option("--note", help="Why this backup (kept in its manifest).")
     ] = None,
+    physical: PhysicalOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Dump the platform database (pg_dump) with a manifest beside it."""
     from smartstart.pg import backup as pgb
 
+    if physical:
+        from smartstart.cli.pitr import backup_physical
+
+        if fmt != "custom" or compress or output is not None:
+            raise fail("--physical takes none of --format, --compress and --output")
+        return backup_physical(get_settings(), note, _who(), as_json)
     if fmt not in pgb.FORMATS:
         raise fail(f"unknown format {fmt!r}: choose custom or plain")
     s = get_settings()
@@ -177,9 +195,17 @@ def backups(
     if directory is not None and not directory.is_dir():
         raise fail(f"{directory} is not a directory")
     items = list_backups(where)
+    from smartstart.cli import pitr
+
+    win = pitr.current_window(get_settings()) if directory is None else None
     if as_json:
-        print_json({"items": [_listed_row(i) for i in items], "next_cursor": None})
+        extra: dict[str, Any] = {} if win is None else {"recoverable_window": pitr.window_json(win)}
+        if win is not None:
+            extra["base_backups"] = [pitr.base_row(b) for b in win.base_backups]
+        print_json({"items": [_listed_row(i) for i in items], "next_cursor": None, **extra})
         return
+    if win is not None:
+        pitr.show_window(win)
     rows = [
         {
             "file": i.path.name + ("" if i.present else " (missing)"),
@@ -244,3 +270,17 @@ def verify(
             highlight=False,
             soft_wrap=True,
         )
+
+
+@handle_errors
+def restore(
+    to_time: ToTimeOpt = None,
+    to_latest: ToLatestOpt = False,
+    yes: YesOpt = False,
+    dry_run: DryRunOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Restore: point-in-time recovery of the embedded cluster (--to-time, --to-latest)."""
+    from smartstart.cli.pitr import restore_to
+
+    restore_to(get_settings(), to_time, to_latest, yes, dry_run, as_json)

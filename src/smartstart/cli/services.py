@@ -120,6 +120,13 @@ def status(as_json: JsonOpt = False) -> None:
             }
         )
     print_table(shown, ["service", "state", "pid", "port", "url", "version", "uptime", "workers"])
+    archiving = rows[0].get("archiving")
+    if archiving:
+        note = " (archive_mode needs a restart: smartstart db restart)"
+        console.print(
+            f"WAL archiving: {archiving}{note if archiving == 'pending restart' else ''}",
+            highlight=False,
+        )
 
 
 class LogSource(StrEnum):

@@ -346,6 +346,8 @@ Index(
     postgresql_include=["completedAt", "startedAt"],
     postgresql_where=text("(status = 'COMPLETED'::text)"),
 )
+
+
 class RoleHolders(Base):
     """Users holding each role (any assignment) and holding it as primary, kept by triggers.
 

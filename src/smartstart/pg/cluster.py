@@ -207,6 +207,7 @@ class Cluster:
         bin_dir: Path | None = None,
         run_as: str | None = "postgres",
         server_conf: dict[str, str] | None = None,
+        archive_dir: Path | None = None,
     ) -> None:
         self.home = Path(home).expanduser().resolve()
         self.data_dir = self.home / "pgdata"
@@ -217,18 +218,25 @@ class Cluster:
         self.host = host
         self._bin_dir = bin_dir
         self.extra_conf = server_conf or {}
+        # Where finished WAL segments are archived (pg.archive); None: left as configured,
+        # unless archiving was turned off (the setting), which `start` then writes.
+        self.archive_dir = archive_dir
+        self.archive_off = False
         # Only root needs (and can) switch user.
         self.run_as = run_as if os.geteuid() == 0 else None
 
     @classmethod
     def from_settings(cls, settings: Any) -> Cluster:
-        return cls(
+        cluster = cls(
             settings.home_dir,
             port=settings.pg_port,
             host=settings.pg_host,
             bin_dir=settings.pg_bin,
             run_as=settings.pg_user,
+            archive_dir=settings.home_dir / "wal" if settings.wal_archive else None,
         )
+        cluster.archive_off = not settings.wal_archive
+        return cluster
 
     # -- plumbing ---------------------------------------------------------
 
@@ -476,6 +484,10 @@ class Cluster:
             )
         self._prepare_runtime_dirs()
         self._upgrade_hba()
+        if self.archive_dir is not None or self.archive_off:
+            from smartstart.pg import archive
+
+            archive.configure(self, self.archive_dir)
         opts = f"-p {self.port} -k {self.socket_dir} -c listen_addresses={self.host}"
         proc = self._run(
             [

@@ -116,14 +116,25 @@ class ServiceStatus(TypedDict):
     uptime_seconds: float | None
     data_dir: str | None
     workers: NotRequired[WorkerState | None]
+    archiving: NotRequired[str | None]  # WAL archiving of the embedded cluster (pg.archive)
 
 
 def status_row(settings: Settings) -> ServiceStatus:
     """The database's line of `smartstart status`."""
+    archiving = None
     if settings.embedded:
-        st = Cluster.from_settings(settings).status()
+        from smartstart.errors import SmartStartError
+        from smartstart.pg import archive
+
+        cluster = Cluster.from_settings(settings)
+        st = cluster.status()
         state, pid, port, version = st.state, st.pid, st.port, st.version
         uptime, data_dir = st.uptime_seconds, st.data_dir
+        if st.state != "uninitialized":
+            try:
+                archiving = archive.state(cluster)
+            except SmartStartError:
+                archiving = "unknown"
     else:
         state, pid, port, version, uptime, data_dir = "unreachable", None, None, None, None, None
         try:
@@ -141,6 +152,7 @@ def status_row(settings: Settings) -> ServiceStatus:
         "version": version,
         "uptime_seconds": uptime,
         "data_dir": data_dir,
+        "archiving": archiving,
     }
 
 
