@@ -44,7 +44,7 @@ health.register(db.app)
 app.add_typer(db.app, name="db")
 
 # Command groups, by module under smartstart.cli; each exposes a Typer `app`.
-GROUPS: tuple[str, ...] = ("auth", "users", "rbac", "journey", "audit")
+GROUPS: tuple[str, ...] = ("auth", "users", "rbac", "journey", "audit", "cleanup")
 for _name in GROUPS:
     app.add_typer(importlib.import_module(f"smartstart.cli.{_name}").app, name=_name)
 
