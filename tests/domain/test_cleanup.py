@@ -85,7 +85,8 @@ def test_inactive_users_are_marked_and_lose_their_sessions_but_the_last_super_ad
     conn = seeded_conn
     # Everyone of the seed idle for 100 days: the most recently active SUPER_ADMIN stays.
     conn.execute(
-        """UPDATE "User" SET "lastActive" = now() - interval '100 days' - random() * interval '1 day'"""
+        """UPDATE "User"
+           SET "lastActive" = now() - interval '100 days' - random() * interval '1 day'"""
     )
     admin = conn.execute(
         """SELECT id FROM "User" WHERE role = 'SUPER_ADMIN' AND status = 'ACTIVE'

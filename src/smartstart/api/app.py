@@ -297,9 +297,9 @@ def create_app(
         app.state.pool = pool
         jobs = None
         if settings.scheduler_on:  # every worker runs one; the one holding the lock leads
-            from smartstart.services.jobs import scheduler
+            from smartstart.services.jobs import make_scheduler
 
-            jobs = scheduler(settings)
+            jobs = make_scheduler(settings)
             jobs.start()
         # get_conn waits for one of these on the event loop, never in a worker thread.
         app.state.conn_slots = asyncio.Semaphore(pool_size)

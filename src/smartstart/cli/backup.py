@@ -177,9 +177,16 @@ def backups(
     if directory is not None and not directory.is_dir():
         raise fail(f"{directory} is not a directory")
     items = list_backups(where)
+    from smartstart.services import jobs  # the Brain's scheduled runs, failed ones too
+
+    runs = jobs.backup_runs(get_settings())
     if as_json:
-        print_json({"items": [_listed_row(i) for i in items], "next_cursor": None})
+        print_json(
+            {"items": [_listed_row(i) for i in items], "next_cursor": None, "scheduled_runs": runs}
+        )
         return
+    if runs:
+        print_table([jobs.run_line(r) for r in runs], title="Scheduled backups (UTC)")
     rows = [
         {
             "file": i.path.name + ("" if i.present else " (missing)"),

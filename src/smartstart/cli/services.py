@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -22,6 +22,9 @@ from smartstart.config import Settings
 from smartstart.db import credentials
 from smartstart.pg.cluster import Cluster
 from smartstart.services import brain, database
+
+if TYPE_CHECKING:
+    from smartstart.services.jobs import JobStatus
 
 
 def _say(message: str) -> None:
@@ -104,8 +107,11 @@ def status(as_json: JsonOpt = False) -> None:
     """State, pid, port and URL of each service."""
     s = settings()
     rows = [database.status_row(s), brain.status_row(s)]
+    from smartstart.services import jobs
+
+    scheduled = jobs.status(s) if rows[0]["state"] == "running" or not s.embedded else None
     if as_json:
-        print_json({"items": rows, "next_cursor": None})
+        print_json({"items": rows, "next_cursor": None, "jobs": scheduled})
         return
     shown = []
     for row in rows:
@@ -120,6 +126,32 @@ def status(as_json: JsonOpt = False) -> None:
             }
         )
     print_table(shown, ["service", "state", "pid", "port", "url", "version", "uptime", "workers"])
+    if scheduled:
+        _show_jobs(scheduled)
+
+
+def _show_jobs(scheduled: list[JobStatus]) -> None:
+    """Scheduled jobs: last outcome and next slot; a job that failed for good in red."""
+    print_table(
+        [
+            {
+                **j,
+                "last": j["last_slot"] and f"{j['last_slot'][:16]} {j['last_outcome']}",
+                "next": (j["next_slot"] or "")[:16] if j["enabled"] else "scheduler off",
+            }
+            for j in scheduled
+        ],
+        ["job", "schedule", "last", "next"],
+        title="Scheduled jobs (UTC)",
+    )
+    for j in scheduled:
+        if j["failed"]:
+            console.print(
+                f"[bold red]•[/] {j['job']}: the run due {j['last_slot']} failed "
+                f"(attempt {j['attempt']}): {j['error']}",
+                highlight=False,
+                soft_wrap=True,
+            )
 
 
 class LogSource(StrEnum):

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import psycopg
 
@@ -14,6 +14,7 @@ from smartstart.config import Settings
 from smartstart.domain import audit, cleanup
 from smartstart.domain.actor import Actor
 from smartstart.errors import SmartStartError
+from smartstart.services import scheduler
 from smartstart.services.scheduler import Job, JobDetails, Scheduler
 
 log = logging.getLogger("smartstart.scheduler")
@@ -129,5 +130,73 @@ def jobs(settings: Settings) -> list[Job]:
     return out
 
 
-def scheduler(settings: Settings) -> Scheduler:
+def make_scheduler(settings: Settings) -> Scheduler:
     return Scheduler(settings, jobs(settings))
+
+
+class JobStatus(TypedDict):
+    """One job's line of `smartstart status`: its schedule, last attempt and next slot."""
+
+    job: str
+    schedule: str
+    enabled: bool
+    last_slot: str | None
+    last_outcome: str | None
+    attempt: int | None
+    error: str | None
+    failed: bool  # the last slot failed for good (also reported by /readyz)
+    next_slot: str | None
+
+
+def status(settings: Settings) -> list[JobStatus] | None:
+    """The scheduled jobs (configured, or with runs); None when the database is unreachable."""
+    try:
+        with psycopg.connect(settings.url_for(), connect_timeout=3) as conn:
+            exists = conn.execute("SELECT to_regclass('job_runs') IS NOT NULL").fetchone()
+            runs = scheduler.latest_runs(conn) if exists and exists[0] else []
+    except psycopg.Error:
+        return None
+    failed = {id(r) for r in scheduler.failures(runs, settings)}
+    last = {r["job"]: r for r in runs}
+    configured = {j.name: j.cron for j in jobs(settings)}
+    now = datetime.now(UTC)
+    out = []
+    for name in sorted(set(configured) | set(last)):
+        run = last.get(name)
+        cron = configured.get(name)
+        out.append(
+            JobStatus(
+                job=name,
+                schedule=cron or "off",
+                enabled=settings.scheduler_on and cron is not None,
+                last_slot=run["slot"].isoformat() if run else None,
+                last_outcome=run["outcome"] if run else None,
+                attempt=run["attempt"] if run else None,
+                error=run["error"] if run else None,
+                failed=run is not None and id(run) in failed,
+                next_slot=scheduler.next_slot(cron, now).isoformat()
+                if cron and settings.scheduler_on
+                else None,
+            )
+        )
+    return out
+
+
+def backup_runs(settings: Settings, limit: int = 10) -> list[scheduler.JobRunRow]:
+    """The scheduled backups' latest attempts, newest first (none when unreachable)."""
+    try:
+        with psycopg.connect(settings.url_for(), connect_timeout=3) as conn:
+            exists = conn.execute("SELECT to_regclass('job_runs') IS NOT NULL").fetchone()
+            return scheduler.recent_runs(conn, "backup", limit) if exists and exists[0] else []
+    except psycopg.Error:
+        return []
+
+
+def run_line(run: scheduler.JobRunRow) -> dict[str, object]:
+    """A run as `db backups` shows it: when, attempt, outcome, and the file or the error."""
+    return {
+        "due": run["slot"].astimezone(UTC).strftime("%F %T"),
+        "attempt": run["attempt"],
+        "outcome": run["outcome"],
+        "file or error": run["error"] or Path(str(run["details"].get("file", ""))).name,
+    }
