@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from smartstart import __version__
-from smartstart.cli import db, health, services
+from smartstart.cli import db, health, logs, services
 
 app = typer.Typer(
     name="smartstart",
@@ -40,6 +40,7 @@ def _root(
 
 
 services.register(app)
+logs.register(app)
 health.register(db.app)
 app.add_typer(db.app, name="db")
 

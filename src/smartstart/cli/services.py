@@ -1,10 +1,7 @@
-"""Whole-platform commands: up, down, restart, status, logs, serve."""
+"""Whole-platform commands: up, down, restart, status, serve (and `logs`, in cli/logs.py)."""
 
 from __future__ import annotations
 
-import time
-from enum import StrEnum
-from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -12,15 +9,12 @@ import typer
 from smartstart.cli.common import (
     JsonOpt,
     console,
-    fail,
     handle_errors,
     print_json,
     print_table,
     settings,
 )
-from smartstart.config import Settings
 from smartstart.db import credentials
-from smartstart.pg.cluster import Cluster
 from smartstart.services import brain, database
 
 if TYPE_CHECKING:
@@ -154,61 +148,6 @@ def _show_jobs(scheduled: list[JobStatus]) -> None:
             )
 
 
-class LogSource(StrEnum):
-    postgres = "postgres"
-    brain = "brain"
-
-
-def _log_path(s: Settings, source: LogSource) -> Path:
-    if source is LogSource.postgres:
-        return Cluster.from_settings(s).log_file
-    return brain.log_file(s)
-
-
-@handle_errors
-def logs(
-    source: Annotated[
-        LogSource | None, typer.Argument(help="Which log; both when omitted.")
-    ] = None,
-    follow: Annotated[
-        bool, typer.Option("--follow", "-f", help="Keep printing new lines.")
-    ] = False,
-    lines: Annotated[int, typer.Option("--lines", "-n", min=0, help="Lines of history.")] = 50,
-) -> None:
-    """Show the PostgreSQL and Brain logs (under $SMARTSTART_HOME/logs)."""
-    s = settings()
-    sources = [source] if source else list(LogSource)
-    if not s.embedded and LogSource.postgres in sources:
-        if source is LogSource.postgres:
-            raise fail(
-                "PostgreSQL is external (SMARTSTART_DATABASE_URL): its logs are on that server"
-            )
-        sources.remove(LogSource.postgres)
-    paths = {src: _log_path(s, src) for src in sources}
-    prefix = len(paths) > 1
-    positions: dict[LogSource, int] = {}
-    for src, path in paths.items():
-        if not path.exists():
-            console.print(f"[dim]{src.value}: no log yet ({path})[/]", highlight=False)
-            positions[src] = 0
-            continue
-        data = path.read_bytes()
-        for line in data.decode(errors="replace").splitlines()[-lines:] if lines else []:
-            typer.echo(f"{src.value:8} | {line}" if prefix else line)
-        positions[src] = len(data)
-    while follow:
-        time.sleep(0.25)
-        for src, path in paths.items():
-            if not path.exists():
-                continue
-            with path.open("rb") as f:
-                f.seek(positions[src])
-                chunk = f.read()
-            positions[src] += len(chunk)
-            for line in chunk.decode(errors="replace").splitlines():
-                typer.echo(f"{src.value:8} | {line}" if prefix else line)
-
-
 def register(app: typer.Typer) -> None:
-    for command in (up, down, restart, status, logs, serve):
+    for command in (up, down, restart, status, serve):
         app.command()(command)
