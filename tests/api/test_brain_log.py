@@ -16,16 +16,8 @@ from smartstart.api import server
 from smartstart.api.app import create_app
 from smartstart.config import Settings
 from smartstart.logs import JsonFormatter, TextFormatter, log_config
+from tests.api.test_wire import Lines
 from tests.conftest import free_port
-
-
-class Lines(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__()
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
 
 
 def wait_for(records: list[logging.LogRecord], match: Callable[[logging.LogRecord], bool]) -> Any:

@@ -66,6 +66,8 @@ def test_old_audit_rows_go_in_batches_and_the_run_is_audited(
         plan = cleanup.plan_cleanup(conn, ["audit-logs"], cleanup.Retention())
     assert [(s.kind, s.count) for s in plan.steps] == [("audit-logs", 35)]
     seen: list[int] = []
+    conn.execute("SET synchronous_commit = local")
+    before = conn.execute("SHOW synchronous_commit").fetchone()
     result = cleanup.execute(
         conn, Actor.operator(), plan, batch_size=5, progress=lambda kind, n: seen.append(n)
     )
@@ -77,6 +79,8 @@ def test_old_audit_rows_go_in_batches_and_the_run_is_audited(
     assert details["steps"]["audit-logs"]["planned"] == 35
     assert details["steps"]["audit-logs"]["done"] == 35
     assert details["batches"] == 8
+    # The batches' commits were not waited for; the connection is as it was after.
+    assert conn.execute("SHOW synchronous_commit").fetchone() == before
 
 
 def test_inactive_users_are_marked_and_lose_their_sessions_but_the_last_super_admin_stays(

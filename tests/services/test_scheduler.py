@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -21,9 +18,10 @@ from smartstart.api.app import readiness
 from smartstart.config import Settings
 from smartstart.services import scheduler
 from smartstart.services.scheduler import Job, Scheduler
-from tests.conftest import free_port, process_env
+from tests.api import test_server
 
 SLOT = datetime(2026, 11, 29, 3, 0, tzinfo=UTC)
+serve = test_server.serve  # the fixture: `smartstart serve` in a process of its own
 
 
 def at(moment: datetime) -> Callable[[], datetime]:
@@ -185,43 +183,24 @@ def test_a_bad_cron_expression_stops_the_brain_from_starting() -> None:
     assert on.scheduler_on and not off.scheduler_on
 
 
-def test_two_brain_workers_run_each_slot_once(seeded_settings: Settings, tmp_path: Path) -> None:
+def test_two_brain_workers_run_each_slot_once(
+    seeded_settings: Settings, serve: Callable[..., Any]
+) -> None:
     """`serve --workers 2`, `cleanup all` every 2 seconds: one run per slot, by one worker."""
-    port = free_port()
-    env = {
-        **process_env(seeded_settings),
-        "SMARTSTART_SCHEDULE_ENABLED": "true",
-        "SMARTSTART_SCHEDULE_POLL_SECONDS": "0.2",
-        "SMARTSTART_CLEANUP_SCHEDULE": "* * * * * */2",
-        "SMARTSTART_BACKUP_SCHEDULE": "",
-    }
-    log = tmp_path / "brain.log"
-    proc = subprocess.Popen(
-        [
-            str(Path(sys.executable).with_name("smartstart")),
-            "serve",
-            "--workers",
-            "2",
-            "--port",
-            str(port),
-        ],
-        env=env,
-        cwd=tmp_path,
-        stdout=log.open("wb"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
+    proc, base, _ = serve(
+        "--workers",
+        "2",
+        SMARTSTART_SCHEDULE_ENABLED="true",
+        SMARTSTART_SCHEDULE_POLL_SECONDS="0.2",
+        SMARTSTART_CLEANUP_SCHEDULE="* * * * * */2",
+        SMARTSTART_BACKUP_SCHEDULE="",
     )
     try:
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            assert proc.poll() is None, log.read_text()
-            runs = rows(seeded_settings, "cleanup")
-            if len({r[0] for r in runs if r[2] == "ok"}) >= 3:
-                break
+        while len({r[0] for r in rows(seeded_settings, "cleanup") if r[2] == "ok"}) < 3:
+            assert proc.poll() is None and time.monotonic() < deadline, "3 slots did not run"
             time.sleep(0.2)
-        else:
-            raise AssertionError(f"three slots did not run: {log.read_text()}")
-        body = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5).json()
+        body = httpx.get(f"{base}/readyz", timeout=5).json()
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=30)

@@ -16,6 +16,7 @@ from smartstart.cli.common import (
     YesOpt,
     confirm,
     console,
+    counting_bar,
     handle_errors,
     print_json,
     print_table,
@@ -78,7 +79,10 @@ InactiveForOpt = Annotated[
 BatchOpt = Annotated[
     int,
     typer.Option(
-        "--batch-size", min=1, max=100_000, help="Rows per batch (each its own transaction)."
+        "--batch-size",
+        min=1,
+        max=100_000,
+        help="Rows per batch (each its own transaction, followed by as long a rest).",
     ),
 ]
 
@@ -129,31 +133,24 @@ def _progress(plan: cleanup.CleanupPlan) -> Iterator[cleanup.Progress | None]:
     if not console.is_terminal:
         yield None
         return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
-
-    with Progress(
-        "[progress.description]{task.description}",
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        transient=True,
-    ) as bar:
+    with counting_bar() as bar:
         tasks = {s.kind: bar.add_task(s.kind, total=s.count) for s in plan.steps}
         yield lambda kind, n: bar.advance(tasks[kind], n)
 
 
 def run(
     kinds: Sequence[cleanup.Kind],
-    keep: cleanup.Retention,
-    *,
-    batch_size: int,
-    dry_run: bool,
-    yes: bool,
-    as_json: bool,
+    options: tuple[int, bool, bool, bool],
+    older_than: timedelta | None = None,
+    inactive_for: timedelta | None = None,
 ) -> None:
-    """Plan, show, confirm (no transaction open), then clean in batches."""
+    """Plan, show, confirm (no transaction open), then clean in batches.
+
+    options: the commands' shared --batch-size, --dry-run, --yes and --json.
+    """
+    batch_size, dry_run, yes, as_json = options
     s = settings()
+    keep = retention(s, older_than, inactive_for)
     with connect(s) as conn, conn.transaction():
         conn.execute("SET TRANSACTION READ ONLY")
         plan = cleanup.plan_cleanup(conn, kinds, keep)
@@ -192,8 +189,7 @@ def audit_logs(
     as_json: JsonOpt = False,
 ) -> None:
     """Delete audit rows older than --older-than (the guide's DELETE, in batches)."""
-    keep = retention(settings(), older_than=older_than)
-    run(["audit-logs"], keep, batch_size=batch_size, dry_run=dry_run, yes=yes, as_json=as_json)
+    run(["audit-logs"], (batch_size, dry_run, yes, as_json), older_than=older_than)
 
 
 @app.command("inactive-users")
@@ -209,8 +205,7 @@ def inactive_users(
 
     Never the last ACTIVE SUPER_ADMIN. Each batch's users are named in an audit row.
     """
-    keep = retention(settings(), inactive_for=inactive_for)
-    run(["inactive-users"], keep, batch_size=batch_size, dry_run=dry_run, yes=yes, as_json=as_json)
+    run(["inactive-users"], (batch_size, dry_run, yes, as_json), inactive_for=inactive_for)
 
 
 @app.command("sessions")
@@ -222,8 +217,7 @@ def sessions(
     as_json: JsonOpt = False,
 ) -> None:
     """Delete expired, idle-expired and revoked sessions."""
-    keep = retention(settings())
-    run(["sessions"], keep, batch_size=batch_size, dry_run=dry_run, yes=yes, as_json=as_json)
+    run(["sessions"], (batch_size, dry_run, yes, as_json))
 
 
 @app.command("all")
@@ -237,5 +231,4 @@ def all_(
     as_json: JsonOpt = False,
 ) -> None:
     """Inactive users, then sessions, then audit rows (what the Brain runs on schedule)."""
-    keep = retention(settings(), older_than=older_than, inactive_for=inactive_for)
-    run(cleanup.KINDS, keep, batch_size=batch_size, dry_run=dry_run, yes=yes, as_json=as_json)
+    run(cleanup.KINDS, (batch_size, dry_run, yes, as_json), older_than, inactive_for)

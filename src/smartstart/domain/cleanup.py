@@ -25,7 +25,10 @@ Kind = Literal["inactive-users", "sessions", "audit-logs"]
 # The order of `cleanup all`: users marked INACTIVE lose their sessions (by trigger),
 # which the sessions step then deletes; the run's own audit rows come last.
 KINDS: tuple[Kind, ...] = get_args(Kind)
-DEFAULT_BATCH = 5000
+DEFAULT_BATCH = 2000
+# After each batch the run rests as long as the batch took, times this: on a busy server
+# the cleanup then takes at most half of what its backend could, and the rest is traffic's.
+DEFAULT_REST = 1.0
 USER_BATCH = 100  # users per batch: each batch's ids go into one audit row, whole
 RUN_ACTION = "cleanup.run"
 
@@ -199,19 +202,25 @@ def execute(
     plan: CleanupPlan,
     *,
     batch_size: int = DEFAULT_BATCH,
-    pause: float = 0.0,
+    rest: float = DEFAULT_REST,
     progress: Progress | None = None,
 ) -> CleanupResult:
     """Carry out plan's steps in batches, one transaction each, then audit the run.
 
     conn must be in autocommit mode: each batch commits on its own, so the rows done
     stay done if the run stops half-way (the audit row then says where it stopped).
-    The rules are checked again by every batch (cutoffs are the plan's).
+    The rules are checked again by every batch (cutoffs are the plan's). The batches
+    commit without waiting for their WAL to reach the disk (`synchronous_commit` off, on
+    this connection for the run): the other sessions' commits then do not queue behind
+    a flush per batch, and a crash can only leave the last batches' rows for the next
+    run. The run's audit row is committed durably.
     """
     if not conn.autocommit:
         raise ValueError("a batched cleanup needs an autocommit connection")
     result = CleanupResult()
     started = time.monotonic()
+    durable = conn.execute("SHOW synchronous_commit").fetchone()
+    conn.execute("SET synchronous_commit = off")
     try:
         for step in plan.steps:
             result.done[step.kind] = 0
@@ -220,6 +229,7 @@ def execute(
                 after = ""
             limit = min(batch_size, USER_BATCH) if step.kind == "inactive-users" else batch_size
             while True:
+                began = time.monotonic()
                 with conn.transaction():
                     n, last = _batch(conn, actor, step, plan.at, after, limit)
                 result.batches += 1
@@ -229,13 +239,17 @@ def execute(
                 if n < limit or last is None:
                     break
                 after = last
-                if pause:
-                    time.sleep(pause)
+                time.sleep((time.monotonic() - began) * rest)
     except psycopg.Error as e:
         result.error = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise
     finally:
         result.seconds = round(time.monotonic() - started, 3)
+        if not (conn.closed or conn.broken):
+            conn.execute(
+                "SELECT set_config('synchronous_commit', %s, false)",
+                [durable[0] if durable else "on"],
+            )
         _record_run(conn, actor, plan, result)
     return result
 
