@@ -260,6 +260,9 @@ class Scheduler:
             except psycopg.Error as e:
                 log.warning("scheduler: database unavailable: %s", str(e).strip()[:200])
                 self.close()
+            except Exception:  # a bug must not end the thread: the next poll tries again
+                log.exception("scheduler: tick failed")
+                self.close()
             self.stopping.wait(self.settings.schedule_poll_seconds)
         self.close()
 
