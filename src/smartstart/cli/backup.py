@@ -177,14 +177,12 @@ def backups(
     if directory is not None and not directory.is_dir():
         raise fail(f"{directory} is not a directory")
     items = list_backups(where)
+    if as_json:
+        print_json({"items": [_listed_row(i) for i in items], "next_cursor": None})
+        return
     from smartstart.services import jobs  # the Brain's scheduled runs, failed ones too
 
     runs = jobs.backup_runs(get_settings())
-    if as_json:
-        print_json(
-            {"items": [_listed_row(i) for i in items], "next_cursor": None, "scheduled_runs": runs}
-        )
-        return
     if runs:
         print_table([jobs.run_line(r) for r in runs], title="Scheduled backups (UTC)")
     rows = [
