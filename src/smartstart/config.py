@@ -54,6 +54,21 @@ class Settings(BaseSettings):
     # The embedded cluster archives every WAL segment into $SMARTSTART_HOME/wal (point-in-time
     # recovery); takes effect at the server's next start.
     wal_archive: bool = True
+    # The Brain's log: JSON lines (json), lines for a person (text), or json unless
+    # its stderr is a terminal (auto).
+    log_format: Literal["auto", "json", "text"] = "auto"
+    # Scheduled jobs, run by the Brain exactly once per slot however many workers
+    # (services/scheduler.py). Unset: on when SMARTSTART_ENV=production, off otherwise.
+    schedule_enabled: bool | None = None
+    schedule_poll_seconds: float = Field(default=30.0, gt=0, le=3600)
+    # A slot missed (the Brain was down) is still run this long after its time.
+    schedule_grace_minutes: float = Field(default=60.0, ge=0)
+    # Cron expressions (UTC; a sixth field is seconds); empty: that job never runs.
+    backup_schedule: str = "0 3 * * *"
+    backup_keep: int = Field(default=7, ge=1, le=10_000)  # scheduled backups kept
+    cleanup_schedule: str = "30 3 * * *"
+    cleanup_audit_days: int = Field(default=30, ge=1, le=100_000)
+    cleanup_inactive_days: int = Field(default=90, ge=1, le=100_000)
 
     @model_validator(mode="after")
     def _refuse_unsafe_defaults(self) -> Settings:
@@ -71,8 +86,28 @@ class Settings(BaseSettings):
         if self.env == "production" and self.bcrypt_rounds < 12:
             raise ValueError("SMARTSTART_BCRYPT_ROUNDS below 12 is for tests only")
         self.trusted_networks()  # a typo must stop the start, not silently trust nobody
+        if self.scheduler_on:  # croniter takes ~0.1 s to import: not for every command
+            self._check_schedules()
         self.cors_origin_list()
         return self
+
+    @property
+    def scheduler_on(self) -> bool:
+        """Whether the Brain runs the scheduled jobs."""
+        if self.schedule_enabled is None:
+            return self.env == "production"
+        return self.schedule_enabled
+
+    def _check_schedules(self) -> None:
+        from croniter import croniter
+
+        for name in ("backup_schedule", "cleanup_schedule"):
+            cron = getattr(self, name).strip()
+            if cron and ("\x00" in cron or len(cron) > 200 or not croniter.is_valid(cron)):
+                raise ValueError(
+                    f"SMARTSTART_{name.upper()}: {cron[:80]!r} is not a cron expression "
+                    "(e.g. '0 3 * * *': minute hour day month weekday, UTC)"
+                )
 
     def trusted_networks(self) -> tuple[IPv4Network | IPv6Network, ...]:
         """SMARTSTART_TRUSTED_PROXIES as networks."""

@@ -64,9 +64,9 @@ def serve(seeded_settings: Settings, tmp_path: Path) -> Iterator[Callable[..., A
     """Start `smartstart serve` with arguments; returns (process, base URL)."""
     started: list[subprocess.Popen[bytes]] = []
 
-    def start(*args: str) -> tuple[subprocess.Popen[bytes], str, int]:
+    def start(*args: str, **env_extra: str) -> tuple[subprocess.Popen[bytes], str, int]:
         port = free_port()
-        env = process_env(seeded_settings)
+        env = {**process_env(seeded_settings), **env_extra}
         proc = subprocess.Popen(
             [
                 str(Path(sys.executable).with_name("smartstart")),

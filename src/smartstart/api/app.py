@@ -57,6 +57,8 @@ def readiness(settings: Settings) -> tuple[bool, dict[str, Any]]:
                 if versioned and versioned[0]
                 else None
             )
+            # Scheduled jobs whose last slot failed for good (services/scheduler.py).
+            failed = _failed_jobs(conn, settings) if row and row[0] == head else []
     except psycopg.Error as e:
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         return False, {"status": "unavailable", "reason": f"database unreachable: {reason}"}
@@ -77,6 +79,9 @@ def readiness(settings: Settings) -> tuple[bool, dict[str, Any]]:
         body["workers"] = workers
         if workers.get("alive", 0) < workers.get("expected", 0):
             body["status"] = "degraded"
+    if failed:
+        body["status"] = "degraded"
+        body["jobs"] = failed
     return True, body
 
 
@@ -94,6 +99,20 @@ def pool_conninfo(settings: Settings) -> str:
     if not (socket_dir / f".s.PGSQL.{settings.pg_port}").exists():
         return url
     return make_conninfo(url, host=str(socket_dir))
+
+
+def _failed_jobs(conn: psycopg.Connection[Any], settings: Settings) -> list[dict[str, Any]]:
+    from smartstart.services import scheduler
+
+    return [
+        {
+            "job": r["job"],
+            "slot": r["slot"].isoformat(),
+            "attempt": r["attempt"],
+            "error": r["error"],
+        }
+        for r in scheduler.failures(scheduler.latest_runs(conn), settings)
+    ]
 
 
 def session_options(settings: Settings) -> str:
@@ -293,6 +312,12 @@ def create_app(
         )
         await run_in_threadpool(pool.open)
         app.state.pool = pool
+        jobs = None
+        if settings.scheduler_on:  # every worker runs one; the one holding the lock leads
+            from smartstart.services.jobs import make_scheduler
+
+            jobs = make_scheduler(settings)
+            jobs.start()
         # get_conn waits for one of these on the event loop, never in a worker thread.
         app.state.conn_slots = asyncio.Semaphore(pool_size)
         try:
@@ -303,6 +328,8 @@ def create_app(
             finally:
                 await apool.close()
         finally:
+            if jobs is not None:
+                await run_in_threadpool(jobs.stop)
             await run_in_threadpool(pool.close)
 
     app = FastAPI(

@@ -31,6 +31,15 @@ class Workers(BaseModel):
     restarts: int
 
 
+class FailedJob(BaseModel):
+    """A scheduled job (backup, cleanup) whose latest slot failed for good."""
+
+    job: str
+    slot: str = Field(description="When the run was due (ISO 8601)")
+    attempt: int
+    error: str | None
+
+
 class Readiness(BaseModel):
     """The body of /readyz, ready (200) or not (503)."""
 
@@ -39,6 +48,9 @@ class Readiness(BaseModel):
     head: str | None = Field(default=None, description="The revision the Brain expects")
     reason: str | None = Field(default=None, description="Why it is not ready")
     workers: Workers | None = None
+    jobs: list[FailedJob] | None = Field(
+        default=None, description="Scheduled jobs whose latest slot failed, after its retry"
+    )
 
 
 READINESS_RESPONSES: dict[int | str, dict[str, Any]] = {

@@ -77,12 +77,14 @@ def uvicorn_config(settings: Settings, app: Any) -> uvicorn.Config:
     import uvicorn
 
     from smartstart.api.wire import Protocol
+    from smartstart.logs import log_config
 
     return uvicorn.Config(
         app,
         host=settings.api_host,
         port=settings.api_port,
         log_level="info",
+        log_config=log_config(settings),  # JSON lines, or lines for a person on a terminal
         access_log=settings.api_access_log,
         http=Protocol,
         # X-Forwarded-For is applied by the app, only from SMARTSTART_TRUSTED_PROXIES

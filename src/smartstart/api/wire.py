@@ -6,9 +6,11 @@ Two costs of uvicorn's protocol on the hot reads (py-spy, one worker under wrk):
   system calls, and two TCP segments, per response. Here the headers of a response with
   a Content-Length wait for its first body message and leave with it.
 - Its access log calls stdlib logging on the event loop for every request (a LogRecord,
-  the formatter, a write and a flush). Here the loop only appends the line's fields to a
-  queue; a thread hands them to the same `uvicorn.access` logger, with the same message
-  and arguments (so the same formatter prints the same line) and the request's own time.
+  the formatter, a write and a flush). Here the loop only appends the request's scope,
+  status and times to a queue; a thread hands them to the same `uvicorn.access` logger,
+  with the same message and arguments (so uvicorn's formatter would print the same
+  line), the request's own time, and the fields of the structured log (smartstart/logs.py:
+  request id, route, status, duration, actor), all read from the scope off the loop.
 """
 
 from __future__ import annotations
@@ -16,7 +18,10 @@ from __future__ import annotations
 import asyncio
 import atexit
 import collections
+import itertools
 import logging
+import os
+import re
 import threading
 import time
 from typing import Any
@@ -26,6 +31,8 @@ from uvicorn.protocols.utils import get_client_addr, get_path_with_query_string
 
 ACCESS_FORMAT = '%s - "%s %s HTTP/%s" %d'  # uvicorn's own message and arguments
 ACCESS_LOG_INTERVAL = 0.05  # seconds between the access log thread's rounds
+# A client's (or proxy's) X-Request-Id is kept when it looks like an id; otherwise one is made.
+REQUEST_ID = re.compile(rb"[A-Za-z0-9._:-]{1,64}")
 
 
 class AccessLog:
@@ -34,12 +41,15 @@ class AccessLog:
     def __init__(self, logger: logging.Logger) -> None:
         self.logger = logger
         # deque.append and popleft are atomic: no lock on the event loop's side.
-        self.pending: collections.deque[tuple[float, tuple[Any, ...]]] = collections.deque()
+        self.pending: collections.deque[tuple[float, Any, int, float]] = collections.deque()
         self.thread: threading.Thread | None = None
         self.lock = threading.Lock()
+        self.ids = itertools.count(1)
+        self.prefix = f"{os.getpid():x}-"
 
-    def add(self, args: tuple[Any, ...]) -> None:
-        self.pending.append((time.time(), args))
+    def add(self, scope: Any, status: int, started: float) -> None:
+        """On the loop: the request's scope, status and start (perf_counter), queued."""
+        self.pending.append((time.perf_counter(), scope, status, started))
         if self.thread is None:
             self._start()
 
@@ -58,19 +68,51 @@ class AccessLog:
     def flush(self) -> None:
         """Log every queued line (the thread's round; also at exit)."""
         logger = self.logger
+        # perf_counter → wall clock: the loop reads one clock per request, not two.
+        offset = time.time() - time.perf_counter()
         while self.pending:
             try:
-                created, args = self.pending.popleft()
+                done, scope, status, started = self.pending.popleft()
             except IndexError:  # pragma: no cover - another flush took the last one
                 return
             if not logger.isEnabledFor(logging.INFO):
                 continue
+            client, path = get_client_addr(scope), get_path_with_query_string(scope)
+            args = (client, scope["method"], path, scope["http_version"], status)
             record = logger.makeRecord(
-                logger.name, logging.INFO, __file__, 0, ACCESS_FORMAT, args, None
+                logger.name,
+                logging.INFO,
+                __file__,
+                0,
+                ACCESS_FORMAT,
+                args,
+                None,
+                extra=self.fields(scope, status, path, client, done - started),
             )
-            record.created = created
+            record.created = created = done + offset
             record.msecs = (created - int(created)) * 1000
             logger.handle(record)
+
+    def fields(
+        self, scope: Any, status: int, path: str, client: str, seconds: float
+    ) -> dict[str, Any]:
+        """The structured log's fields of one request (smartstart/logs.py)."""
+        request_id = None
+        for name, value in scope.get("headers", ()):
+            if name == b"x-request-id" and REQUEST_ID.fullmatch(value):
+                request_id = value.decode()
+                break
+        principal = (scope.get("state") or {}).get("principal")
+        return {
+            "request_id": request_id or f"{self.prefix}{next(self.ids)}",
+            "method": scope["method"],
+            "path": path,
+            "route": getattr(scope.get("route"), "path", None),
+            "status": status,
+            "duration_ms": round(seconds * 1000, 2),
+            "actor": getattr(principal, "user_id", None),
+            "client": client,
+        }
 
 
 class _OneWrite:
@@ -116,21 +158,13 @@ class _Cycle(RequestResponseCycle):
 
     transport: _OneWrite  # type: ignore[assignment]
     access: AccessLog | None
+    started: float  # perf_counter when its headers were read
 
     async def send(self, message: Any) -> None:
         transport = self.transport
         if message["type"] == "http.response.start" and not self.response_started:
             if self.access is not None:
-                scope = self.scope
-                self.access.add(
-                    (
-                        get_client_addr(scope),
-                        scope["method"],
-                        get_path_with_query_string(scope),
-                        scope["http_version"],
-                        message["status"],
-                    )
-                )
+                self.access.add(self.scope, message["status"], self.started)
             transport.hold = True
             try:
                 await super().send(message)
@@ -169,6 +203,8 @@ class Protocol(HttpToolsProtocol):
             cycle.transport = self._one_write
             cycle.access = self._access
             cycle.access_log = False  # logged by `cycle.access` instead
+            if self._access is not None:
+                cycle.started = time.perf_counter()
 
 
 _access_logs: dict[str, AccessLog] = {}

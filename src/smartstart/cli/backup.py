@@ -206,6 +206,11 @@ def backups(
         return
     if win is not None:
         pitr.show_window(win)
+    from smartstart.services import jobs  # the Brain's scheduled runs, failed ones too
+
+    runs = jobs.backup_runs(get_settings())
+    if runs:
+        print_table([jobs.run_line(r) for r in runs], title="Scheduled backups (UTC)")
     rows = [
         {
             "file": i.path.name + ("" if i.present else " (missing)"),

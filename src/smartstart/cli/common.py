@@ -243,3 +243,17 @@ def ask_secret(label: str, instead: str = "--password-stdin") -> str:
             f"no {label.lower()} given and no terminal to ask on: pass it with {instead}"
         )
     return str(typer.prompt(label, hide_input=True, confirmation_prompt=True, err=True))
+
+
+def counting_bar() -> Any:
+    """A transient rich progress bar counting items (description, bar, N/M, time)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    return Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    )

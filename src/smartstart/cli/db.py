@@ -12,7 +12,6 @@ from typing import Annotated
 
 import typer
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
 from smartstart.cli import backup as backup_commands
 from smartstart.cli import health as health_commands
@@ -23,6 +22,7 @@ from smartstart.cli.common import (
     YesOpt,
     confirm,
     console,
+    counting_bar,
     fail,
     handle_errors,
     print_json,
@@ -347,14 +347,7 @@ def seed(
             line = credentials.describe(report.credentials_file, report.credentials_kept)
             console.print(f"  {line}", highlight=False, soft_wrap=True)
         if demo_users:
-            with Progress(
-                "[progress.description]{task.description}",
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeElapsedColumn(),
-                console=console,
-                transient=True,
-            ) as progress:
+            with counting_bar() as progress:
                 task = progress.add_task("demo users", total=demo_users)
                 n = demo.demo_users(
                     conn,

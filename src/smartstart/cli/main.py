@@ -44,7 +44,7 @@ ROOT: dict[str, Lazy] = {
     ),
     "status": _command("services", "State, pid, port and URL of each service."),
     "logs": _command(
-        "services", "Show the PostgreSQL and Brain logs (under $SMARTSTART_HOME/logs)."
+        "logs", "Show the PostgreSQL and Brain logs (under $SMARTSTART_HOME/logs), filtered."
     ),
     "serve": _command(
         "services",
@@ -65,6 +65,9 @@ ROOT: dict[str, Lazy] = {
     "analytics": _group(
         "Analytics: registrations, roles, XP, journey funnel, activity and status (UTC days).",
         "analytics",
+    ),
+    "cleanup": _group(
+        "Delete old audit rows and dead sessions, mark inactive users INACTIVE.", "cleanup"
     ),
     "doctor": _command(
         "doctor",

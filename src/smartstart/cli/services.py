@@ -1,27 +1,24 @@
-"""Whole-platform commands: up, down, restart, status, logs, serve."""
+"""Whole-platform commands: up, down, restart, status, serve (and `logs`, in cli/logs.py)."""
 
 from __future__ import annotations
 
-import time
-from enum import StrEnum
-from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from smartstart.cli.common import (
     JsonOpt,
     console,
-    fail,
     handle_errors,
     print_json,
     print_table,
     settings,
 )
-from smartstart.config import Settings
 from smartstart.db import credentials
-from smartstart.pg.cluster import Cluster
 from smartstart.services import brain, database
+
+if TYPE_CHECKING:
+    from smartstart.services.jobs import JobStatus
 
 
 def _say(message: str) -> None:
@@ -104,8 +101,11 @@ def status(as_json: JsonOpt = False) -> None:
     """State, pid, port and URL of each service."""
     s = settings()
     rows = [database.status_row(s), brain.status_row(s)]
+    from smartstart.services import jobs
+
+    scheduled = jobs.status(s) if rows[0]["state"] == "running" or not s.embedded else None
     if as_json:
-        print_json({"items": rows, "next_cursor": None})
+        print_json({"items": rows, "next_cursor": None, "jobs": scheduled})
         return
     shown = []
     for row in rows:
@@ -127,63 +127,34 @@ def status(as_json: JsonOpt = False) -> None:
             f"WAL archiving: {archiving}{note if archiving == 'pending restart' else ''}",
             highlight=False,
         )
+    if scheduled:
+        _show_jobs(scheduled)
 
 
-class LogSource(StrEnum):
-    postgres = "postgres"
-    brain = "brain"
-
-
-def _log_path(s: Settings, source: LogSource) -> Path:
-    if source is LogSource.postgres:
-        return Cluster.from_settings(s).log_file
-    return brain.log_file(s)
-
-
-@handle_errors
-def logs(
-    source: Annotated[
-        LogSource | None, typer.Argument(help="Which log; both when omitted.")
-    ] = None,
-    follow: Annotated[
-        bool, typer.Option("--follow", "-f", help="Keep printing new lines.")
-    ] = False,
-    lines: Annotated[int, typer.Option("--lines", "-n", min=0, help="Lines of history.")] = 50,
-) -> None:
-    """Show the PostgreSQL and Brain logs (under $SMARTSTART_HOME/logs)."""
-    s = settings()
-    sources = [source] if source else list(LogSource)
-    if not s.embedded and LogSource.postgres in sources:
-        if source is LogSource.postgres:
-            raise fail(
-                "PostgreSQL is external (SMARTSTART_DATABASE_URL): its logs are on that server"
+def _show_jobs(scheduled: list[JobStatus]) -> None:
+    """Scheduled jobs: last outcome and next slot; a job that failed for good in red."""
+    print_table(
+        [
+            {
+                **j,
+                "last": j["last_slot"] and f"{j['last_slot'][:16]} {j['last_outcome']}",
+                "next": (j["next_slot"] or "")[:16] if j["enabled"] else "scheduler off",
+            }
+            for j in scheduled
+        ],
+        ["job", "schedule", "last", "next"],
+        title="Scheduled jobs (UTC)",
+    )
+    for j in scheduled:
+        if j["failed"]:
+            console.print(
+                f"[bold red]•[/] {j['job']}: the run due {j['last_slot']} failed "
+                f"(attempt {j['attempt']}): {j['error']}",
+                highlight=False,
+                soft_wrap=True,
             )
-        sources.remove(LogSource.postgres)
-    paths = {src: _log_path(s, src) for src in sources}
-    prefix = len(paths) > 1
-    positions: dict[LogSource, int] = {}
-    for src, path in paths.items():
-        if not path.exists():
-            console.print(f"[dim]{src.value}: no log yet ({path})[/]", highlight=False)
-            positions[src] = 0
-            continue
-        data = path.read_bytes()
-        for line in data.decode(errors="replace").splitlines()[-lines:] if lines else []:
-            typer.echo(f"{src.value:8} | {line}" if prefix else line)
-        positions[src] = len(data)
-    while follow:
-        time.sleep(0.25)
-        for src, path in paths.items():
-            if not path.exists():
-                continue
-            with path.open("rb") as f:
-                f.seek(positions[src])
-                chunk = f.read()
-            positions[src] += len(chunk)
-            for line in chunk.decode(errors="replace").splitlines():
-                typer.echo(f"{src.value:8} | {line}" if prefix else line)
 
 
 def register(app: typer.Typer) -> None:
-    for command in (up, down, restart, status, logs, serve):
+    for command in (up, down, restart, status, serve):
         app.command()(command)

@@ -367,3 +367,28 @@ class RoleHolders(Base):
 # The triggers the migrations at head create (Alembic cannot compare triggers, so
 # `smartstart db check` compares the catalog with this list; see db/triggers.py).
 TRIGGERS = triggers.TRIGGERS
+
+
+class JobRun(Base):
+    """One attempt at one slot of a scheduled job (services/scheduler.py)."""
+
+    __tablename__ = "job_runs"
+    __table_args__ = (
+        CheckConstraint("outcome IN ('running', 'ok', 'failed')", name="outcome"),
+        CheckConstraint("attempt >= 1", name="attempt"),
+        UniqueConstraint("job", "slot", "attempt"),
+        Index("job_runs_job_startedAt_idx", "job", "startedAt"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=False), primary_key=True)
+    job: Mapped[str] = mapped_column(Text, nullable=False)
+    slot: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    attempt: Mapped[int] = mapped_column(Integer, nullable=False, server_default="1")
+    startedAt: Mapped[datetime] = _created()
+    finishedAt: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    outcome: Mapped[str] = mapped_column(Text, nullable=False, server_default="'running'")
+    error: Mapped[str | None] = mapped_column(Text)
+    details: Mapped[dict[str, Any]] = mapped_column(
+        JSONB, nullable=False, server_default=text("'{}'::jsonb")
+    )
+    runner: Mapped[str | None] = mapped_column(Text)
