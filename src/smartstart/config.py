@@ -51,6 +51,12 @@ class Settings(BaseSettings):
     # 0 sends no setting (e.g. behind a PgBouncer that refuses the `options` parameter).
     api_lock_timeout_ms: int = Field(default=3000, ge=0, le=600_000)
     api_statement_timeout_ms: int = Field(default=30_000, ge=0, le=3_600_000)
+    # Statistics history (`db stats --since`): the Brain's scheduler snapshots
+    # pg_stat_statements and table sizes this often, and keeps them this long.
+    stats_snapshot_minutes: float = Field(default=5.0, ge=1, le=1440)
+    stats_retention_days: float = Field(default=7.0, gt=0, le=3650)
+    # /metrics' health gauges are recomputed in the background at most this often (0: off).
+    health_metrics_seconds: float = Field(default=60.0, ge=0, le=86_400)
 
     @model_validator(mode="after")
     def _refuse_unsafe_defaults(self) -> Settings:

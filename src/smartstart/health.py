@@ -23,12 +23,12 @@ from pathlib import Path
 import psycopg
 
 from smartstart.config import Settings
-from smartstart.domain import integrity
+from smartstart.domain import integrity, statshistory
 from smartstart.errors import SmartStartError
 from smartstart.pg import monitor
 from smartstart.pg.checks import Check, Detail, Measurement
 
-CHECKS: tuple[Check, ...] = monitor.CHECKS + integrity.CHECKS
+CHECKS: tuple[Check, ...] = monitor.CHECKS + integrity.CHECKS + statshistory.CHECKS
 DEFAULT_TIMEOUT = 2.0
 CONFIG_NAME = "health.toml"
 
@@ -275,7 +275,7 @@ def run(
                     unit=measured.unit,
                     recommendation=advice,
                     details=measured.details,
-                    reason=measured.unavailable,
+                    reason=measured.unavailable or measured.limited,
                 )
             )
     return results

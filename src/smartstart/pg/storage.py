@@ -1,0 +1,84 @@
+"""Storage checks: table bloat (an estimate from the planner's statistics) and WAL archiving."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+
+from smartstart.pg.checks import Detail, Measurement, ident, num, rows
+
+# An estimate is rough: a table is reported only when most of it would be wasted space.
+MIN_BLOAT_PCT = 30.0
+
+
+def bloat(conn: psycopg.Connection[Any]) -> Measurement:
+    # Expected pages from the row count and the average row width (pg_stats), against the
+    # pages the table has: the pgstattuple-free estimate PgHero and pg-extras use, simplified
+    # (24-byte tuple header, 4-byte line pointer, the table's fillfactor).
+    found = rows(
+        conn,
+        """
+        WITH t AS (
+            SELECT c.oid, n.nspname AS schema, c.relname AS "table", c.relpages, c.reltuples,
+                   current_setting('block_size')::int AS bs,
+                   coalesce((SELECT split_part(o, '=', 2)::int FROM unnest(c.reloptions) o
+                             WHERE o LIKE 'fillfactor=%%'), 100) AS fillfactor,
+                   (SELECT sum(s.avg_width) FROM pg_stats s
+                    WHERE s.schemaname = n.nspname AND s.tablename = c.relname) AS width
+            FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+            WHERE c.relkind = 'r' AND c.relpages > 10
+              AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+              AND n.nspname NOT LIKE 'pg_toast%%'
+        ), e AS (
+            SELECT *, ceil(greatest(reltuples, 0) / greatest(floor(
+                       (bs - 24) * fillfactor / 100.0 / (24 + width + 4)), 1)) AS expected
+            FROM t WHERE width IS NOT NULL
+        )
+        SELECT schema, "table", relpages AS pages, expected::bigint AS expected_pages,
+               ((relpages - expected) * bs)::bigint AS wasted_bytes,
+               round(100.0 * (relpages - expected) / relpages, 1)::float AS wasted_pct
+        FROM e WHERE relpages > expected
+        ORDER BY wasted_bytes DESC, schema, "table" LIMIT 20
+        """,
+    )
+    judged = [r for r in found if num(r["wasted_pct"]) >= MIN_BLOAT_PCT]
+    if not judged:
+        return Measurement(0.0, "bytes", tuple(found))
+    worst = judged[0]
+    return Measurement(
+        num(worst["wasted_bytes"]),
+        "bytes",
+        tuple(found),
+        fix=f"VACUUM (FULL, ANALYZE) {ident(worst['schema'], worst['table'])}; -- takes an "
+        "exclusive lock: in a maintenance window (or pg_repack online)",
+    )
+
+
+def wal_archiving(conn: psycopg.Connection[Any]) -> Measurement:
+    # Failing now: the last failure is more recent than the last success. WAL piles up in
+    # pg_wal until the archive command works again.
+    (r,) = rows(
+        conn,
+        """
+        SELECT current_setting('archive_mode') AS archive_mode,
+               archived_count, last_archived_wal, last_archived_time::text AS last_archived_time,
+               failed_count, last_failed_wal, last_failed_time::text AS last_failed_time,
+               (last_failed_time IS NOT NULL AND last_failed_time >
+                   coalesce(last_archived_time, '-infinity')) AS failing
+        FROM pg_stat_archiver
+        """,
+    )
+    detail: Detail = r
+    if r["archive_mode"] == "off":
+        return Measurement(0.0, "failing", (detail,))
+    failing = bool(r["failing"])
+    return Measurement(
+        1.0 if failing else 0.0,
+        "failing",
+        (detail,),
+        fix=f"the archive command fails on {r['last_failed_wal']}: see the server log "
+        "and fix archive_command or its destination"
+        if failing
+        else None,
+    )
