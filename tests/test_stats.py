@@ -38,13 +38,17 @@ def _query(conn: psycopg.Connection[Any], statement: str) -> list[tuple[Any, ...
     return conn.execute(statement).fetchall()  # type: ignore[call-overload]
 
 
-def test_the_four_corrected_statements_and_db_stats_agree(seeded_conn: psycopg.Connection[Any]) -> None:
+def test_the_four_corrected_statements_and_db_stats_agree(
+    seeded_conn: psycopg.Connection[Any],
+) -> None:
     conn = seeded_conn
-    _query(conn, 'SELECT count(*) FROM "User" WHERE email = \'x\'')
+    _query(conn, "SELECT count(*) FROM \"User\" WHERE email = 'x'")
     sizes = _query(conn, corrected("Check table sizes"))
     mine = stats.table_sizes(conn)
     # Equal sizes may come in any order: compared by table, and the order by size.
-    assert {(r[0], r[1]): r[2] for r in sizes} == {(r["schema"], r["table"]): r["size"] for r in mine}
+    assert {(r[0], r[1]): r[2] for r in sizes} == {
+        (r["schema"], r["table"]): r["size"] for r in mine
+    }
     assert ("public", "User") in [(r[0], r[1]) for r in sizes]  # the mixed-case one works
     totals = [r["total_bytes"] for r in mine]
     assert totals == sorted(totals, reverse=True)  # type: ignore[type-var]
@@ -55,7 +59,10 @@ def test_the_four_corrected_statements_and_db_stats_agree(seeded_conn: psycopg.C
     assert any(table == "User" for table, _ in by_index)
 
     tables = _query(conn, corrected("Check table statistics"))
-    mine_t = {r["table"]: (r["inserts"], r["live_tuples"], r["dead_tuples"]) for r in stats.table_statistics(conn)}
+    mine_t = {
+        r["table"]: (r["inserts"], r["live_tuples"], r["dead_tuples"])
+        for r in stats.table_statistics(conn)
+    }
     assert {r[1]: (r[2], r[5], r[6]) for r in tables} == mine_t
 
     for _ in range(3):
@@ -174,7 +181,9 @@ def test_snapshot_job_takes_and_prunes(seeded_settings: Settings) -> None:
             "UPDATE stats_snapshot SET \"takenAt\" = now() - interval '8 days' WHERE id = %s",
             [first],
         )
-    second = statshistory.snapshot_job(seeded_settings.model_copy(update={"stats_retention_days": 7}))
+    second = statshistory.snapshot_job(
+        seeded_settings.model_copy(update={"stats_retention_days": 7})
+    )
     with psycopg.connect(seeded_settings.url_for()) as c:
         assert c.execute("SELECT id FROM stats_snapshot").fetchall() == [(second,)]
 

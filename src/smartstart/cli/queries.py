@@ -129,7 +129,10 @@ def pg_activity_command(s: Settings) -> tuple[list[str], str | None] | None:
 def _frame(found: list[Session], limited: str | None) -> Table:
     table = Table(title=f"smartstart db top — {time.strftime('%H:%M:%S')} — Ctrl-C to quit")
     for column in COLUMNS:
-        table.add_column(column, overflow="fold" if column == "query" else "ellipsis")
+        if column == "query":
+            table.add_column(column, overflow="fold", ratio=1)
+        else:
+            table.add_column(column, no_wrap=column in ("pid", "seconds", "state"))
     for q in found:
         table.add_row(*(str(_row(q, 200)[c]) for c in COLUMNS))
     if limited:

@@ -96,6 +96,8 @@ def explain(
 
 def _node(plan: dict[str, Any], analyze: bool) -> str:
     label = str(plan.get("Node Type", "?"))
+    if label == "ModifyTable" and "Operation" in plan:
+        label = str(plan["Operation"])  # as the text format says it: Insert, Update, …
     if plan.get("Join Type") and "Join" in label or label == "Nested Loop":
         label = f"{plan.get('Join Type', '')} {label}".strip()
     if "Relation Name" in plan:
