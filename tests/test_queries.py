@@ -152,9 +152,11 @@ def test_refuses_its_own_backend_other_databases_and_bad_pids(
     seeded_settings: Settings, cli_env: Any, pg_cluster: Any
 ) -> None:
     cli_env(seeded_settings)
-    with psycopg.connect(seeded_settings.url_for(), autocommit=True) as c:
-        with pytest.raises(activity.Refused, match="own session"):
-            activity.signal(c, c.info.backend_pid, "terminate")
+    with (
+        psycopg.connect(seeded_settings.url_for(), autocommit=True) as c,
+        pytest.raises(activity.Refused, match="own session"),
+    ):
+        activity.signal(c, c.info.backend_pid, "terminate")
     # Another database's session (the cluster's maintenance database).
     with sleeping(seeded_settings, dbname="postgres") as pid:
         result = runner.invoke(app, ["db", "terminate", str(pid), "--yes"])
@@ -194,9 +196,11 @@ def test_a_role_may_not_signal_a_superusers_session(
         while not pids:
             assert time.monotonic() < deadline
             time.sleep(0.02)
-        with psycopg.connect(seeded_settings.url_for(), autocommit=True) as c:
-            with pytest.raises(activity.Refused, match="pg_signal_backend"):
-                activity.signal(c, pids[0], "cancel")
+        with (
+            psycopg.connect(seeded_settings.url_for(), autocommit=True) as c,
+            pytest.raises(activity.Refused, match="pg_signal_backend"),
+        ):
+            activity.signal(c, pids[0], "cancel")
     finally:
         with pg_cluster.connect() as su:
             su.execute("SELECT pg_terminate_backend(%s)", [pids[0]])

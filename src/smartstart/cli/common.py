@@ -208,8 +208,8 @@ def parse_when(value: str) -> datetime:
         raise typer.BadParameter(f"{_shown(value)} is too far back") from None
     except ValueError:
         raise typer.BadParameter(
-            f"{_shown(value)} is not a time: give 30m, 12h, 7d, 2w, today, yesterday or an ISO 8601 "
-            "date or datetime (e.g. 2025-01-31 or 2025-01-31T14:00:00+01:00)"
+            f"{_shown(value)} is not a time: give 30m, 12h, 7d, 2w, today, yesterday or an "
+            "ISO 8601 date or datetime (e.g. 2025-01-31 or 2025-01-31T14:00:00+01:00)"
         ) from None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
