@@ -37,7 +37,7 @@ def bloat(conn: psycopg.Connection[Any]) -> Measurement:
         )
         SELECT schema, "table", relpages AS pages, expected::bigint AS expected_pages,
                ((relpages - expected) * bs)::bigint AS wasted_bytes,
-               round(100.0 * (relpages - expected) / relpages, 1)::float AS wasted_pct
+               round((100.0 * (relpages - expected) / relpages)::numeric, 1)::float AS wasted_pct
         FROM e WHERE relpages > expected
         ORDER BY wasted_bytes DESC, schema, "table" LIMIT 20
         """,
