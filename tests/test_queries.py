@@ -259,7 +259,8 @@ def test_explain_refuses_bad_input_with_one_line(seeded_settings: Settings, cli_
     cli_env(seeded_settings)
     for bad, says in (
         ("", "no SQL statement"),
-        ('SELECT 1; DROP TABLE "Role"', "cannot explain"),
+        ('SELECT 1; DROP TABLE "Role"', "multiple commands"),
+        ("SELECT 1; COMMIT; DELETE FROM audit_log", "multiple commands"),
         ("SELEC nonsense", "syntax error"),
         ("SELECT '\x00'", "NUL"),
         ("SELECT " + "1" * 200_000, "at most 100,000"),

@@ -58,7 +58,7 @@ def explain(
 
     With analyze the statement really runs (a write too), so the rollback is what keeps
     it from changing anything; the extended protocol refuses a second statement
-    smuggled in after a semicolon.
+    after a semicolon.
     """
     text = check_sql(statement)
     options = "ANALYZE, BUFFERS, TIMING, " if analyze else ""
@@ -69,7 +69,11 @@ def explain(
     try:
         try:
             conn.execute("SELECT set_config('statement_timeout', %s, true)", [str(timeout_ms)])
-            row = conn.execute(f"EXPLAIN ({options}VERBOSE, FORMAT JSON) {text}").fetchone()
+            # binary=True: the extended protocol, which takes one statement only (the
+            # simple one would run "SELECT 1; COMMIT; DELETE …" whole).
+            with conn.cursor() as cur:
+                cur.execute(f"EXPLAIN ({options}VERBOSE, FORMAT JSON) {text}", binary=True)
+                row = cur.fetchone()
         except psycopg.errors.QueryCanceled:
             raise SmartStartError(
                 f"the statement ran past the {timeout_ms / 1000:g} s timeout and was cancelled;"
