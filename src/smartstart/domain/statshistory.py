@@ -8,7 +8,7 @@ by hand.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -109,14 +109,7 @@ class TableDelta:
     grew_tuples: int
 
     def as_json(self) -> dict[str, object]:
-        return {
-            "schema": self.schema,
-            "table": self.table,
-            "total_bytes": self.total_bytes,
-            "grew_bytes": self.grew_bytes,
-            "live_tuples": self.live_tuples,
-            "grew_tuples": self.grew_tuples,
-        }
+        return asdict(self)
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ terminate is the domain's (domain/dbops.py).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 import psycopg
@@ -44,20 +44,7 @@ class Session:
     query: str | None
 
     def as_json(self) -> dict[str, object]:
-        return {
-            "pid": self.pid,
-            "database": self.database,
-            "user": self.user,
-            "application": self.application,
-            "client": self.client,
-            "state": self.state,
-            "wait_event_type": self.wait_event_type,
-            "wait_event": self.wait_event,
-            "seconds": self.seconds,
-            "transaction_seconds": self.transaction_seconds,
-            "blocked_by": list(self.blocked_by),
-            "query": self.query,
-        }
+        return {**asdict(self), "blocked_by": list(self.blocked_by)}
 
 
 _SESSIONS = """

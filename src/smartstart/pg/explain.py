@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import psycopg
@@ -25,13 +25,7 @@ class Explained:
     execution_ms: float | None
 
     def as_json(self) -> dict[str, object]:
-        return {
-            "analyzed": self.analyzed,
-            "planning_ms": self.planning_ms,
-            "execution_ms": self.execution_ms,
-            "plan": self.plan,
-            "text": list(self.text),
-        }
+        return {**asdict(self), "text": list(self.text)}
 
 
 def check_sql(statement: str) -> str:
