@@ -15,6 +15,8 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
 from smartstart.cli import backup as backup_commands
+from smartstart.cli import queries as queries_commands
+from smartstart.cli import stats as stats_commands
 from smartstart.cli.common import (
     DryRunOpt,
     JsonOpt,
@@ -413,3 +415,5 @@ def reset(
 
 
 backup_commands.register(app)
+stats_commands.register(app)
+queries_commands.register(app)

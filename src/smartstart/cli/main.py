@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from smartstart import __version__
-from smartstart.cli import db, health, queries, services, stats
+from smartstart.cli import db, health, services
 
 app = typer.Typer(
     name="smartstart",
@@ -41,8 +41,6 @@ def _root(
 
 services.register(app)
 health.register(db.app)
-stats.register(db.app)
-queries.register(db.app)
 app.add_typer(db.app, name="db")
 
 # Command groups, by module under smartstart.cli; each exposes a Typer `app`.
