@@ -141,3 +141,22 @@ def test_a_role_without_monitoring_privileges_is_told_what_it_needs(
         assert "plain_" in reason
     # The embedded role has pg_monitor: nothing to say there.
     assert run(seeded_settings, "long_running_queries").reason is None
+
+
+def test_orphans_where_a_foreign_key_is_not_enforced(seeded_settings: Settings) -> None:
+    assert run(seeded_settings, "orphans").details == ()  # every key validated and enforced
+    _sql(
+        seeded_settings,
+        "CREATE TABLE parent (id int PRIMARY KEY)",
+        'CREATE TABLE "Child" (id int, "parentId" int)',
+        "INSERT INTO parent VALUES (1)",
+        """INSERT INTO "Child" VALUES (1, 1), (2, 99), (3, 98), (4, NULL)""",
+        'ALTER TABLE "Child" ADD CONSTRAINT child_parent FOREIGN KEY ("parentId") '
+        "REFERENCES parent NOT VALID",
+    )
+    result = run(seeded_settings, "orphans")
+    assert (result.state, result.metric) == (State.CRIT, 2.0)
+    assert result.details[0]["constraint"] == "child_parent"
+    assert 'VALIDATE CONSTRAINT "child_parent"' in (result.recommendation or "")
+    _sql(seeded_settings, """DELETE FROM "Child" WHERE "parentId" > 1""")
+    assert run(seeded_settings, "orphans").state is State.OK

@@ -23,7 +23,6 @@ from smartstart.db.engine import connect
 from smartstart.domain import statshistory
 from smartstart.errors import SmartStartError
 from smartstart.pg import stats
-from smartstart.pg.checks import Detail
 from smartstart.services import database
 
 SinceOpt = Annotated[
@@ -162,18 +161,14 @@ def _since(conn: psycopg.Connection[Any], since: datetime, limit: int, as_json: 
         f"{changed.database_grew_bytes:+,} bytes (now {changed.database_bytes:,})",
         highlight=False,
     )
-    statements: list[Detail] = [
-        {k: v for k, v in d.as_json().items() if k != "queryid"}  # type: ignore[misc]
-        for d in changed.statements
-    ]
+    statements = [d.as_json() for d in changed.statements]
     print_table(
         statements,
         ("calls", "mean_ms", "before_mean_ms", "total_ms", "query"),
         title="Queries, most slowed first",
     )
-    tables: list[Detail] = [t.as_json() for t in changed.tables]  # type: ignore[misc]
     print_table(
-        tables,
+        [t.as_json() for t in changed.tables],
         ("schema", "table", "total_bytes", "grew_bytes", "live_tuples", "grew_tuples"),
         title="Tables, most grown first",
     )

@@ -29,7 +29,7 @@ from smartstart.pg.indexes import (
     invalid_indexes,
     unused_indexes,
 )
-from smartstart.pg.storage import bloat, wal_archiving
+from smartstart.pg.storage import bloat, orphans, wal_archiving
 
 __all__ = ["CHECKS", "Check", "Detail", "Measurement", "rows"]
 # -- size --------------------------------------------------------------------------
@@ -467,4 +467,5 @@ CHECKS: tuple[Check, ...] = (
     Check("sequences", "Sequences and integer keys near exhaustion", sequences, warn=75, crit=90),
     Check("bloat", "Table bloat estimate", bloat, warn=100 * MiB, crit=10 * GiB),
     Check("wal_archiving", "WAL archiving failures", wal_archiving, crit=1),
+    Check("orphans", "Rows orphaned where a foreign key is not enforced", orphans, crit=1),
 )

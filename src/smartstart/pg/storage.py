@@ -1,10 +1,12 @@
-"""Storage checks: table bloat (an estimate from the planner's statistics) and WAL archiving."""
+"""Storage checks: table bloat (an estimate from the planner's statistics), WAL archiving,
+and rows orphaned where a foreign key is not enforced."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import psycopg
+from psycopg import sql
 
 from smartstart.pg.checks import Detail, Measurement, ident, num, rows
 
@@ -82,3 +84,63 @@ def wal_archiving(conn: psycopg.Connection[Any]) -> Measurement:
         if failing
         else None,
     )
+
+
+def orphans(conn: psycopg.Connection[Any]) -> Measurement:
+    # A validated foreign key with its triggers enabled proves there are none; only the
+    # others (NOT VALID, or triggers disabled, e.g. by a restore) are searched.
+    suspects = rows(
+        conn,
+        """
+        SELECT n.nspname AS schema, t.relname AS "table", c.conname AS constraint,
+               rn.nspname AS ref_schema, rt.relname AS ref_table,
+               (SELECT string_agg(a.attname, ',' ORDER BY k.ord)
+                FROM unnest(c.conkey) WITH ORDINALITY k(attnum, ord)
+                JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = k.attnum)
+                   AS columns,
+               (SELECT string_agg(a.attname, ',' ORDER BY k.ord)
+                FROM unnest(c.confkey) WITH ORDINALITY k(attnum, ord)
+                JOIN pg_attribute a ON a.attrelid = c.confrelid AND a.attnum = k.attnum)
+                   AS ref_columns,
+               NOT c.convalidated AS not_valid
+        FROM pg_constraint c
+        JOIN pg_class t ON t.oid = c.conrelid JOIN pg_namespace n ON n.oid = t.relnamespace
+        JOIN pg_class rt ON rt.oid = c.confrelid
+        JOIN pg_namespace rn ON rn.oid = rt.relnamespace
+        WHERE c.contype = 'f' AND (NOT c.convalidated OR EXISTS (
+            SELECT 1 FROM pg_trigger g WHERE g.tgconstraint = c.oid AND g.tgenabled = 'D'))
+        ORDER BY 1, 2, 3
+        """,
+    )
+    found: list[Detail] = []
+    for fk in suspects:
+        cols = str(fk["columns"]).split(",")
+        refs = str(fk["ref_columns"]).split(",")
+        query = sql.SQL(
+            "SELECT count(*) FROM {child} c WHERE {present} AND NOT EXISTS "
+            "(SELECT 1 FROM {parent} p WHERE {match})"
+        ).format(
+            child=sql.Identifier(str(fk["schema"]), str(fk["table"])),
+            parent=sql.Identifier(str(fk["ref_schema"]), str(fk["ref_table"])),
+            present=sql.SQL(" AND ").join(
+                sql.SQL("c.{} IS NOT NULL").format(sql.Identifier(col)) for col in cols
+            ),
+            match=sql.SQL(" AND ").join(
+                sql.SQL("p.{} = c.{}").format(sql.Identifier(ref), sql.Identifier(col))
+                for col, ref in zip(cols, refs, strict=True)
+            ),
+        )
+        row = conn.execute(query).fetchone()
+        found.append({**fk, "orphans": int(row[0]) if row else 0})
+    found.sort(key=lambda r: -num(r["orphans"]))
+    total = sum(num(r["orphans"]) for r in found)
+    fix = None
+    if total:
+        w = found[0]
+        fix = (
+            f"delete or re-point the {int(num(w['orphans']))} rows of "
+            f"{ident(w['schema'], w['table'])} whose ({w['columns']}) match no "
+            f"{ident(w['ref_schema'], w['ref_table'])} row, then ALTER TABLE "
+            f"{ident(w['schema'], w['table'])} VALIDATE CONSTRAINT {ident(w['constraint'])};"
+        )
+    return Measurement(total, "rows", tuple(found), fix=fix)
