@@ -69,6 +69,12 @@ class Settings(BaseSettings):
     cleanup_schedule: str = "30 3 * * *"
     cleanup_audit_days: int = Field(default=30, ge=1, le=100_000)
     cleanup_inactive_days: int = Field(default=90, ge=1, le=100_000)
+    # Statistics history (`db stats --since`): the Brain's scheduler snapshots
+    # pg_stat_statements and table sizes this often, and keeps them this long.
+    stats_snapshot_minutes: float = Field(default=5.0, ge=1, le=1440)
+    stats_retention_days: float = Field(default=7.0, gt=0, le=3650)
+    # /metrics' health gauges are recomputed in the background at most this often (0: off).
+    health_metrics_seconds: float = Field(default=60.0, ge=0, le=86_400)
 
     @model_validator(mode="after")
     def _refuse_unsafe_defaults(self) -> Settings:

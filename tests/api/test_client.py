@@ -8,17 +8,21 @@ import importlib
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
 from smartstart.api.app import create_app
 from smartstart.config import Settings
+from smartstart.domain import statshistory
 from tests.api.conftest import served
 from tests.conftest import TEST_ADMIN_PASSWORD
+from tests.test_queries import sleeping
 
 ADMIN = "admin@alicesolutionsgroup.com"
 PASSPHRASE = "a perfectly fine passphrase"
@@ -84,7 +88,7 @@ def test_the_generator_understands_every_operation(generated: tuple[ModuleType, 
 
 
 def test_the_generated_client_calls_every_operation(
-    generated: tuple[ModuleType, str], spec: dict[str, Any], brain: str
+    generated: tuple[ModuleType, str], spec: dict[str, Any], brain: str, seeded_settings: Settings
 ) -> None:
     client_mod = importlib.import_module(f"{PACKAGE}.client")
     m = importlib.import_module(f"{PACKAGE}.models")
@@ -234,6 +238,23 @@ def test_the_generated_client_calls_every_operation(
     funnel = call("analytics", "analytics_journey", m.JourneyFunnel, client=admin)
     assert all(isinstance(s, m.FunnelStage) for s in funnel.stages)
     call("analytics", "analytics_status", m.StatusDistribution, client=admin)
+    # dbadmin
+    report = call("dbadmin", "dbhealth_list", m.HealthReport, client=admin, check=["wraparound"])
+    assert report.worst == m.HealthState.OK
+    assert call("dbadmin", "dbhealth_get", m.HealthCheck, "sequences", client=admin).state == "OK"
+    call("dbadmin", "dbstats_get", m.StatsReport, client=admin, limit=3)
+    with psycopg.connect(seeded_settings.url_for()) as conn:
+        statshistory.take_snapshot(conn)
+    since = datetime.now(UTC) - timedelta(hours=1)
+    call("dbadmin", "dbstats_changes", m.StatsChanges, client=admin, since=since)
+    with sleeping(seeded_settings) as pid:
+        queries = call("dbadmin", "dbqueries_list", m.ServerSessionPage, client=admin)
+        assert pid in {q.pid for q in queries.items}
+        call("dbadmin", "dbqueries_cancel", m.SignalResult, pid, client=admin)
+    with sleeping(seeded_settings) as pid:
+        call("dbadmin", "dbqueries_terminate", m.SignalResult, pid, client=admin)
+    body = m.ExplainRequest(sql='SELECT count(*) FROM "User"', analyze=True)
+    assert call("dbadmin", "dbexplain_run", m.ExplainResult, client=admin, body=body).analyzed
 
     # the user changes their password, is deleted; the admin signs out
     theirs = public_login(call, public, m, "generated", PASSPHRASE + " again")

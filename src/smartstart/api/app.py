@@ -30,6 +30,7 @@ from smartstart.api import metrics as metrics_setup
 from smartstart.api.compression import GZip
 from smartstart.api.deps import CSRF_HEADER, public
 from smartstart.api.edge import Edge
+from smartstart.api.healthmetrics import HealthGauges
 from smartstart.config import Settings, get_settings
 from smartstart.db import migrate
 from smartstart.domain.permissions import PermissionCache
@@ -38,7 +39,15 @@ MAX_BODY_BYTES = 1024 * 1024
 POOL_TIMEOUT = 5.0  # seconds a request waits for a database connection before a 503
 # Routers, by module under smartstart.api.routes; each module exposes `router`. FastAPI
 # tries routes one by one, in this order: the routers of the hot reads come first.
-ROUTE_MODULES: tuple[str, ...] = ("users", "rbac", "auth", "journey", "audit", "analytics")
+ROUTE_MODULES: tuple[str, ...] = (
+    "users",
+    "rbac",
+    "auth",
+    "journey",
+    "audit",
+    "analytics",
+    "dbadmin",
+)
 
 
 @lru_cache
@@ -216,6 +225,7 @@ class Metrics:
 
 def _install_metrics(app: FastAPI) -> None:
     registry, own = metrics_setup.registries()
+    registry.register(HealthGauges(app.state.settings))
     requests = Counter(
         "smartstart_http_requests",
         "HTTP requests by route template, method and status",

@@ -186,6 +186,11 @@ WHEN_HELP = (
 )
 
 
+def _shown(value: str, limit: int = 60) -> str:
+    """A bad value as an error message quotes it: a megabyte of it is no help."""
+    return repr(value) if len(value) <= limit else repr(value[:limit]) + f"… ({len(value):,} chars)"
+
+
 def parse_when(value: str) -> datetime:
     """A point in time: a relative duration ago, today, yesterday, or ISO 8601 (UTC default)."""
     text = value.strip().lower()
@@ -200,11 +205,11 @@ def parse_when(value: str) -> datetime:
             return midnight - timedelta(days=1 if text == "yesterday" else 0)
         parsed = datetime.fromisoformat(value.strip())
     except OverflowError:
-        raise typer.BadParameter(f"{value!r} is too far back") from None
+        raise typer.BadParameter(f"{_shown(value)} is too far back") from None
     except ValueError:
         raise typer.BadParameter(
-            f"{value!r} is not a time: give 30m, 12h, 7d, 2w, today, yesterday or an ISO 8601 "
-            "date or datetime (e.g. 2025-01-31 or 2025-01-31T14:00:00+01:00)"
+            f"{_shown(value)} is not a time: give 30m, 12h, 7d, 2w, today, yesterday or an "
+            "ISO 8601 date or datetime (e.g. 2025-01-31 or 2025-01-31T14:00:00+01:00)"
         ) from None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 

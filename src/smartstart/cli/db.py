@@ -15,7 +15,9 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from smartstart.cli import backup as backup_commands
 from smartstart.cli import health as health_commands
+from smartstart.cli import queries as queries_commands
 from smartstart.cli import schema as schema_commands
+from smartstart.cli import stats as stats_commands
 from smartstart.cli.common import (
     DryRunOpt,
     JsonOpt,
@@ -424,3 +426,5 @@ def reset(
 backup_commands.register(app)
 health_commands.register(app)
 schema_commands.register(app)
+stats_commands.register(app)
+queries_commands.register(app)

@@ -16,6 +16,7 @@ from sqlalchemy import (
     CheckConstraint,
     Date,
     DateTime,
+    Double,
     ForeignKey,
     Identity,
     Index,
@@ -362,6 +363,49 @@ class RoleHolders(Base):
     shard: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     holders: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")
     primaries: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")
+
+
+class StatsSnapshot(Base):
+    """One snapshot of the server's statistics (`db stats --since` compares with it)."""
+
+    __tablename__ = "stats_snapshot"
+    __table_args__ = (Index("stats_snapshot_takenAt_idx", "takenAt"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=False), primary_key=True)
+    takenAt: Mapped[datetime] = _created()
+    databaseBytes: Mapped[int] = mapped_column(BigInteger, nullable=False)
+
+
+class StatsStatement(Base):
+    """A statement's pg_stat_statements counters at a snapshot (summed over roles)."""
+
+    __tablename__ = "stats_statement"
+
+    snapshotId: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("stats_snapshot.id", ondelete="CASCADE"), primary_key=True
+    )
+    queryid: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    query: Mapped[str] = mapped_column(Text, nullable=False)
+    calls: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    totalMs: Mapped[float] = mapped_column(Double, nullable=False)
+    rows: Mapped[int] = mapped_column(BigInteger, nullable=False)
+
+
+class StatsTable(Base):
+    """A table's sizes and tuple counts at a snapshot."""
+
+    __tablename__ = "stats_table"
+
+    snapshotId: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("stats_snapshot.id", ondelete="CASCADE"), primary_key=True
+    )
+    schema: Mapped[str] = mapped_column(Text, primary_key=True)
+    table: Mapped[str] = mapped_column(Text, primary_key=True)
+    totalBytes: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    tableBytes: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    indexBytes: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    liveTuples: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    deadTuples: Mapped[int] = mapped_column(BigInteger, nullable=False)
 
 
 # The triggers the migrations at head create (Alembic cannot compare triggers, so

@@ -51,17 +51,25 @@ def roles_without_permissions(conn: psycopg.Connection[Any]) -> Measurement:
 
 
 def super_admins(conn: psycopg.Connection[Any]) -> Measurement:
+    # Two statements: in one, the planner cannot know that SUPER_ADMIN has a handful of
+    # holders (it assumes a fifth of all users) and hashes the whole "User" table (1.3 s
+    # at 1,000,000 users); with the ids in hand it is a few primary-key probes.
+    holders = rows(
+        conn,
+        """
+        SELECT ur."userId" AS id FROM "UserRole" ur
+        WHERE ur."roleId" = (SELECT id FROM "Role" WHERE name = 'SUPER_ADMIN')
+        LIMIT 1000
+        """,
+    )
     found = rows(
         conn,
         """
-        WITH holders AS MATERIALIZED (
-            SELECT ur."userId" FROM "UserRole" ur JOIN "Role" r ON r.id = ur."roleId"
-            WHERE r.name = 'SUPER_ADMIN')
-        SELECT u.email, u.status
-        FROM holders h JOIN "User" u ON u.id = h."userId"
-        WHERE u.status = 'ACTIVE'
+        SELECT u.email, u.status FROM "User" u
+        WHERE u.id = ANY(%s) AND u.status = 'ACTIVE'
         ORDER BY u.email LIMIT 50
         """,
+        [[h["id"] for h in holders]],
     )
     return Measurement(
         float(len(found)),

@@ -26,6 +26,8 @@ class Measurement:
     unavailable: str | None = None
     # The fix for the worst row, when the check can name one (SQL or a command).
     fix: str | None = None
+    # Measured, but only what this role may see: what it needs to see everything.
+    limited: str | None = None
 
 
 @dataclass(frozen=True)
@@ -83,3 +85,23 @@ def led_by(
 def counted(found: Sequence[Detail], unit: str, fix: Callable[[Detail], str]) -> Measurement:
     """Judged by how many rows were found; the fix is the first one's."""
     return Measurement(float(len(found)), unit, tuple(found), fix=fix(found[0]) if found else None)
+
+
+def sees_all_sessions(conn: psycopg.Connection[Any]) -> bool:
+    """Whether this role sees other roles' sessions and queries (pg_read_all_stats)."""
+    (r,) = rows(
+        conn,
+        "SELECT rolsuper OR pg_has_role(current_user, 'pg_read_all_stats', 'USAGE') AS yes "
+        "FROM pg_roles WHERE rolname = current_user",
+    )
+    return bool(r["yes"])
+
+
+def own_sessions_only(conn: psycopg.Connection[Any]) -> str | None:
+    """None when this role sees every session; else what it needs to (said, not failed)."""
+    if sees_all_sessions(conn):
+        return None
+    return (
+        f"sees only the sessions and query texts of role {conn.info.user!r}: other roles' need "
+        f"pg_read_all_stats (as a superuser: GRANT pg_monitor TO {ident(conn.info.user)};)"
+    )

@@ -6,6 +6,8 @@ pg-extras read them, written for PostgreSQL 12 and later.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import psycopg
@@ -17,6 +19,7 @@ from smartstart.pg.checks import (
     ident,
     led_by,
     num,
+    own_sessions_only,
     rows,
     server_version,
 )
@@ -26,6 +29,7 @@ from smartstart.pg.indexes import (
     invalid_indexes,
     unused_indexes,
 )
+from smartstart.pg.storage import bloat, orphans
 
 __all__ = ["CHECKS", "Check", "Detail", "Measurement", "rows"]
 # -- size --------------------------------------------------------------------------
@@ -392,18 +396,49 @@ def replication(conn: psycopg.Connection[Any]) -> Measurement:
     return Measurement(float(len(inactive)), "inactive slots", (*slots, *replicas), fix=fix)
 
 
+Run = Callable[[psycopg.Connection[Any]], Measurement]
+
+
+def visible(run: Run) -> Run:
+    """A check of other sessions that says what this role needs when it sees only its own."""
+
+    def measured(conn: psycopg.Connection[Any]) -> Measurement:
+        return replace(run(conn), limited=own_sessions_only(conn))
+
+    measured.__name__ = run.__name__
+    return measured
+
+
 GiB = 1024**3
 MiB = 1024**2
 
 CHECKS: tuple[Check, ...] = (
     Check("database_size", "Database size", database_size, advice="informational"),
     Check("table_sizes", "Largest tables (table, indexes, toast)", table_sizes),
-    Check("connections", "Connections vs max_connections", connections, warn=70, crit=90),
-    Check("idle_in_transaction", "Idle in transaction", idle_in_transaction, warn=60, crit=600),
-    Check("long_running_queries", "Long-running queries", long_running_queries, warn=60, crit=300),
-    Check("blocking_locks", "Blocking locks", blocking_locks, warn=5, crit=60),
+    Check("connections", "Connections vs max_connections", visible(connections), warn=70, crit=90),
+    Check(
+        "idle_in_transaction",
+        "Idle in transaction",
+        visible(idle_in_transaction),
+        warn=60,
+        crit=600,
+    ),
+    Check(
+        "long_running_queries",
+        "Long-running queries",
+        visible(long_running_queries),
+        warn=60,
+        crit=300,
+    ),
+    Check("blocking_locks", "Blocking locks", visible(blocking_locks), warn=5, crit=60),
     Check("cache_hit_ratio", "Cache hit ratio", cache_hit_ratio, "lower", warn=99, crit=95),
-    Check("slow_queries", "Slow queries (pg_stat_statements)", slow_queries, warn=100, crit=1000),
+    Check(
+        "slow_queries",
+        "Slow queries (pg_stat_statements)",
+        visible(slow_queries),
+        warn=100,
+        crit=1000,
+    ),
     Check("unused_indexes", "Unused indexes", unused_indexes, warn=MiB, crit=GiB),
     Check("duplicate_indexes", "Duplicate indexes", duplicate_indexes, warn=1),
     Check("invalid_indexes", "Invalid indexes", invalid_indexes, crit=1),
@@ -430,4 +465,6 @@ CHECKS: tuple[Check, ...] = (
         crit=1_500_000_000,
     ),
     Check("sequences", "Sequences and integer keys near exhaustion", sequences, warn=75, crit=90),
+    Check("bloat", "Table bloat estimate", bloat, warn=100 * MiB, crit=10 * GiB),
+    Check("orphans", "Rows orphaned where a foreign key is not enforced", orphans, crit=1),
 )
