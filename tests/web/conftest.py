@@ -40,3 +40,27 @@ def browse(
         return user
 
     return sign_in
+
+
+@pytest.fixture
+def browse_with(
+    client: TestClient,  # noqa: F811
+    db: Any,  # noqa: F811
+    browse: Callable[..., dict[str, Any]],
+) -> Callable[[set[str]], dict[str, Any]]:
+    """Sign in as a new user whose only role grants exactly these permissions."""
+    import uuid
+
+    def sign_in(perms: set[str]) -> dict[str, Any]:
+        role = f"WEB_{uuid.uuid4().hex[:10]}".upper()
+        db.execute('INSERT INTO "Role" (name) VALUES (%s)', [role])
+        for perm in perms:
+            db.execute(
+                'INSERT INTO "RolePermission" ("roleId", "permissionId")'
+                ' SELECT r.id, p.id FROM "Role" r, "Permission" p'
+                " WHERE r.name = %s AND p.name = %s",
+                [role, perm],
+            )
+        return browse(role)
+
+    return sign_in
