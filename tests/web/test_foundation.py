@@ -92,3 +92,15 @@ def test_static_assets_come_from_the_package(client: TestClient) -> None:
     assert css.status_code == 200 and "prefers-color-scheme: dark" in css.text
     assert client.get("/static/app.js").status_code == 200
     assert client.get("/static/nope.js").status_code == 404
+
+
+def test_an_unknown_path_is_a_404_page_for_a_browser_and_json_for_the_api(
+    client: TestClient,
+) -> None:
+    page = client.get("/no/such/page", headers={"accept": "text/html,*/*"})
+    assert page.status_code == 404
+    assert page.headers["content-type"].startswith("text/html") and "Not found" in page.text
+    api = client.get("/api/no-such-thing", headers={"accept": "text/html"})
+    assert api.status_code == 404 and api.json()["error"]["code"] == "not_found"
+    plain = client.get("/no/such/page")
+    assert plain.json()["error"]["code"] == "not_found"

@@ -8,10 +8,13 @@ so an API request never meets them (no middleware of its own, nothing on the hot
 from __future__ import annotations
 
 from fastapi import FastAPI
+from starlette.requests import Request
+from starlette.responses import Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from smartstart.web import routes
+from smartstart.web.core import error_page
 
 
 def install(app: FastAPI) -> None:
@@ -21,3 +24,9 @@ def install(app: FastAPI) -> None:
     )
     for path, endpoint, methods in routes.ROUTES:
         app.router.routes.append(Route(path, endpoint, methods=list(methods)))
+    app.state.html_not_found = not_found
+
+
+def not_found(request: Request) -> Response:
+    """The page a browser gets for a path that is neither a page nor an API route."""
+    return error_page(request, 404, "Not found", "There is no page at this address.")
