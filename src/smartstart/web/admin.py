@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import urlencode
 
 from starlette.responses import Response
 
@@ -38,22 +37,27 @@ def overview_page(view: View) -> Response:
 @page("roles:read")
 def roles_page(view: View) -> Response:
     """GET /admin/roles: the role × permission matrix (editable with rbac:manage)."""
-    matrix = rbac.matrix(view.conn)
+    # The roles listing (with its holder counts) gives the matrix's rows too: one pass
+    # over the assignments instead of two (rbac.matrix counts them again).
+    roles = rbac.list_roles(view.conn, settings=view.settings, limit=500).items
+    permissions = [
+        p["name"] for p in rbac.list_permissions(view.conn, settings=view.settings, limit=500).items
+    ]
     editable = view.can("rbac:manage")
     # A cell the viewer may not change is shown as refused: granting what one lacks, or
     # anything of SUPER_ADMIN (it holds every permission).
     refused = {
-        (role, perm): role == rbac.SUPER_ADMIN
+        (role["name"], perm): role["name"] == rbac.SUPER_ADMIN
         or decide(view.actor, "rbac:manage", grants={perm}) is not None
-        for role in matrix["roles"]
-        for perm in matrix["permissions"]
+        for role in roles
+        for perm in permissions
     }
-    roles = rbac.list_roles(view.conn, settings=view.settings, limit=500).items
     return view.render(
         "roles.html",
         title="Roles & permissions",
-        matrix=matrix,
-        granted={(r, p) for r, ps in matrix["grants"].items() for p in ps},
+        role_names=[r["name"] for r in roles],
+        permissions=permissions,
+        granted={(r["name"], p) for r in roles for p in r["permissions"]},
         editable=editable,
         refused=refused,
         roles=roles,
@@ -79,17 +83,21 @@ def roles_change(view: View) -> Response:
 # -- journeys -------------------------------------------------------------------------------
 
 
+def _stages(view: View) -> list[journey.StageRow]:
+    """Every stage, active or not, in order."""
+    return journey.list_stages(
+        view.conn, settings=view.settings, include_inactive=True, limit=500
+    ).items
+
+
 @page("journey:manage")
 def journeys_page(view: View) -> Response:
     """GET /admin/journeys: every stage (active or not) in order, to edit and reorder."""
-    stages = journey.list_stages(
-        view.conn, settings=view.settings, include_inactive=True, limit=500
-    ).items
+    stages = _stages(view)
     return view.render(
         "journeys.html",
         title="Journeys",
         stages=stages,
-        usage={s["id"]: journey.stage_usage(view.conn, s["id"]) for s in stages},
         funnel=None,  # from analytics' journey funnel when it lands
     )
 
@@ -130,10 +138,7 @@ def stage_create(view: View) -> Response:
 @page("journey:manage")
 def stage_move(view: View) -> Response:
     """POST /admin/journeys/{stage}/move: one place up or down."""
-    stages = journey.list_stages(
-        view.conn, settings=view.settings, include_inactive=True, limit=500
-    ).items
-    ids = [s["id"] for s in stages]
+    ids = [s["id"] for s in _stages(view)]
     stage = journey.resolve_stage(view.conn, view.request.path_params["stage"])["id"]
     i = ids.index(stage)
     j = i - 1 if view.field("direction") == "up" else i + 1
@@ -189,8 +194,5 @@ def audit_page(view: View) -> Response:
         title="Audit log",
         entries=[(e, diff(e["details"])) for e in found.items],
         q=kept,
-        next_url=f"/admin/audit?{urlencode({**kept, 'cursor': found.next_cursor})}"
-        if found.next_cursor
-        else None,
-        first_url=f"/admin/audit?{urlencode(kept)}" if view.query("cursor") else None,
+        **view.pages("/admin/audit", kept, found.next_cursor),
     )

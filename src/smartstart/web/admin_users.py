@@ -8,11 +8,10 @@ action the viewer would be refused (outranked, missing permission) as refused up
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import urlencode
 
 from starlette.responses import Response
 
-from smartstart.domain import audit, auth, journey, rbac, users
+from smartstart.domain import audit, auth, journey, overview, rbac, users
 from smartstart.domain.authorize import decide, target
 from smartstart.domain.errors import Invalid
 from smartstart.domain.resolve import resolve_user
@@ -69,7 +68,6 @@ def user_list(view: View) -> Response:
         }.items()
         if v
     }
-    roles = rbac.list_roles(view.conn, settings=view.settings, limit=500).items
     return view.render(
         "users.html",
         title="Users",
@@ -78,13 +76,10 @@ def user_list(view: View) -> Response:
         sort=sort,
         order=order,
         sorts=list(users.SORTS),
-        roles=[r["name"] for r in roles],
+        roles=list(overview.role_grants(view.conn)),
         statuses=STATUSES,
         levels=users.LEVEL_NAMES,
-        next_url=f"/admin/users?{urlencode({**kept, 'cursor': found.next_cursor})}"
-        if found.next_cursor
-        else None,
-        first_url=f"/admin/users?{urlencode(kept)}" if view.query("cursor") else None,
+        **view.pages("/admin/users", kept, found.next_cursor),
     )
 
 
@@ -110,16 +105,15 @@ def _detail(view: View, user_id: str) -> dict[str, Any]:
         else []
     )
     roles = rbac.user_roles(view.conn, uid)["roles"]
-    all_roles = rbac.list_roles(view.conn, settings=view.settings, limit=500).items
     held = {r["name"] for r in roles}
     return {
         "user": user,
         "roles": roles,
         "assignable": [
-            r["name"]
-            for r in all_roles
-            if r["name"] not in held
-            and decide(view.actor, "rbac:manage", subject, grants=r["permissions"]) is None
+            name
+            for name, grants in overview.role_grants(view.conn).items()
+            if name not in held
+            and decide(view.actor, "rbac:manage", subject, grants=grants) is None
         ],
         "permissions": rbac.effective(view.conn, uid)["permissions"],
         "journey": journey.journey(view.conn, uid),

@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qsl, quote, urlsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
 import psycopg
 from psycopg_pool import PoolTimeout
@@ -83,8 +83,20 @@ class View:
     def field(self, name: str, default: str = "") -> str:
         return self.form.get(name, default)
 
-    def render(self, template: str, status: int = 200, **context: Any) -> HTMLResponse:
+    def render(self, template: str, **context: Any) -> HTMLResponse:
+        status = int(context.pop("status", 200))
         return render(self.request, template, status=status, principal=self.principal, **context)
+
+    def pages(
+        self, path: str, kept: Mapping[str, str], next_cursor: str | None
+    ) -> dict[str, str | None]:
+        """The links of a listing's next page (the domain's cursor) and of its first."""
+        return {
+            "next_url": f"{path}?{urlencode({**kept, 'cursor': next_cursor})}"
+            if next_cursor
+            else None,
+            "first_url": f"{path}?{urlencode(kept)}" if self.query("cursor") else None,
+        }
 
     def done(self, to: str, message: str) -> Response:
         """After a write: back to a page (POST/redirect/GET), with a message shown there."""
