@@ -18,6 +18,7 @@ from smartstart.domain.resolve import resolve_user
 from smartstart.web.core import View, page
 
 PAGE_SIZE = 25
+AUDIT_ROWS = 50
 STATUSES = ("ACTIVE", "INACTIVE", "SUSPENDED", "PENDING")
 XP_ACTIONS = frozenset({"users.add_xp", "users.set_xp", "journey.complete"})
 # action -> (permission it needs, what the confirmation says, button label)
@@ -92,10 +93,23 @@ def _detail(view: View, user_id: str) -> dict[str, Any]:
         for perm in ("users:write", "rbac:manage", "sessions:manage")
         for denied in [decide(view.actor, perm, subject)]
     }
+    # The user's own entries and their journey's, each through the (resource,
+    # resourceId, id) index, newest first: a filter on the id alone reads the whole log.
     entries = (
-        audit.list_entries(
-            view.conn, audit.AuditFilter(resource_id=uid), settings=view.settings, limit=50
-        ).items
+        sorted(
+            (
+                e
+                for resource in ("user", "journey")
+                for e in audit.list_entries(
+                    view.conn,
+                    audit.AuditFilter(resource=resource, resource_id=uid),
+                    settings=view.settings,
+                    limit=AUDIT_ROWS,
+                ).items
+            ),
+            key=lambda e: e["id"],
+            reverse=True,
+        )[:AUDIT_ROWS]
         if view.can("audit:read")
         else []
     )
