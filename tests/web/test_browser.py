@@ -77,7 +77,20 @@ class Watched:
             lambda m: self.problems.append(f"console: {m.text}") if m.type == "error" else None,
         )
         page.on("pageerror", lambda e: self.problems.append(f"page error: {e}"))
-        page.on("requestfailed", lambda r: self.problems.append(f"failed: {r.url}"))
+        page.on("requestfailed", self._failed)
+        page.on(
+            "response",
+            lambda r: (
+                self.problems.append(f"HTTP {r.status}: {r.url}")
+                if r.status >= 400 and r.request.resource_type != "document"
+                else None
+            ),
+        )
+
+    def _failed(self, request: Any) -> None:
+        # A load the next navigation cancels (the logo of a page left at once) is no failure.
+        if request.failure != "net::ERR_ABORTED":
+            self.problems.append(f"failed: {request.url} ({request.failure})")
 
     def open(self, url: str, expect_status: int = 200) -> None:
         response = self.page.goto(url)
@@ -144,6 +157,8 @@ def test_a_member_completes_a_stage_and_sees_xp_and_level_change(
     watched = open_as(member["email"])
     page = watched.page
     assert page.url.endswith("/journey")
+    page.keyboard.press("Tab")  # the first stop is the skip link, then the content
+    assert page.evaluate("document.activeElement.textContent") == "Skip to content"
     expect(page.locator("#xp-total")).to_have_text("95")
     expect(page.locator("#level-name")).to_have_text("Owlet")
     page.get_by_role("button", name="Complete Welcome").click()
@@ -207,6 +222,17 @@ def test_an_operator_creates_and_verifies_a_backup(
     page.get_by_role("button", name=f"Verify {name.group(1)}").click()
     expect(page.get_by_role("status")).to_contain_text(f"{name.group(1)} verified")
     assert watched.problems == []
+
+
+def test_dark_mode_follows_the_system(browser: Browser, brain: tuple[str, Settings]) -> None:
+    colours = {}
+    for scheme in ("light", "dark"):
+        context = browser.new_context(color_scheme=scheme, base_url=brain[0])
+        page = context.new_page()
+        page.goto("/login")
+        colours[scheme] = page.evaluate("getComputedStyle(document.body).backgroundColor")
+        context.close()
+    assert colours == {"light": "rgb(246, 247, 249)", "dark": "rgb(18, 21, 28)"}
 
 
 def test_a_member_cannot_see_or_open_operator_pages(

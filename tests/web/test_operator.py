@@ -208,6 +208,7 @@ def test_the_database_page_runs_the_health_checks(client: TestClient, browse: Br
     r = client.post("/admin/database/check", data={"csrf": admin["csrf"]})
     assert "Health checks run" in r.text
     assert "Recommendation" in r.text and "v-ok" in r.text
+    assert '<tbody id="OK">' in r.text
     overview = client.get("/admin").text
     assert 'href="/admin/database#OK"' in overview
 

@@ -115,7 +115,7 @@ def rows(
         if sort not in names:
             raise BrowseError(f"no column {sort[:100]!r}")
         direction = sql.SQL(" DESC") if descending else sql.SQL(" ASC")
-        order = sql.SQL(" ORDER BY {}{} NULLS LAST").format(sql.Identifier(sort), direction)
+        order = sql.SQL(" ORDER BY {}{}").format(sql.Identifier(sort), direction)
     select = sql.SQL(", ").join(
         sql.SQL("NULL") if c.name in hidden else sql.Identifier(c.name) for c in cols
     )

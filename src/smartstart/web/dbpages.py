@@ -33,12 +33,16 @@ class HealthRun:
     results: list[health.CheckResult]
 
     @property
-    def counts(self) -> dict[str, int]:
-        out = {"OK": 0, "WARN": 0, "CRIT": 0}
+    def groups(self) -> dict[str, list[health.CheckResult]]:
+        """The results by verdict, worst first; a check that could not tell counts as WARN."""
+        out: dict[str, list[health.CheckResult]] = {"CRIT": [], "WARN": [], "OK": []}
         for r in self.results:
-            name = r.state.name if r.state.name in out else "WARN"  # could not tell: WARN
-            out[name] += 1
+            out[r.state.name if r.state.name in out else "WARN"].append(r)
         return out
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return {state: len(found) for state, found in self.groups.items()}
 
     @property
     def age(self) -> float:
