@@ -104,3 +104,24 @@ def test_an_unknown_path_is_a_404_page_for_a_browser_and_json_for_the_api(
     assert api.status_code == 404 and api.json()["error"]["code"] == "not_found"
     plain = client.get("/no/such/page")
     assert plain.json()["error"]["code"] == "not_found"
+
+
+def test_sign_in_never_redirects_off_the_site(
+    client: TestClient, make_user: Callable[..., dict[str, Any]]
+) -> None:
+    user = make_user("MEMBER")
+    for target in ("//evil.example/x", "https://evil.example/", "/\\evil.example"):
+        form = client.get("/login", params={"next": target})
+        assert 'name="next" value="/"' in form.text
+        r = client.post(
+            "/login",
+            data={
+                "identifier": user["email"],
+                "password": FIXTURE_PASSWORD,
+                "csrf": form_csrf(form.text),
+                "next": target,
+            },
+            follow_redirects=False,
+        )
+        assert r.status_code == 303 and r.headers["location"] == "/", target
+        client.cookies.clear()

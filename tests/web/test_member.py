@@ -179,3 +179,19 @@ def test_revoking_ones_current_session_signs_out(
     )
     assert r.status_code == 303 and r.headers["location"] == "/login"
     assert client.get("/profile", follow_redirects=False).status_code == 303
+
+
+def test_a_nul_or_a_megabyte_in_a_form_changes_nothing(
+    client: TestClient, browse: Browse, db: psycopg.Connection[Any]
+) -> None:
+    user = browse("MEMBER")
+    nul = client.post("/profile", data={"csrf": user["csrf"], "name": "a\x00b", "username": "x1"})
+    assert nul.status_code == 422
+    big = client.post(
+        "/profile",
+        data={"csrf": user["csrf"], "name": "n" * 900_000, "username": "x2"},
+        headers={"referer": "http://testserver/profile"},
+    )
+    assert 'class="flash error"' in big.text
+    row = db.execute('SELECT name, username FROM "User" WHERE id = %s', [user["id"]]).fetchone()
+    assert row is not None and row[1] == user["username"] and row[0] != "a\x00b"
