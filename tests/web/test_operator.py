@@ -132,6 +132,14 @@ def test_reset_password_asks_for_the_new_one_and_ends_sessions(
         headers={"referer": f"http://testserver/admin/users/{target['id']}"},
     )
     assert 'class="flash error"' in weak.text
+    # Sent from the confirmation (the answer to a POST): the refusal is shown right there.
+    from_confirm = client.post(
+        url,
+        data={"csrf": admin["csrf"], "confirmed": "yes", "password": "short"},
+        headers={"referer": f"http://testserver{url}"},
+        follow_redirects=False,
+    )
+    assert from_confirm.status_code == 422 and "Not accepted" in from_confirm.text
     ok = client.post(
         url,
         data={

@@ -18,7 +18,6 @@ like an API route's. `page(...)` turns it into a Starlette endpoint that:
 from __future__ import annotations
 
 import json
-import secrets
 from collections.abc import Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -223,10 +222,9 @@ def page(permission: str | None = None) -> Callable[[Callable[[View], Response]]
                     return error_page(request, 403, "Form refused", message, principal)
                 return error_page(request, 403, "Not allowed", e.message, principal)
             except DomainError as e:
-                back = request.headers.get("referer")
+                back = _page_behind(request)
                 if writing and e.status in (409, 422, 400) and back:
-                    target = _local(urlsplit(back).path + _query(back), "/")
-                    return flash(request, redirect(target), e.message, "error")
+                    return flash(request, redirect(back), e.message, "error")
                 title = _TITLES.get(e.status, "Error")
                 return error_page(request, e.status, title, e.message, principal)
             except (PoolTimeout, psycopg.OperationalError, SmartStartError) as e:
@@ -242,9 +240,17 @@ def page(permission: str | None = None) -> Callable[[Callable[[View], Response]]
     return wrap
 
 
-def _query(url: str) -> str:
-    q = urlsplit(url).query
-    return f"?{q}" if q else ""
+def _page_behind(request: Request) -> str | None:
+    """The page the form was on (its Referer), when that is a page of ours one can GET;
+    None for a confirmation, which is the answer to a POST and cannot be reloaded."""
+    from smartstart.web.routes import is_page
+
+    back = request.headers.get("referer")
+    if not back:
+        return None
+    parts = urlsplit(back)
+    target = _local(parts.path + (f"?{parts.query}" if parts.query else ""), "")
+    return target if target and is_page(parts.path) else None
 
 
 async def _run(
@@ -267,10 +273,6 @@ async def _run(
     if request.cookies.get(FLASH_COOKIE) and request.method != "POST":
         response.delete_cookie(FLASH_COOKIE, path="/")
     return response
-
-
-def new_nonce() -> str:
-    return secrets.token_urlsafe(16)
 
 
 def session_csrf(request: Request) -> str:

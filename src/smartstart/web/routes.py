@@ -6,6 +6,7 @@ from collections.abc import Awaitable, Callable
 
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import compile_path
 
 from smartstart.web import admin, admin_users, dbpages, member, signin
 
@@ -56,3 +57,11 @@ PAGES: dict[str, str | None] = {
     "/admin/backups": "db:read",
     "/admin/data": "db:read",
 }
+
+
+_GET_PATHS = [compile_path(path)[0] for path, _, methods in ROUTES if "GET" in methods]
+
+
+def is_page(path: str) -> bool:
+    """Whether a GET of this path is one of the web app's pages."""
+    return any(regex.match(path) for regex in _GET_PATHS)
