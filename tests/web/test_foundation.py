@@ -125,3 +125,22 @@ def test_sign_in_never_redirects_off_the_site(
         )
         assert r.status_code == 303 and r.headers["location"] == "/", target
         client.cookies.clear()
+
+
+def test_the_web_routes_come_after_every_api_route() -> None:
+    # FastAPI tries routes in order: an API request never tries a web page's pattern, and
+    # the web app adds no middleware (the hot path pays nothing for it).
+    from fastapi.routing import APIRoute
+    from starlette.routing import Route
+
+    from smartstart.api.app import create_app
+    from smartstart.config import Settings
+    from smartstart.web.routes import ROUTES
+
+    app = create_app(Settings(_env_file=None))  # type: ignore[call-arg]
+    kinds = ["api" if isinstance(r, APIRoute) else "other" for r in app.routes]
+    web = {path for path, _, _ in ROUTES}
+    first_web = min(i for i, r in enumerate(app.routes) if isinstance(r, Route) and r.path in web)
+    assert "api" not in kinds[first_web:]
+    middleware = [m.cls.__name__ for m in app.user_middleware]  # type: ignore[attr-defined]
+    assert not any("web" in name.lower() for name in middleware)
