@@ -30,8 +30,11 @@ WIDTHS = {"wide": {"width": 1280, "height": 800}, "phone": {"width": 390, "heigh
 _n = itertools.count()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
+    # One browser for every test of this module (they all live here). Not session-wide:
+    # between calls Playwright's sync API leaves its event loop marked as running in this
+    # thread, and later tests' asyncio.run() would refuse to start until it exits.
     with sync_playwright() as pw:
         b = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         yield b
