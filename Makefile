@@ -52,7 +52,13 @@ promtool:
 
 # Two workers, each with its own throwaway cluster (tests/conftest.py); loadscope keeps a
 # module's tests on one worker, so module-scoped fixtures (clusters, Brains) start once.
-test: install-test promtool lint
+# The web app's browser tests drive Debian's Chromium (Playwright cannot download its own here).
+browser:
+	@command -v chromium >/dev/null || { if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null; \
+	  else echo "chromium not found: install it (apt-get install chromium)"; exit 1; fi; }
+
+test: install-test promtool browser lint
 	$(BIN)/pytest -q -n 2 --dist loadscope
 
 # Benchmarks need the reference app's extras and wrk (Debian package) besides the tests'.

@@ -24,7 +24,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from smartstart import __version__
+from smartstart import __version__, web
 from smartstart.api import access, contract, errors, fastlane, semantics
 from smartstart.api import metrics as metrics_setup
 from smartstart.api.compression import GZip
@@ -391,4 +391,5 @@ def create_app(
         app.include_router(importlib.import_module(f"smartstart.api.routes.{name}").router)
     access.document_access(app)
     fastlane.install(app)
+    web.install(app)  # after every API route: an API request never tries a web page's
     return app

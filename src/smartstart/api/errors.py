@@ -9,7 +9,7 @@ import psycopg
 import psycopg.errors
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from psycopg_pool import PoolTimeout
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
@@ -245,7 +245,17 @@ def install(app: FastAPI) -> None:
         return error_response(422, "invalid", "the request is invalid", {"errors": errors})
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        # A browser that asked for a page that does not exist gets the web app's 404 page
+        # (set by smartstart.web); the API's paths keep the JSON shape.
+        page = getattr(request.app.state, "html_not_found", None)
+        if (
+            exc.status_code == 404
+            and page is not None
+            and not request.url.path.startswith("/api/")
+            and "text/html" in request.headers.get("accept", "")
+        ):
+            return page(request)  # type: ignore[no-any-return]
         code = _HTTP_CODES.get(exc.status_code, "error")
         message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
         return error_response(exc.status_code, code, message, headers=exc.headers)

@@ -1,0 +1,223 @@
+"""Operators' database pages: health checks, backups, and the read-only data browser.
+
+Health renders `health.run`'s checks-as-data; backups list `pg.backup`'s manifests and
+create and verify through the same functions as `smartstart db backup|verify`.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlencode
+
+from starlette.responses import Response
+
+from smartstart import health
+from smartstart.domain import audit
+from smartstart.domain.errors import Invalid, NotFound
+from smartstart.pg import browse
+from smartstart.web.core import View, page
+
+DATA_PAGE = 50
+# Never shown, whoever browses: password hashes and session token hashes.
+SECRET_COLUMNS = frozenset({"password", "tokenHash"})
+
+
+@dataclass(frozen=True)
+class HealthRun:
+    """The last run of the checks in this process, and when it finished."""
+
+    at: float
+    results: list[health.CheckResult]
+
+    @property
+    def groups(self) -> dict[str, list[health.CheckResult]]:
+        """The results by verdict, worst first; a check that could not tell counts as WARN."""
+        out: dict[str, list[health.CheckResult]] = {"CRIT": [], "WARN": [], "OK": []}
+        for r in self.results:
+            out[r.state.name if r.state.name in out else "WARN"].append(r)
+        return out
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return {state: len(found) for state, found in self.groups.items()}
+
+    @property
+    def age(self) -> float:
+        return time.time() - self.at
+
+
+_last_health: dict[int, HealthRun] = {}
+_health_lock = threading.Lock()
+
+
+def latest_health(view: View) -> HealthRun | None:
+    """The last health run of this Brain (the checks take seconds: run on request)."""
+    return _last_health.get(id(view.request.app))
+
+
+@page("db:read")
+def database_page(view: View) -> Response:
+    """GET /admin/database: the health checks' verdicts and recommendations."""
+    return view.render("database.html", title="Database", run=latest_health(view))
+
+
+@page("db:read")
+def database_check(view: View) -> Response:
+    """POST /admin/database/check: run every health check now."""
+    config = health.load_config(view.settings.home_dir)
+    with _health_lock:
+        results = health.run(view.settings, config=config)
+        _last_health[id(view.request.app)] = HealthRun(time.time(), results)
+    worst = health.worst(results).name
+    return view.done("/admin/database", f"Health checks run: worst verdict {worst}.")
+
+
+# -- backups -----------------------------------------------------------------------------------
+
+
+def _backups(view: View) -> list[Any]:
+    from smartstart.cli.backup import backup_dir
+    from smartstart.pg.backup import list_backups
+
+    return list_backups(backup_dir(view.settings))
+
+
+def last_backup(view: View) -> Any | None:
+    found = _backups(view)
+    return found[0] if found else None
+
+
+@page("db:read")
+def backups_page(view: View) -> Response:
+    """GET /admin/backups: every backup, newest first, with its verification."""
+    return view.render("backups.html", title="Backups", backups=_backups(view))
+
+
+@page("db:backup")
+def backup_create(view: View) -> Response:
+    """POST /admin/backups: a new backup (custom format), as `smartstart db backup` makes."""
+    from smartstart.cli.backup import _tools, backup_dir
+    from smartstart.pg import backup as pgb
+
+    note = view.field("note").strip() or None
+    path = pgb.choose_path(None, backup_dir(view.settings), "custom", False)
+    manifest = pgb.backup(
+        view.settings.url_for(),
+        path,
+        _tools(view.settings),
+        note=note,
+        who=f"web:{view.principal.email}",
+    )
+    audit.record(
+        view.conn,
+        view.actor,
+        "backup.create",
+        resource="backup",
+        resource_id=manifest.file,
+        size=manifest.size,
+        sha256=manifest.sha256,
+    )
+    return view.done("/admin/backups", f"Backup {manifest.file} written.")
+
+
+@page("db:backup")
+def backup_verify(view: View) -> Response:
+    """POST /admin/backups/verify: restore one into a scratch database and compare."""
+    from smartstart.cli.backup import _schema_check, _tools, backup_dir
+    from smartstart.pg.verify import verify
+
+    name = view.field("file")
+    found = {b.path.name: b for b in _backups(view)}
+    if name not in found or not found[name].present:
+        raise NotFound(f"no backup {name[:100]!r} in {backup_dir(view.settings)}")
+    result = verify(
+        found[name].path,
+        view.settings.url_for(),
+        _tools(view.settings),
+        _schema_check(view.settings),
+    )
+    audit.record(
+        view.conn,
+        view.actor,
+        "backup.verify",
+        resource="backup",
+        resource_id=name,
+        ok=result.ok,
+        message=result.message,
+    )
+    verdict = "verified" if result.ok else "FAILED verification"
+    return view.done("/admin/backups", f"{name} {verdict}: {result.message}")
+
+
+# -- data browser ------------------------------------------------------------------------------
+
+
+@page("db:read")
+def data_page(view: View) -> Response:
+    """GET /admin/data: every table of the platform's schema."""
+    return view.render("data.html", title="Data browser", tables=browse.tables(view.conn))
+
+
+def _offset(text: str | None) -> int:
+    try:
+        return int(text or 0)
+    except ValueError:
+        raise Invalid("offset must be a whole number", details={"field": "offset"}) from None
+
+
+@page("db:read")
+def table_page(view: View) -> Response:
+    """GET /admin/data/{table}: a page of rows, filtered and sorted by a column."""
+    table = view.request.path_params["table"]
+    column, op, value = view.query("column"), view.query("op", "="), view.query("value", "")
+    sort, direction = view.query("sort"), view.query("dir", "asc")
+    offset = _offset(view.query("offset"))
+    where = (column, op or "=", value or "") if column else None
+    try:
+        found = browse.rows(
+            view.conn,
+            table,
+            where=where,
+            sort=sort,
+            descending=direction == "desc",
+            offset=offset,
+            limit=DATA_PAGE,
+            hidden=SECRET_COLUMNS,
+        )
+    except browse.BrowseError as e:
+        if str(e).startswith("no table"):
+            raise NotFound(str(e)) from None
+        raise Invalid(str(e)) from None
+    kept = {
+        k: v
+        for k, v in {
+            "column": column,
+            "op": op if column else None,
+            "value": value if column else None,
+            "sort": sort,
+            "dir": direction if sort else None,
+        }.items()
+        if v
+    }
+    return view.render(
+        "table.html",
+        title=table,
+        table=table,
+        found=found,
+        hidden=SECRET_COLUMNS,
+        ops=browse.OPS,
+        q=kept,
+        where=where,
+        sort=sort,
+        direction=direction,
+        offset=offset,
+        next_url=f"?{urlencode({**kept, 'offset': offset + DATA_PAGE})}"
+        if found.more and offset + DATA_PAGE <= browse.MAX_OFFSET
+        else None,
+        prev_url=f"?{urlencode({**kept, 'offset': max(0, offset - DATA_PAGE)})}"
+        if offset
+        else None,
+    )

@@ -1,0 +1,254 @@
+"""The web app in a real browser: Debian's Chromium driven by Playwright, against a Brain
+served on a real socket. One browser for the session, one Brain for the module; every page
+is opened at 1280×800 and at 390 px, checked for console errors, failed requests and
+horizontal scroll, and screenshotted into test-output/screenshots/."""
+
+from __future__ import annotations
+
+import itertools
+import re
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+from smartstart.api.app import create_app
+from smartstart.config import Settings
+from smartstart.web.routes import PAGES
+from tests.api.conftest import _FIXTURE_HASH, served
+from tests.conftest import _fresh
+from tests.web.conftest import FIXTURE_PASSWORD
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-output" / "screenshots"
+WIDTHS = {"wide": {"width": 1280, "height": 800}, "phone": {"width": 390, "height": 844}}
+_n = itertools.count()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    # One browser for every test of this module (they all live here). Not session-wide:
+    # between calls Playwright's sync API leaves its event loop marked as running in this
+    # thread, and later tests' asyncio.run() would refuse to start until it exits.
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture(scope="module")
+def brain(pg_cluster: Any, seeded_template: str) -> Iterator[tuple[str, Settings]]:
+    """A Brain on a real socket, on a seeded database of this module's own."""
+    for settings in _fresh(pg_cluster, seeded_template):
+        with served(create_app(settings)) as url:
+            yield url, settings
+
+
+@pytest.fixture(scope="module")
+def person(brain: tuple[str, Settings]) -> Callable[..., dict[str, Any]]:
+    """A new user of a role (password FIXTURE_PASSWORD)."""
+    _, settings = brain
+
+    def make(role: str = "MEMBER", xp: int = 0) -> dict[str, Any]:
+        n = next(_n)
+        email = f"browser{n}@example.com"
+        with psycopg.connect(settings.url_for(), autocommit=True) as conn:
+            row = conn.execute(
+                'INSERT INTO "User" (email, username, name, password, role, xp)'
+                " VALUES (%s, %s, %s, %s, %s, %s) RETURNING id",
+                [email, f"browser{n}", f"Browser {n}", _FIXTURE_HASH, role, xp],
+            ).fetchone()
+        assert row is not None
+        return {"id": row[0], "email": email}
+
+    return make
+
+
+class Watched:
+    """A page whose console errors and failed requests are collected."""
+
+    def __init__(self, page: Page) -> None:
+        self.page = page
+        self.problems: list[str] = []
+        page.on(
+            "console",
+            lambda m: self.problems.append(f"console: {m.text}") if m.type == "error" else None,
+        )
+        page.on("pageerror", lambda e: self.problems.append(f"page error: {e}"))
+        page.on("requestfailed", self._failed)
+        page.on(
+            "response",
+            lambda r: (
+                self.problems.append(f"HTTP {r.status}: {r.url}")
+                if r.status >= 400 and r.request.resource_type != "document"
+                else None
+            ),
+        )
+
+    def _failed(self, request: Any) -> None:
+        # A load the next navigation cancels (the logo of a page left at once) is no failure.
+        if request.failure != "net::ERR_ABORTED":
+            self.problems.append(f"failed: {request.url} ({request.failure})")
+
+    def open(self, url: str, expect_status: int = 200) -> None:
+        response = self.page.goto(url)
+        assert response is not None and response.status == expect_status, url
+        assert self.problems == [], self.problems
+
+    def fits(self) -> None:
+        width = self.page.viewport_size["width"] if self.page.viewport_size else 0
+        scroll = self.page.evaluate("document.scrollingElement.scrollWidth")
+        assert scroll <= width, f"{self.page.url}: {scroll} px wide in a {width} px window"
+
+
+@pytest.fixture
+def open_as(browser: Browser, brain: tuple[str, Settings]) -> Iterator[Callable[..., Watched]]:
+    contexts = []
+
+    def sign_in(email: str, size: str = "wide") -> Watched:
+        context = browser.new_context(viewport=WIDTHS[size], base_url=brain[0])
+        contexts.append(context)
+        watched = Watched(context.new_page())
+        watched.open("/login")
+        page = watched.page
+        page.get_by_label("Email or username").fill(email)
+        page.get_by_label("Password").fill(FIXTURE_PASSWORD)
+        page.get_by_role("button", name="Sign in").click()
+        page.wait_for_load_state()
+        assert "/login" not in page.url, page.content()
+        return watched
+
+    yield sign_in
+    for context in contexts:
+        context.close()
+
+
+def shot(watched: Watched, name: str, size: str) -> None:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    watched.page.screenshot(path=str(SCREENSHOTS / f"{name}-{size}.png"), full_page=True)
+
+
+@pytest.mark.parametrize("size", list(WIDTHS))
+def test_every_page_renders_clean_and_fits(
+    open_as: Callable[..., Watched], person: Callable[..., dict[str, Any]], size: str
+) -> None:
+    admin = person("SUPER_ADMIN")
+    watched = open_as(admin["email"], size)
+    pages = {p: p.strip("/").replace("/", "_") for p in PAGES}
+    pages[f"/admin/users/{admin['id']}"] = "admin_user_detail"
+    pages["/admin/data/User"] = "admin_data_table"
+    for path, name in pages.items():
+        watched.open(path)
+        watched.fits()
+        shot(watched, name, size)
+    watched.open("/login")  # signed in: straight on
+    watched.page.context.clear_cookies()
+    watched.open("/login")
+    watched.fits()
+    shot(watched, "login", size)
+
+
+def test_a_member_completes_a_stage_and_sees_xp_and_level_change(
+    open_as: Callable[..., Watched], person: Callable[..., dict[str, Any]]
+) -> None:
+    member = person("MEMBER", xp=95)
+    watched = open_as(member["email"])
+    page = watched.page
+    assert page.url.endswith("/journey")
+    page.keyboard.press("Tab")  # the first stop is the skip link, then the content
+    assert page.evaluate("document.activeElement.textContent") == "Skip to content"
+    expect(page.locator("#xp-total")).to_have_text("95")
+    expect(page.locator("#level-name")).to_have_text("Owlet")
+    page.get_by_role("button", name="Complete Welcome").click()
+    expect(page.get_by_role("status")).to_contain_text("+10 XP")
+    expect(page.locator("#xp-total")).to_have_text("105")
+    expect(page.locator("#level-name")).to_have_text("Fledgling")
+    assert watched.problems == []
+
+
+def test_an_operator_searches_suspends_reactivates_and_grants(
+    open_as: Callable[..., Watched],
+    person: Callable[..., dict[str, Any]],
+    brain: tuple[str, Settings],
+) -> None:
+    admin = person("SUPER_ADMIN")
+    target = person("GUEST")
+    watched = open_as(admin["email"])
+    page = watched.page
+    page.goto("/admin/users")
+    page.get_by_label("Search").fill(target["email"])
+    page.get_by_role("button", name="Apply").click()
+    page.get_by_role("link", name=target["email"]).click()
+    page.get_by_role("button", name="Suspend…").click()
+    expect(page.locator("#question")).to_contain_text("Suspend")
+    page.get_by_role("button", name="Suspend", exact=True).click()
+    expect(page.get_by_role("status")).to_contain_text("is suspended")
+    page.get_by_role("button", name="Activate…").click()
+    page.get_by_role("button", name="Activate", exact=True).click()
+    expect(page.get_by_role("status")).to_contain_text("is active")
+
+    url = brain[0]
+    login = httpx.post(
+        f"{url}/api/auth/login",
+        json={"identifier": target["email"], "password": FIXTURE_PASSWORD},
+    )
+    bearer = {"Authorization": f"Bearer {login.json()['token']}"}
+    assert httpx.get(f"{url}/api/audit", headers=bearer).status_code == 403
+    page.goto("/admin/roles")
+    page.get_by_role("button", name="Grant audit:read to GUEST").click()
+    expect(page.get_by_role("button", name="Revoke audit:read from GUEST")).to_be_visible()
+    assert httpx.get(f"{url}/api/audit", headers=bearer).status_code == 200
+    page.get_by_role("button", name="Revoke audit:read from GUEST").click()
+    expect(page.get_by_role("button", name="Grant audit:read to GUEST")).to_be_visible()
+    assert httpx.get(f"{url}/api/audit", headers=bearer).status_code == 403
+    assert watched.problems == []
+
+
+def test_an_operator_creates_and_verifies_a_backup(
+    open_as: Callable[..., Watched], person: Callable[..., dict[str, Any]]
+) -> None:
+    admin = person("SUPER_ADMIN")
+    watched = open_as(admin["email"])
+    page = watched.page
+    page.goto("/admin/backups")
+    page.get_by_label("Note").fill("browser test")
+    page.get_by_role("button", name="Create a backup").click()
+    message = page.get_by_role("status")
+    expect(message).to_contain_text("written")
+    name = re.search(r"Backup (\S+) written", message.inner_text())
+    assert name
+    page.get_by_role("button", name=f"Verify {name.group(1)}").click()
+    expect(page.get_by_role("status")).to_contain_text(f"{name.group(1)} verified")
+    assert watched.problems == []
+
+
+def test_dark_mode_follows_the_system(browser: Browser, brain: tuple[str, Settings]) -> None:
+    colours = {}
+    for scheme in ("light", "dark"):
+        context = browser.new_context(color_scheme=scheme, base_url=brain[0])
+        page = context.new_page()
+        page.goto("/login")
+        colours[scheme] = page.evaluate("getComputedStyle(document.body).backgroundColor")
+        context.close()
+    assert colours == {"light": "rgb(246, 247, 249)", "dark": "rgb(18, 21, 28)"}
+
+
+def test_a_member_cannot_see_or_open_operator_pages(
+    open_as: Callable[..., Watched], person: Callable[..., dict[str, Any]]
+) -> None:
+    member = person("MEMBER")
+    watched = open_as(member["email"], "phone")
+    page = watched.page
+    page.get_by_text("Menu").click()
+    expect(page.get_by_role("link", name="Profile").first).to_be_visible()
+    assert page.locator('a[href^="/admin"]').count() == 0
+    for path in (p for p, perm in PAGES.items() if perm):
+        response = page.goto(path)
+        assert response is not None and response.status == 403, path
+        expect(page.get_by_role("heading", name="Not allowed")).to_be_visible()
+    watched.fits()
