@@ -74,7 +74,7 @@ def test_diff_marks_each_side_and_its_sql_makes_the_database_match(
         'ALTER TABLE "User" ADD COLUMN "newField" VARCHAR(255)',
         'CREATE INDEX idx_user_email ON "User"(email)',
         # Gone from the database: only in the models.
-        'DROP INDEX "User_role_idx"',
+        'DROP INDEX "User_email_idx"',
         'ALTER TABLE "User" DROP CONSTRAINT "User_xp_check"',
         # Different on both sides.
         'ALTER TABLE "User" ALTER COLUMN reputation TYPE bigint',
@@ -85,7 +85,7 @@ def test_diff_marks_each_side_and_its_sql_makes_the_database_match(
     lines = listed.output.splitlines()
     assert "only in the database: column User.newField" in lines
     assert "only in the database: index idx_user_email on User" in lines
-    assert "only in the models: index User_role_idx on User" in lines
+    assert "only in the models: index User_email_idx on User" in lines
     assert "only in the models: check constraint User_xp_check on User" in lines
     assert any(line.startswith("differs: column User.reputation type") for line in lines)
     assert any(line.startswith("disabled trigger: User_derive on User") for line in lines)
@@ -93,12 +93,12 @@ def test_diff_marks_each_side_and_its_sql_makes_the_database_match(
     as_json = json.loads(run("db", "diff", "--json").output)
     sides = {d["description"]: d["side"] for d in as_json["differences"]}
     assert sides["only in the database: column User.newField"] == "database"
-    assert sides["only in the models: index User_role_idx on User"] == "models"
+    assert sides["only in the models: index User_email_idx on User"] == "models"
 
     script = run("db", "diff", "--sql")
     assert script.exit_code == 1
     assert 'ALTER TABLE "User" DROP COLUMN "newField";' in script.output
-    assert 'CREATE INDEX "User_role_idx" ON "User" (role);' in script.output
+    assert 'CREATE INDEX "User_email_idx" ON "User" (email);' in script.output
     execute(db_settings, script.output)
     after = run("db", "check")
     assert after.exit_code == 0, after.output
