@@ -70,8 +70,9 @@ class Settings(BaseSettings):
     cleanup_audit_days: int = Field(default=30, ge=1, le=100_000)
     cleanup_inactive_days: int = Field(default=90, ge=1, le=100_000)
     # Statistics history (`db stats --since`): the Brain's scheduler snapshots
-    # pg_stat_statements and table sizes this often, and keeps them this long.
-    stats_snapshot_minutes: float = Field(default=5.0, ge=1, le=1440)
+    # pg_stat_statements and table sizes at these slots (cron, UTC; empty: never), and keeps
+    # them this long.
+    stats_snapshot_schedule: str = "*/5 * * * *"
     stats_retention_days: float = Field(default=7.0, gt=0, le=3650)
     # /metrics' health gauges are recomputed in the background at most this often (0: off).
     health_metrics_seconds: float = Field(default=60.0, ge=0, le=86_400)
@@ -107,7 +108,7 @@ class Settings(BaseSettings):
     def _check_schedules(self) -> None:
         from croniter import croniter
 
-        for name in ("backup_schedule", "cleanup_schedule"):
+        for name in ("backup_schedule", "cleanup_schedule", "stats_snapshot_schedule"):
             cron = getattr(self, name).strip()
             if cron and ("\x00" in cron or len(cron) > 200 or not croniter.is_valid(cron)):
                 raise ValueError(

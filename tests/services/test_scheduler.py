@@ -178,6 +178,8 @@ def test_a_bad_cron_expression_stops_the_brain_from_starting() -> None:
         Settings(_env_file=None, schedule_enabled=True, cleanup_schedule="every day")  # type: ignore[call-arg]
     with pytest.raises(ValueError, match="SMARTSTART_BACKUP_SCHEDULE"):
         Settings(_env_file=None, schedule_enabled=True, backup_schedule="0 3 * *\x00 *")  # type: ignore[call-arg]
+    with pytest.raises(ValueError, match="SMARTSTART_STATS_SNAPSHOT_SCHEDULE"):
+        Settings(_env_file=None, schedule_enabled=True, stats_snapshot_schedule="every 5 min")  # type: ignore[call-arg]
     on = Settings(_env_file=None, env="production", db_password="a real one", cookie_secure=True)  # type: ignore[call-arg]
     off = Settings(_env_file=None)  # type: ignore[call-arg]
     assert on.scheduler_on and not off.scheduler_on

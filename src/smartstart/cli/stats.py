@@ -149,8 +149,8 @@ def _since(conn: psycopg.Connection[Any], since: datetime, limit: int, as_json: 
     changed = statshistory.since(conn, since, limit)
     if changed is None:
         raise SmartStartError(
-            "no statistics snapshot to compare with yet: the Brain takes one every "
-            "SMARTSTART_STATS_SNAPSHOT_MINUTES, or take one now with "
+            "no statistics snapshot to compare with yet: the Brain's scheduler takes one at "
+            "SMARTSTART_STATS_SNAPSHOT_SCHEDULE, or take one now with "
             "`smartstart db stats --snapshot`"
         )
     if as_json:

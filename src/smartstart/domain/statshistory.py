@@ -1,9 +1,9 @@
 """Statistics history: snapshots of pg_stat_statements and table sizes in the platform's own
 tables (migration 0006), pruned by retention, and what changed since a point in time.
 
-The Brain takes a snapshot every `SMARTSTART_STATS_SNAPSHOT_MINUTES` minutes: the
-scheduler calls `snapshot_job(settings)`; `smartstart db stats --snapshot` takes one
-by hand.
+The Brain's scheduler takes a snapshot at the slots of `SMARTSTART_STATS_SNAPSHOT_SCHEDULE`
+(every 5 minutes by default; services/jobs.py calls `snapshot_job(settings)`);
+`smartstart db stats --snapshot` takes one by hand.
 """
 
 from __future__ import annotations
@@ -66,8 +66,7 @@ def prune_snapshots(conn: psycopg.Connection[Any], retention: timedelta) -> int:
 
 
 def snapshot_job(settings: Settings) -> int:
-    """One periodic run: a snapshot, then pruning by retention. For the Brain's scheduler,
-    every `settings.stats_snapshot_minutes` minutes; returns the snapshot's id."""
+    """One scheduled run: a snapshot, then pruning by retention; the snapshot's id."""
     with psycopg.connect(settings.url_for(), connect_timeout=10) as conn:
         snapshot = take_snapshot(conn)
         prune_snapshots(conn, timedelta(days=settings.stats_retention_days))

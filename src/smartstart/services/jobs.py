@@ -11,7 +11,7 @@ from typing import Any, TypedDict
 import psycopg
 
 from smartstart.config import Settings
-from smartstart.domain import audit, cleanup
+from smartstart.domain import audit, cleanup, statshistory
 from smartstart.domain.actor import Actor
 from smartstart.errors import SmartStartError
 from smartstart.services import scheduler
@@ -116,6 +116,11 @@ def run_cleanup(settings: Settings, slot: datetime) -> JobDetails:
     return {"done": dict(result.done), "batches": result.batches}
 
 
+def run_stats(settings: Settings) -> JobDetails:
+    """A statistics snapshot for `db stats --since`, and snapshots past retention pruned."""
+    return {"snapshot": statshistory.snapshot_job(settings)}
+
+
 def jobs(settings: Settings) -> list[Job]:
     """The jobs whose schedule is set."""
     out = []
@@ -126,6 +131,10 @@ def jobs(settings: Settings) -> list[Job]:
     if settings.cleanup_schedule.strip():
         out.append(
             Job("cleanup", settings.cleanup_schedule.strip(), lambda s: run_cleanup(settings, s))
+        )
+    if settings.stats_snapshot_schedule.strip():
+        out.append(
+            Job("stats", settings.stats_snapshot_schedule.strip(), lambda s: run_stats(settings))
         )
     return out
 

@@ -187,8 +187,8 @@ def stats_changes(conn: ConnDep, since: datetime, limit: LimitQuery = 20) -> Sta
     changed = statshistory.since(conn, since, limit)
     if changed is None:
         raise NotFound(
-            "no statistics snapshot to compare with yet (the Brain takes one every "
-            "SMARTSTART_STATS_SNAPSHOT_MINUTES; `smartstart db stats --snapshot` takes one now)"
+            "no statistics snapshot to compare with yet (the Brain's scheduler takes one at "
+            "SMARTSTART_STATS_SNAPSHOT_SCHEDULE; `smartstart db stats --snapshot` takes one now)"
         )
     return StatsChanges.model_validate(changed.as_json())
 
