@@ -38,7 +38,7 @@ MAX_BODY_BYTES = 1024 * 1024
 POOL_TIMEOUT = 5.0  # seconds a request waits for a database connection before a 503
 # Routers, by module under smartstart.api.routes; each module exposes `router`. FastAPI
 # tries routes one by one, in this order: the routers of the hot reads come first.
-ROUTE_MODULES: tuple[str, ...] = ("users", "rbac", "auth", "journey", "audit")
+ROUTE_MODULES: tuple[str, ...] = ("users", "rbac", "auth", "journey", "audit", "backups")
 
 
 @lru_cache

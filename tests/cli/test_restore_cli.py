@@ -1,0 +1,325 @@
+"""`smartstart db restore` against the test cluster, with real files made by real pg_dump."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import sql
+from typer.testing import CliRunner
+
+from smartstart.cli.main import app
+from smartstart.config import Settings
+from smartstart.db import migrate
+from smartstart.pg.cluster import Cluster
+from tests.conftest import DB_PASSWORD, DB_USER, drop_db, settings_for
+
+runner = CliRunner()
+TABLES = (
+    "User",
+    "Role",
+    "Permission",
+    "UserRole",
+    "RolePermission",
+    "JourneyStage",
+    "UserJourneyState",
+    "Session",
+)
+
+
+def run(*args: str, input: str | None = None) -> Any:
+    return runner.invoke(app, list(args), input=input)
+
+
+def content(settings: Settings) -> dict[str, list[str]]:
+    """Every row of the platform's tables, as text, in order."""
+    with psycopg.connect(settings.url_for()) as conn:
+        return {
+            t: [
+                str(r[0])
+                for r in conn.execute(
+                    sql.SQL("SELECT x::text FROM {} x ORDER BY 1").format(sql.Identifier(t))
+                )
+            ]
+            for t in TABLES
+        }
+
+
+def databases(cluster: Cluster, settings: Settings) -> set[str]:
+    """The databases a restore of settings' database made or set aside."""
+    with cluster.connect() as conn:
+        return {
+            str(r[0])
+            for r in conn.execute(
+                "SELECT datname FROM pg_database WHERE starts_with(datname, %s)",
+                [settings.db_name + "_"],
+            )
+        }
+
+
+def one_error_line(result: Any, *words: str) -> None:
+    assert result.exit_code != 0
+    assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, result.stderr
+    assert "Traceback" not in result.output
+    for word in words:
+        assert word in result.stderr, result.stderr
+
+
+@pytest.fixture
+def target(cli_env: Any, seeded_settings: Settings, pg_cluster: Cluster) -> Iterator[Settings]:
+    """The CLI pointed at a seeded database; what a restore leaves beside it is dropped."""
+    cli_env(seeded_settings)
+    yield seeded_settings
+    for name in databases(pg_cluster, seeded_settings):
+        drop_db(pg_cluster, name)
+
+
+def backup(path: Path, *options: str) -> Path:
+    result = run("db", "backup", "-o", str(path), *options)
+    assert result.exit_code == 0, result.output
+    return path
+
+
+def mutate(settings: Settings) -> None:
+    with psycopg.connect(settings.url_for(), autocommit=True) as conn:
+        conn.execute(
+            """UPDATE "User" SET xp = xp + 700, "firstName" = 'Changed' WHERE email LIKE 'admin%'"""
+        )
+        conn.execute('DELETE FROM "Session"')
+        conn.execute("""INSERT INTO "JourneyStage" (name, "order") VALUES ('extra', 99)""")
+
+
+def pg_dump(cluster: Cluster, settings: Settings, path: Path, *options: str) -> Path:
+    """The guide's `pg_dump -U smartstart_user [-Z 9] smartstart_db > file`."""
+    env = {"PGHOST": "127.0.0.1", "PGPORT": str(cluster.port), "PGPASSWORD": DB_PASSWORD}
+    with path.open("wb") as out:
+        subprocess.run(
+            [str(cluster.bin_dir / "pg_dump"), "-U", DB_USER, *options, settings.db_name],
+            stdout=out,
+            env=env,
+            check=True,
+        )
+    return path
+
+
+@pytest.mark.parametrize(
+    "options",
+    [(), ("--format", "plain"), ("--format", "plain", "--compress")],
+    ids=["custom", "plain", "plain-gz"],
+)
+def test_backup_mutate_restore_gives_identical_rows(
+    target: Settings, pg_cluster: Cluster, tmp_path: Path, options: tuple[str, ...]
+) -> None:
+    before = content(target)
+    path = backup(tmp_path / "b", *options)
+    mutate(target)
+    mutated = content(target)
+    assert mutated != before
+    result = run("db", "restore", str(path), "--yes")
+    assert result.exit_code == 0, result.output
+    assert content(target) == before
+    # The previous database is kept, untouched, under a dated name.
+    kept = [n for n in databases(pg_cluster, target) if "_before_restore_" in n]
+    assert len(kept) == 1 and kept[0] in result.stdout
+    assert content(settings_for(pg_cluster, kept[0])) == mutated
+    # Nothing half-made is left, and the restored database is sound.
+    assert not [n for n in databases(pg_cluster, target) if "_restoring_" in n]
+    assert migrate.check(target.sqlalchemy_url())["ok"]
+    with psycopg.connect(target.url_for()) as conn:
+        assert conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'pg_stat_statements'")
+        row = conn.execute(
+            "SELECT actor, details->>'kept_as' FROM audit_log WHERE action = 'backup.restore'"
+        ).fetchone()
+    assert row is not None and row[0].startswith("cli:") and row[1] == kept[0]
+
+
+def test_dry_run_describes_and_changes_nothing(
+    target: Settings, pg_cluster: Cluster, tmp_path: Path
+) -> None:
+    path = backup(tmp_path / "b.dump")
+    mutate(target)
+    mutated = content(target)
+    result = run("db", "restore", str(path), "--dry-run")
+    assert result.exit_code == 0, result.output
+    assert "dry run" in result.stdout and "_before_restore_" in result.stdout
+    assert content(target) == mutated and databases(pg_cluster, target) == set()
+
+
+def test_a_no_at_the_prompt_changes_nothing(target: Settings, tmp_path: Path) -> None:
+    path = backup(tmp_path / "b.dump")
+    mutate(target)
+    mutated = content(target)
+    result = run("db", "restore", str(path), input="n\n")
+    assert result.exit_code != 0 and "Replace" in result.stderr
+    assert content(target) == mutated
+
+
+@pytest.mark.parametrize("compressed", [False, True], ids=["plain", "Z9"])
+def test_the_guides_dumps_restore_detected_by_content(
+    target: Settings, pg_cluster: Cluster, tmp_path: Path, compressed: bool
+) -> None:
+    """The guide's own files, without a manifest; the -Z 9 one named like a plain one."""
+    before = content(target)
+    path = pg_dump(pg_cluster, target, tmp_path / "backup.sql", *(["-Z", "9"] * compressed))
+    assert path.read_bytes().startswith(b"\x1f\x8b") == compressed
+    mutate(target)
+    result = run("db", "restore", str(path), "--yes")
+    assert result.exit_code == 0, result.output
+    assert content(target) == before
+    assert migrate.check(target.sqlalchemy_url())["ok"]
+
+
+def _assert_untouched(target: Settings, cluster: Cluster, expected: dict[str, list[str]]) -> None:
+    assert content(target) == expected
+    assert databases(cluster, target) == set(), "a restore left a database behind"
+
+
+def _flip(path: Path, at: int) -> None:
+    data = bytearray(path.read_bytes())
+    data[at] ^= 0x20
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize(
+    ("damage", "words"),
+    [
+        ("truncated", ("truncated",)),
+        ("flipped", ("checksum",)),
+        ("empty", ("empty",)),
+        ("foreign", ("not a PostgreSQL dump",)),
+    ],
+)
+def test_a_bad_backup_is_refused_and_the_database_untouched(
+    target: Settings, pg_cluster: Cluster, tmp_path: Path, damage: str, words: tuple[str, ...]
+) -> None:
+    path = backup(tmp_path / "b.dump")
+    mutate(target)
+    mutated = content(target)
+    size = path.stat().st_size
+    if damage == "truncated":
+        path.write_bytes(path.read_bytes()[: size // 2])
+    elif damage == "flipped":
+        _flip(path, size // 2)
+    elif damage == "empty":
+        path.write_bytes(b"")
+    else:
+        path.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 100)
+    one_error_line(run("db", "restore", str(path), "--yes"), *words)
+    _assert_untouched(target, pg_cluster, mutated)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "flipped"])
+@pytest.mark.parametrize("compressed", [False, True], ids=["plain", "Z9"])
+def test_a_damaged_guide_dump_is_refused(
+    target: Settings, pg_cluster: Cluster, tmp_path: Path, compressed: bool, damage: str
+) -> None:
+    """No manifest: the gzip CRC, the dump's closing line and the checks catch it."""
+    path = pg_dump(pg_cluster, target, tmp_path / "backup.sql", *(["-Z", "9"] * compressed))
+    mutate(target)
+    mutated = content(target)
+    data = path.read_bytes()
+    if damage == "truncated":
+        path.write_bytes(data[: len(data) * 2 // 3])
+    elif compressed:
+        _flip(path, len(data) // 2)
+    else:  # a plain dump has no checksum: flip a byte of the schema, which the checks see
+        at = data.index(b"CREATE TRIGGER") + len("CREATE TRIGGER ") + 1
+        _flip(path, at)
+    result = run("db", "restore", str(path), "--yes")
+    one_error_line(result)
+    _assert_untouched(target, pg_cluster, mutated)
+
+
+def test_a_dump_of_another_database_is_refused(
+    target: Settings, pg_cluster: Cluster, tmp_path: Path
+) -> None:
+    other = f"{target.db_name}_other"
+    with pg_cluster.connect() as conn:
+        conn.execute(
+            sql.SQL("CREATE DATABASE {} OWNER {}").format(
+                sql.Identifier(other), sql.Identifier(DB_USER)
+            )
+        )
+    with psycopg.connect(settings_for(pg_cluster, other).url_for(), autocommit=True) as conn:
+        conn.execute("CREATE TABLE invoices (id int PRIMARY KEY, total numeric)")
+    path = pg_dump(pg_cluster, settings_for(pg_cluster, other), tmp_path / "other.sql")
+    drop_db(pg_cluster, other)
+    before = content(target)
+    one_error_line(run("db", "restore", str(path), "--yes"), "not a SmartStart database")
+    _assert_untouched(target, pg_cluster, before)
+
+
+def test_an_older_revision_is_migrated_up(
+    target: Settings, pg_cluster: Cluster, tmp_path: Path
+) -> None:
+    old = f"{target.db_name}_old"
+    with pg_cluster.connect() as conn:
+        conn.execute(
+            sql.SQL("CREATE DATABASE {} OWNER {}").format(
+                sql.Identifier(old), sql.Identifier(DB_USER)
+            )
+        )
+    old_settings = settings_for(pg_cluster, old)
+    migrate.upgrade(old_settings.sqlalchemy_url(), "0003")
+    path = pg_dump(pg_cluster, old_settings, tmp_path / "old.sql")
+    drop_db(pg_cluster, old)
+    result = run("db", "restore", str(path), "--yes")
+    assert result.exit_code == 0, result.output
+    check = migrate.check(target.sqlalchemy_url())
+    assert check["ok"] and check["current"] == migrate.head_revision(), check
+
+
+def test_a_newer_revision_is_refused(target: Settings, pg_cluster: Cluster, tmp_path: Path) -> None:
+    new = f"{target.db_name}_new"
+    with pg_cluster.connect() as conn:
+        conn.execute(
+            sql.SQL("CREATE DATABASE {} OWNER {} TEMPLATE {}").format(
+                sql.Identifier(new), sql.Identifier(DB_USER), sql.Identifier(target.db_name)
+            )
+        )
+    newer = settings_for(pg_cluster, new)
+    with psycopg.connect(newer.url_for(), autocommit=True) as conn:
+        conn.execute("UPDATE alembic_version SET version_num = '9999_from_the_future'")
+    path = pg_dump(pg_cluster, newer, tmp_path / "newer.sql")
+    drop_db(pg_cluster, new)
+    mutate(target)
+    mutated = content(target)
+    one_error_line(run("db", "restore", str(path), "--yes"), "9999_from_the_future", "newer")
+    _assert_untouched(target, pg_cluster, mutated)
+    # With a manifest, the revision is refused before any loading.
+    ours = backup(tmp_path / "b.dump")
+    manifest = ours.with_name("b.dump.json")
+    m = json.loads(manifest.read_text())
+    m["revision"] = "9999_from_the_future"
+    manifest.write_text(json.dumps(m))
+    one_error_line(run("db", "restore", str(ours), "--dry-run"), "newer")
+
+
+@pytest.mark.parametrize(
+    "arg",
+    ["missing.dump", "a" * 5000, "dir"],
+    ids=["missing", "huge", "directory"],
+)
+def test_bad_file_arguments_are_one_line(target: Settings, tmp_path: Path, arg: str) -> None:
+    if arg == "dir":
+        arg = str(tmp_path)
+    elif arg == "missing.dump":
+        arg = str(tmp_path / arg)
+    result = run("db", "restore", arg, "--yes")
+    one_error_line(result)
+
+
+def test_a_nul_in_the_file_name_is_one_line(target: Settings) -> None:
+    one_error_line(run("db", "restore", "a\0b.dump", "--yes"))
+
+
+def test_gzip_of_something_else_is_foreign(target: Settings, tmp_path: Path) -> None:
+    path = tmp_path / "backup.sql.gz"
+    path.write_bytes(gzip.compress(b"hello, not SQL\n" * 100))
+    one_error_line(run("db", "restore", str(path), "--yes"), "not a PostgreSQL dump")
