@@ -89,7 +89,9 @@ def test_unknown_or_malformed_names_are_404(
 ) -> None:
     for method, path in (("GET", ""), ("POST", "/verify"), ("POST", "/restore")):
         kwargs: dict[str, Any] = {"json": {}} if method == "POST" else {}
-        r = client.request(method, f"/api/admin/backups/{name}{path}", headers=admin_headers, **kwargs)
+        r = client.request(
+            method, f"/api/admin/backups/{name}{path}", headers=admin_headers, **kwargs
+        )
         assert r.status_code in (404, 422), r.text
         assert set(r.json()["error"]) == {"code", "message", "details"}
 

@@ -130,7 +130,9 @@ class Lines(logging.Handler):
 
 
 def ours(records: list[logging.LogRecord]) -> list[logging.LogRecord]:
-    return [r for r in records if isinstance(r.args, tuple) and r.args[2:3] == ("/api/users/x?y=1",)]
+    return [
+        r for r in records if isinstance(r.args, tuple) and r.args[2:3] == ("/api/users/x?y=1",)
+    ]
 
 
 def test_the_access_log_keeps_its_line_but_leaves_the_event_loop(settings: Settings) -> None:

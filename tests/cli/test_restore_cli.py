@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -323,3 +324,95 @@ def test_gzip_of_something_else_is_foreign(target: Settings, tmp_path: Path) -> 
     path = tmp_path / "backup.sql.gz"
     path.write_bytes(gzip.compress(b"hello, not SQL\n" * 100))
     one_error_line(run("db", "restore", str(path), "--yes"), "not a PostgreSQL dump")
+
+
+def _listed(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.iterdir() if not p.name.endswith(".json"))
+
+
+def test_prune_keeps_the_newest_n_and_the_last_verified(target: Settings, tmp_path: Path) -> None:
+    verified = backup(tmp_path / "a_verified.dump")
+    assert run("db", "verify", str(verified)).exit_code == 0
+    for name in ("b.dump", "c.dump", "d.dump"):
+        backup(tmp_path / name)
+        time.sleep(0.01)  # distinct start times: newest first is well defined
+    dry = run("db", "prune", "--keep", "1", "--dir", str(tmp_path), "--dry-run")
+    assert dry.exit_code == 0, dry.output
+    assert "dry run" in dry.stdout and len(_listed(tmp_path)) == 4
+    no = run("db", "prune", "--keep", "1", "--dir", str(tmp_path), input="n\n")
+    assert no.exit_code != 0 and len(_listed(tmp_path)) == 4
+    done = run("db", "prune", "--keep", "1", "--dir", str(tmp_path), "--yes")
+    assert done.exit_code == 0, done.output
+    assert _listed(tmp_path) == ["a_verified.dump", "d.dump"]
+    # Even --keep 0 leaves the only verified backup, manifest and all.
+    assert run("db", "prune", "--keep", "0", "--dir", str(tmp_path), "--yes").exit_code == 0
+    assert _listed(tmp_path) == ["a_verified.dump"]
+    assert (tmp_path / "a_verified.dump.json").is_file()
+
+
+def test_prune_older_than_spares_what_is_younger(target: Settings, tmp_path: Path) -> None:
+    backup(tmp_path / "b.dump")
+    result = run("db", "prune", "--older-than", "30d", "--dir", str(tmp_path), "--yes")
+    assert result.exit_code == 0, result.output
+    assert _listed(tmp_path) == ["b.dump"]
+
+
+def test_prune_removes_kept_databases(
+    target: Settings, pg_cluster: Cluster, tmp_path: Path
+) -> None:
+    path = backup(tmp_path / "b.dump")
+    assert run("db", "restore", str(path), "--yes").exit_code == 0
+    assert [n for n in databases(pg_cluster, target) if "_before_restore_" in n]
+    result = run("db", "prune", "--keep", "0", "--dir", str(tmp_path), "--yes", "--json")
+    assert result.exit_code == 0, result.output
+    assert databases(pg_cluster, target) == set()
+    assert json.loads(result.stdout)["deleted"]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        (),
+        ("--older-than", "soon"),
+        ("--older-than", "x" * 100_000),
+        ("--keep", "-1"),
+        ("--older-than", "3\0d"),
+        ("--keep", "many"),
+    ],
+    ids=["nothing", "bad-age", "huge-age", "negative", "nul", "not-a-number"],
+)
+def test_prune_bad_input_is_one_line(
+    target: Settings, tmp_path: Path, args: tuple[str, ...]
+) -> None:
+    backup(tmp_path / "b.dump")
+    result = run("db", "prune", *args, "--dir", str(tmp_path), "--yes")
+    assert result.exit_code != 0
+    assert "Traceback" not in result.output
+    assert result.stderr.count("\n") <= 1 or "Usage" in result.stderr, result.stderr
+    assert _listed(tmp_path) == ["b.dump"]
+
+
+def test_reset_takes_a_safety_backup_and_says_where(target: Settings) -> None:
+    before = content(target)
+    result = run("db", "reset", "--yes")
+    assert result.exit_code == 0, result.output
+    line = next(x for x in result.stdout.splitlines() if "safety backup" in x)
+    path = Path(line.split("safety backup: ", 1)[1].split(" ", 1)[0])
+    assert path.is_file() and path.parent == target.home_dir / "backups"
+    assert json.loads(path.with_name(path.name + ".json").read_text())["note"]
+    # It brings the data back.
+    assert run("db", "restore", str(path), "--yes").exit_code == 0
+    assert content(target) == before
+    path.unlink()
+    path.with_name(path.name + ".json").unlink()
+
+
+def test_reset_no_backup_skips_it(target: Settings) -> None:
+    directory = target.home_dir / "backups"
+    before = set(directory.iterdir()) if directory.is_dir() else set()
+    dry = run("db", "reset", "--dry-run")
+    assert "safety backup into" in dry.stdout
+    result = run("db", "reset", "--yes", "--no-backup")
+    assert result.exit_code == 0, result.output
+    assert "safety backup" not in result.stdout
+    assert (set(directory.iterdir()) if directory.is_dir() else set()) == before

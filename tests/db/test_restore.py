@@ -174,7 +174,15 @@ def test_pg_restore_of_a_custom_dump_as_the_owner_exits_0(
         )
     try:
         proc = subprocess.run(
-            [str(bin_dir / "pg_restore"), "--exit-on-error", "-U", DB_USER, "-d", target, str(dump)],
+            [
+                str(bin_dir / "pg_restore"),
+                "--exit-on-error",
+                "-U",
+                DB_USER,
+                "-d",
+                target,
+                str(dump),
+            ],
             env=env,
             capture_output=True,
             text=True,

@@ -396,14 +396,18 @@ def reset(
         plan = "drop and recreate it, migrate to head" + ("" if no_seed else ", seed")
     safety = bool(counts) and not no_backup  # nothing to keep when there are no tables
     if safety:
-        plan = f"back it up into {backup_commands.backup_dir(s)}, then {plan}"
+        plan = f"{plan}, after a safety backup into {backup_commands.backup_dir(s)}"
     if dry_run:
         _say(f"would {plan}; nothing changed (dry run)")
         return
     confirm(f"Delete all {sum(counts.values())} rows of {s.db_name} and {plan}?", yes)
     if safety:
         path = backup_commands.safety_backup(s, "safety backup before db reset")
-        _say(f"safety backup: {path} (smartstart db restore {path} brings it back)")
+        console.print(
+            f"[green]•[/] safety backup: {path} (smartstart db restore {path} brings it back)",
+            highlight=False,
+            soft_wrap=True,
+        )
     result = lifecycle.reset(s, seed=not no_seed, force=force, empty=empty)
     if empty:
         _say(f"reset {s.db_name}: empty, no schema; restore a plain dump into it with psql")
