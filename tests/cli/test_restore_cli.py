@@ -416,3 +416,41 @@ def test_reset_no_backup_skips_it(target: Settings) -> None:
     assert result.exit_code == 0, result.output
     assert "safety backup" not in result.stdout
     assert (set(directory.iterdir()) if directory.is_dir() else set()) == before
+
+
+def test_restore_through_database_url(
+    monkeypatch: pytest.MonkeyPatch,
+    seeded_settings: Settings,
+    pg_cluster: Cluster,
+    tmp_path: Path,
+) -> None:
+    """An external server: the platform user (CREATEDB, owner) restores, renames, keeps."""
+    monkeypatch.setenv("SMARTSTART_DATABASE_URL", seeded_settings.url_for())
+    monkeypatch.setenv("SMARTSTART_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("SMARTSTART_ENV", "test")
+    from smartstart.config import get_settings
+
+    get_settings.cache_clear()
+    try:
+        before = content(seeded_settings)
+        path = backup(tmp_path / "b.sql", "--format", "plain")
+        mutate(seeded_settings)
+        result = run("db", "restore", str(path), "--yes")
+        assert result.exit_code == 0, result.output
+        assert content(seeded_settings) == before
+        assert [n for n in databases(pg_cluster, seeded_settings) if "_before_restore_" in n]
+    finally:
+        for name in databases(pg_cluster, seeded_settings):
+            drop_db(pg_cluster, name)
+
+
+def test_a_killed_restore_leaves_nothing_the_next_one_trips_on(
+    target: Settings, pg_cluster: Cluster, tmp_path: Path
+) -> None:
+    """A half-loaded database of a restore killed mid-way is dropped by the next restore."""
+    abandoned = f"{target.db_name}_restoring_deadbeef"
+    with pg_cluster.connect() as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(abandoned)))
+    path = backup(tmp_path / "b.dump")
+    assert run("db", "restore", str(path), "--yes").exit_code == 0
+    assert abandoned not in databases(pg_cluster, target)

@@ -48,7 +48,7 @@ def logical_restore(s: Settings, file: Path, yes: bool, dry_run: bool) -> Restor
     if dry_run:
         _say("nothing changed (dry run)")
         return None
-    confirm(f"Replace {s.db_name} with the contents of {file.name}?", yes)
+    confirm(f"Replace {plan.database} with the contents of {file.name}?", yes)
     # Steps on a terminal only: a script's stderr is its one error line.
     say = (
         (lambda m: err_console.print(f"  {m}", highlight=False))

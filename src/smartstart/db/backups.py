@@ -49,6 +49,15 @@ def cli_who() -> str:
         return "cli:unknown"
 
 
+def database_name(s: Settings) -> str:
+    """The platform database: SMARTSTART_DB_NAME, or the one SMARTSTART_DATABASE_URL names."""
+    if s.embedded:
+        return s.db_name
+    from psycopg.conninfo import conninfo_to_dict
+
+    return str(conninfo_to_dict(s.url_for()).get("dbname") or s.db_user)
+
+
 def admin_conninfo(s: Settings) -> str:
     """A connection that may create, rename and drop databases and end sessions.
 
@@ -181,7 +190,7 @@ def plan_restore(s: Settings, path: Path) -> RestorePlan:
     from smartstart.pg.backup import BackupError
     from smartstart.pg.restore import plan_restore as plan
 
-    found = plan(path, admin_conninfo(s), s.db_name)
+    found = plan(path, admin_conninfo(s), database_name(s))
     manifest = found.source.manifest
     if manifest is not None:
         refused = check_revision(manifest.revision)
@@ -209,7 +218,7 @@ def plan_prune(
     from smartstart.pg.restore import kept_databases
 
     age = parse_age(older_than) if older_than is not None else None
-    databases = kept_databases(admin_conninfo(s), s.db_name)
+    databases = kept_databases(admin_conninfo(s), database_name(s))
     return plan(list_backups(directory), databases, keep=keep, older_than=age)
 
 

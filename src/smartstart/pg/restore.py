@@ -375,6 +375,14 @@ def swap(conn: psycopg.Connection[Any], database: str, new: str, keep_as: str | 
     _alter(conn, "ALTER DATABASE {} WITH ALLOW_CONNECTIONS true", keep_as)
 
 
+def _drop_abandoned(conn: psycopg.Connection[Any], prefix: str) -> None:
+    """Drop what a killed restore left half-loaded (the lock says none is running)."""
+    for (name,) in conn.execute(
+        "SELECT datname FROM pg_database WHERE starts_with(datname, %s)", [prefix]
+    ).fetchall():
+        _drop(conn, str(name))
+
+
 def _drop(conn: psycopg.Connection[Any], name: str) -> None:
     _alter(conn, "DROP DATABASE IF EXISTS {} WITH (FORCE)", name)
 
@@ -401,8 +409,9 @@ def restore(
     source = plan.source
     with exclusive(admin) as conn:
         owner_role = str(conninfo_to_dict(owner).get("user") or getpass.getuser())
-        new = f"{plan.database.encode()[:40].decode(errors='ignore')}{RESTORING_MARK}"
-        new += uuid.uuid4().hex[:8]
+        prefix = f"{plan.database.encode()[:40].decode(errors='ignore')}{RESTORING_MARK}"
+        _drop_abandoned(conn, prefix)
+        new = prefix + uuid.uuid4().hex[:8]
         _alter(conn, "CREATE DATABASE {} OWNER {} TEMPLATE template1", new, owner_role)
         try:
             target = make_conninfo(owner, dbname=new)

@@ -298,7 +298,7 @@ def restore_backup(
         raise _refused(e) from None
     said = backups.describe(plan)
     if body.dry_run:
-        return RestoreResult(id=name, database=settings.db_name, dry_run=True, plan=said)
+        return RestoreResult(id=name, database=plan.database, dry_run=True, plan=said)
     if body.confirm != name:
         raise Invalid(
             "a restore replaces the database: send confirm with the backup's name",
