@@ -37,6 +37,7 @@ from smartstart.pg.backup import (
     manifest_path,
     passfile_env,
     read_manifest,
+    table_rows,
 )
 from smartstart.pg.verify import ERROR_LINE, sniff
 
@@ -319,6 +320,19 @@ def restore_into(source: Source, target: str, tools: Tools, *, jobs: int = 2) ->
     return errors
 
 
+def _rows_differ(target: str, manifest: Manifest | None) -> list[str]:
+    """Every table's rows against the manifest's count (what pg_dump dumped)."""
+    if manifest is None:
+        return []
+    with psycopg.connect(target, autocommit=True) as conn:
+        restored = table_rows(conn)
+    return [
+        f"rows of {t}: {manifest.rows.get(t)} in the manifest, {restored.get(t)} restored"
+        for t in sorted(set(manifest.rows) | set(restored))
+        if manifest.rows.get(t) != restored.get(t)
+    ]
+
+
 def _missing_extensions(target: str, required: tuple[str, ...]) -> list[str]:
     present = _present_extensions(target)
     return [f"extension {e} is missing" for e in required if e not in present]
@@ -420,7 +434,8 @@ def restore(
             if errors:
                 raise BackupError(f"{source.path}: restore failed: {errors[0]}")
             problems = _missing_extensions(target, required_extensions)
-            problems += prepare(new)
+            problems += _rows_differ(target, source.manifest)
+            problems = problems or prepare(new)
             if problems:
                 more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
                 raise BackupError(
