@@ -454,3 +454,18 @@ def test_a_killed_restore_leaves_nothing_the_next_one_trips_on(
     path = backup(tmp_path / "b.dump")
     assert run("db", "restore", str(path), "--yes").exit_code == 0
     assert abandoned not in databases(pg_cluster, target)
+
+
+def test_rows_that_differ_from_the_manifest_are_refused(
+    target: Settings, pg_cluster: Cluster, tmp_path: Path
+) -> None:
+    """A manifest whose row counts disagree with what loads: refused before the swap."""
+    path = backup(tmp_path / "b.dump")
+    manifest = path.with_name("b.dump.json")
+    m = json.loads(manifest.read_text())
+    m["rows"]["User"] += 1
+    manifest.write_text(json.dumps(m))
+    mutate(target)
+    mutated = content(target)
+    one_error_line(run("db", "restore", str(path), "--yes"), "rows of User")
+    _assert_untouched(target, pg_cluster, mutated)
