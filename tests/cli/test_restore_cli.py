@@ -19,6 +19,7 @@ from smartstart.cli.main import app
 from smartstart.config import Settings
 from smartstart.db import migrate
 from smartstart.pg.cluster import Cluster
+from tests.cli.test_backup_cli import one_error_line
 from tests.conftest import DB_PASSWORD, DB_USER, drop_db, settings_for
 
 runner = CliRunner()
@@ -64,12 +65,15 @@ def databases(cluster: Cluster, settings: Settings) -> set[str]:
         }
 
 
-def one_error_line(result: Any, *words: str) -> None:
-    assert result.exit_code != 0
-    assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, result.stderr
-    assert "Traceback" not in result.output
-    for word in words:
-        assert word in result.stderr, result.stderr
+def new_database(cluster: Cluster, name: str, template: str = "template1") -> Settings:
+    """An (empty, or copied) database owned by the platform user."""
+    with cluster.connect() as conn:
+        conn.execute(
+            sql.SQL("CREATE DATABASE {} OWNER {} TEMPLATE {}").format(
+                sql.Identifier(name), sql.Identifier(DB_USER), sql.Identifier(template)
+            )
+        )
+    return settings_for(cluster, name)
 
 
 @pytest.fixture
@@ -240,17 +244,11 @@ def test_a_damaged_guide_dump_is_refused(
 def test_a_dump_of_another_database_is_refused(
     target: Settings, pg_cluster: Cluster, tmp_path: Path
 ) -> None:
-    other = f"{target.db_name}_other"
-    with pg_cluster.connect() as conn:
-        conn.execute(
-            sql.SQL("CREATE DATABASE {} OWNER {}").format(
-                sql.Identifier(other), sql.Identifier(DB_USER)
-            )
-        )
-    with psycopg.connect(settings_for(pg_cluster, other).url_for(), autocommit=True) as conn:
+    other = new_database(pg_cluster, f"{target.db_name}_other")
+    with psycopg.connect(other.url_for(), autocommit=True) as conn:
         conn.execute("CREATE TABLE invoices (id int PRIMARY KEY, total numeric)")
-    path = pg_dump(pg_cluster, settings_for(pg_cluster, other), tmp_path / "other.sql")
-    drop_db(pg_cluster, other)
+    path = pg_dump(pg_cluster, other, tmp_path / "other.sql")
+    drop_db(pg_cluster, other.db_name)
     before = content(target)
     one_error_line(run("db", "restore", str(path), "--yes"), "not a SmartStart database")
     _assert_untouched(target, pg_cluster, before)
@@ -259,17 +257,10 @@ def test_a_dump_of_another_database_is_refused(
 def test_an_older_revision_is_migrated_up(
     target: Settings, pg_cluster: Cluster, tmp_path: Path
 ) -> None:
-    old = f"{target.db_name}_old"
-    with pg_cluster.connect() as conn:
-        conn.execute(
-            sql.SQL("CREATE DATABASE {} OWNER {}").format(
-                sql.Identifier(old), sql.Identifier(DB_USER)
-            )
-        )
-    old_settings = settings_for(pg_cluster, old)
+    old_settings = new_database(pg_cluster, f"{target.db_name}_old")
     migrate.upgrade(old_settings.sqlalchemy_url(), "0003")
     path = pg_dump(pg_cluster, old_settings, tmp_path / "old.sql")
-    drop_db(pg_cluster, old)
+    drop_db(pg_cluster, old_settings.db_name)
     result = run("db", "restore", str(path), "--yes")
     assert result.exit_code == 0, result.output
     check = migrate.check(target.sqlalchemy_url())
@@ -277,18 +268,11 @@ def test_an_older_revision_is_migrated_up(
 
 
 def test_a_newer_revision_is_refused(target: Settings, pg_cluster: Cluster, tmp_path: Path) -> None:
-    new = f"{target.db_name}_new"
-    with pg_cluster.connect() as conn:
-        conn.execute(
-            sql.SQL("CREATE DATABASE {} OWNER {} TEMPLATE {}").format(
-                sql.Identifier(new), sql.Identifier(DB_USER), sql.Identifier(target.db_name)
-            )
-        )
-    newer = settings_for(pg_cluster, new)
+    newer = new_database(pg_cluster, f"{target.db_name}_new", target.db_name)
     with psycopg.connect(newer.url_for(), autocommit=True) as conn:
         conn.execute("UPDATE alembic_version SET version_num = '9999_from_the_future'")
     path = pg_dump(pg_cluster, newer, tmp_path / "newer.sql")
-    drop_db(pg_cluster, new)
+    drop_db(pg_cluster, newer.db_name)
     mutate(target)
     mutated = content(target)
     one_error_line(run("db", "restore", str(path), "--yes"), "9999_from_the_future", "newer")

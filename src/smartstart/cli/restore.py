@@ -63,7 +63,7 @@ def logical_restore(s: Settings, file: Path, yes: bool, dry_run: bool) -> Restor
 @handle_errors
 def restore(
     file: Annotated[
-        Path,
+        str,
         typer.Argument(
             help="A backup: ours (custom or plain, gzipped or not) or the guide's pg_dump output."
         ),
@@ -74,7 +74,8 @@ def restore(
 ) -> None:
     """Restore a backup into a new database, check it, then switch it in (old one kept)."""
     s = get_settings()
-    done = logical_restore(s, file, yes, dry_run)
+    # Taken as text: a NUL makes the path-type conversion raise before any check.
+    done = logical_restore(s, Path(file), yes, dry_run)
     if done is None:
         return
     if as_json:

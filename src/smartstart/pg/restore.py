@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import getpass
 import gzip
-import hashlib
 import re
 import subprocess
 import threading
@@ -39,7 +38,7 @@ from smartstart.pg.backup import (
     read_manifest,
     table_rows,
 )
-from smartstart.pg.verify import ERROR_LINE, sniff
+from smartstart.pg.verify import ERROR_LINE, file_sha256, sniff
 
 Kind = Literal["custom", "plain", "gzip"]
 KEPT_MARK = "_before_restore_"
@@ -115,14 +114,6 @@ def inspect(path: Path) -> Source:
         if size != manifest.size:
             raise BackupError(f"{path} is {size} bytes, its manifest says {manifest.size}")
     return Source(path, kind, size, manifest)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def keep_name(database: str, now: datetime) -> str:
@@ -307,7 +298,7 @@ def restore_into(source: Source, target: str, tools: Tools, *, jobs: int = 2) ->
     checksum: dict[str, str] = {}
     summer = None
     if source.manifest is not None:
-        summer = threading.Thread(target=lambda: checksum.update(sha=_sha256(source.path)))
+        summer = threading.Thread(target=lambda: checksum.update(sha=file_sha256(source.path)))
         summer.start()
     if source.kind == "custom":
         errors = _run_pg_restore(source, target, tools, jobs)
