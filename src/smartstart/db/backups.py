@@ -112,6 +112,16 @@ def check_revision(revision: str | None) -> str | None:
     return None
 
 
+def _schema_problems(url: str) -> list[str]:
+    """`db check` of the database at url (at head: drift; behind: where it stands)."""
+    from smartstart.db import migrate
+
+    result = migrate.check(url)
+    return [f"schema: {d}" for d in result["differences"]] or (
+        [] if result["ok"] else [f"schema: at {result['current']}, head is {result['head']}"]
+    )
+
+
 def schema_check(s: Settings, *, migrate_up: bool = True) -> Callable[[str], list[str]]:
     """`db check` on a restored database, migrated up first when the backup is older."""
 
@@ -125,10 +135,7 @@ def schema_check(s: Settings, *, migrate_up: bool = True) -> Callable[[str], lis
             return [f"schema: {refused}"]
         if current != head and migrate_up:
             migrate.upgrade(url)
-        result = migrate.check(url)
-        return [f"schema: {d}" for d in result["differences"]] or (
-            [] if result["ok"] else [f"schema: at {result['current']}, head is {result['head']}"]
-        )
+        return _schema_problems(url)
 
     return check
 
@@ -150,30 +157,52 @@ def integrity_problems(conn: psycopg.Connection[Any]) -> list[str]:
     return problems
 
 
-def prepare_restored(s: Settings) -> Callable[[str], list[str]]:
-    """Migrate and judge a restored database; then make every cached permission stale.
+def prepare_restored(s: Settings) -> Callable[[str, Callable[[], list[str]]], list[str]]:
+    """Judge a restored database (migrated up when older); then make cached permissions stale.
 
-    The Brain caches permissions per RBAC version, which only grows; a restored database
-    may carry a version the Brain has seen with other grants, so it continues above the
-    current database's."""
-    schema = schema_check(s)
+    as_loaded checks the data as the file held it (rows per table): before a migration
+    changes it, or, at head, side by side with the other read-only checks. The Brain
+    caches permissions per RBAC version, which only grows; a restored database may carry
+    a version the Brain has seen with other grants, so it continues above the current
+    database's."""
 
-    def prepare(dbname: str) -> list[str]:
-        problems = schema(dbname)
+    def prepare(dbname: str, as_loaded: Callable[[], list[str]]) -> list[str]:
+        from concurrent.futures import ThreadPoolExecutor
+
+        from smartstart.db import migrate
+
+        url = s.sqlalchemy_url(dbname)
+        current = migrate.current_revision(url)
+        refused = check_revision(current)
+        if refused is not None:
+            return [f"schema: {refused}"]
+        if current != migrate.head_revision():
+            problems = as_loaded()
+            if problems:
+                return problems
+            migrate.upgrade(url)
+            problems = _schema_problems(url) or _integrity(s, dbname)
+        else:  # counts and integrity run on the server while Alembic compares here
+            with ThreadPoolExecutor(2) as pool:
+                loaded = pool.submit(as_loaded)
+                integrity = pool.submit(_integrity, s, dbname)
+                schema = _schema_problems(url)
+                problems = loaded.result() + schema + integrity.result()
         if problems:
             return problems
         with psycopg.connect(s.url_for(dbname), autocommit=True) as conn:
-            problems = integrity_problems(conn)
-            if problems:
-                return problems
-            seen = _rbac_version(s)
             conn.execute(
                 'UPDATE rbac_version SET version = greatest(version, %s) + 1, "changedAt" = now()',
-                [seen],
+                [_rbac_version(s)],
             )
         return []
 
     return prepare
+
+
+def _integrity(s: Settings, dbname: str) -> list[str]:
+    with psycopg.connect(s.url_for(dbname), autocommit=True) as conn:
+        return integrity_problems(conn)
 
 
 def _rbac_version(s: Settings) -> int:

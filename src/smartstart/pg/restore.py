@@ -1,7 +1,7 @@
 """Logical restore of one PostgreSQL database: into a new database, checked, then swapped in.
 
-Knows nothing of the platform schema: the caller passes `prepare(dbname)`, which brings the
-restored database up to date and returns the problems it finds (empty when it is sound).
+Knows nothing of the platform schema: the caller passes `prepare(dbname, as_loaded)`, which
+brings the restored database up to date and returns the problems it finds (none: sound).
 The current database is only touched once the new one has passed: it is renamed aside
 (`<name>_before_restore_<timestamp>`, kept until pruned) and the new one takes its name.
 """
@@ -397,7 +397,7 @@ def restore(
     admin: str,
     owner: str,
     tools: Tools,
-    prepare: Callable[[str], list[str]],
+    prepare: Callable[[str, Callable[[], list[str]]], list[str]],
     *,
     jobs: int = 2,
     required_extensions: tuple[str, ...] = REQUIRED_EXTENSIONS,
@@ -407,8 +407,9 @@ def restore(
 
     admin: a connection (to another database of the server) that may create, rename and
     terminate; owner: the role the restored database belongs to and is loaded as (its
-    conninfo, any database). prepare(dbname) migrates and checks the restored database,
-    returning its problems. Any failure drops the new database; the current one is
+    conninfo, any database). prepare(dbname, as_loaded) migrates and checks the restored
+    database, returning its problems; as_loaded compares the rows with the manifest, to be
+    run before anything changes them. Any failure drops the new database; the current one is
     untouched unless the swap itself runs."""
     t0 = time.perf_counter()
     source = plan.source
@@ -425,8 +426,7 @@ def restore(
             if errors:
                 raise BackupError(f"{source.path}: restore failed: {errors[0]}")
             problems = _missing_extensions(target, required_extensions)
-            problems += _rows_differ(target, source.manifest)
-            problems = problems or prepare(new)
+            problems = problems or prepare(new, lambda: _rows_differ(target, source.manifest))
             if problems:
                 more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
                 raise BackupError(
