@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench.bench_api import brain_env, throwaway_database
+from bench.bench_api import ADMIN_EMAIL, brain_env, throwaway_database
 
 RUNS = int(os.environ.get("BENCH_CLI_RUNS", "9"))
 TARGET_MS = 300.0
@@ -35,7 +35,7 @@ COMMANDS: list[tuple[str, list[str], bool]] = [  # (label, argv, judged against 
     ("smartstart rbac roles --json", [SMARTSTART, "rbac", "roles", "--json"], True),
     ("smartstart journey stages", [SMARTSTART, "journey", "stages"], True),
     ("smartstart audit list --limit 20", [SMARTSTART, "audit", "list", "--limit", "20"], True),
-    ("smartstart auth sessions list", [SMARTSTART, "auth", "sessions", "list"], True),
+    ("smartstart auth sessions admin", [SMARTSTART, "auth", "sessions", ADMIN_EMAIL], True),
 ]
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import psycopg
 
-from bench.bench_backup import _free_port
+from bench.cluster import free_port as _free_port
 from smartstart.config import Settings
 from smartstart.db import demo
 from smartstart.pg import archive, pitr

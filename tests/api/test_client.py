@@ -255,6 +255,17 @@ def test_the_generated_client_calls_every_operation(
         call("dbadmin", "dbqueries_terminate", m.SignalResult, pid, client=admin)
     body = m.ExplainRequest(sql='SELECT count(*) FROM "User"', analyze=True)
     assert call("dbadmin", "dbexplain_run", m.ExplainResult, client=admin, body=body).analyzed
+    # backups (the restore as a dry run: the rest of this test uses the database)
+    body = m.BackupCreate(note="generated client")
+    made = call("backups", "backups_create", m.Backup, client=admin, body=body)
+    assert isinstance(call("backups", "backups_list", m.BackupPage, client=admin), m.BackupPage)
+    call("backups", "backups_get", m.Backup, made.id, client=admin)
+    verified = call("backups", "backups_verify", m.BackupVerification, made.id, client=admin)
+    assert verified.ok is True
+    body = m.RestoreRequest(dry_run=True)
+    call("backups", "backups_restore", m.RestoreResult, made.id, client=admin, body=body)
+    body = m.PruneRequest(keep=1000, dry_run=True)
+    call("backups", "backups_prune", m.PruneResult, client=admin, body=body)
 
     # the user changes their password, is deleted; the admin signs out
     theirs = public_login(call, public, m, "generated", PASSPHRASE + " again")

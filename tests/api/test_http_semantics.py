@@ -95,6 +95,7 @@ CREATES: dict[str, dict[str, Any]] = {
     "/api/roles": {"name": "LOCATED_ROLE"},
     "/api/permissions": {"name": "located:read"},
     "/api/journey/stages": {"name": "Located stage"},
+    "/api/admin/backups": {"note": "located"},
 }
 
 

@@ -99,3 +99,95 @@ def test_guide_sql_documents_the_restore(pg_cluster: Cluster) -> None:
     text = GUIDE_SQL.read_text()
     assert "smartstart db reset --empty" in text
     assert "psql" in text and "< backup" in text
+
+
+def _guide_env(cluster: Cluster) -> dict[str, str]:
+    """Where the guide's `-U smartstart_user smartstart_db` reaches: host, port, password."""
+    import os
+
+    from tests.conftest import DB_PASSWORD
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+    return env | {"PGHOST": "127.0.0.1", "PGPORT": str(cluster.port), "PGPASSWORD": DB_PASSWORD}
+
+
+@pytest.mark.parametrize("compressed", [False, True], ids=["plain", "Z9"])
+def test_the_guides_dump_and_restore_exit_0_with_on_error_stop(
+    pg_cluster: Cluster,
+    seeded_settings: Settings,
+    cli_env: object,
+    tmp_path: Path,
+    compressed: bool,
+) -> None:
+    """Issue 8 item 8: the guide's exact commands, as smartstart_user, ON_ERROR_STOP=1,
+    into the empty database `smartstart db reset --empty` makes."""
+    from typer.testing import CliRunner
+
+    from smartstart.cli.main import app
+
+    name, env = seeded_settings.db_name, _guide_env(pg_cluster)
+    before = users(seeded_settings.url_for())
+    bin_dir = pg_cluster.bin_dir
+    dump = tmp_path / ("backup.sql.gz" if compressed else "backup.sql")
+    with dump.open("wb") as out:
+        z = ["-Z", "9"] if compressed else []
+        subprocess.run(
+            [str(bin_dir / "pg_dump"), "-U", DB_USER, *z, name], stdout=out, env=env, check=True
+        )
+    cli_env(seeded_settings)  # type: ignore[operator]
+    reset = CliRunner().invoke(app, ["db", "reset", "--empty", "--yes", "--no-backup"])
+    assert reset.exit_code == 0, reset.output
+    psql = [str(bin_dir / "psql"), "-v", "ON_ERROR_STOP=1", "-U", DB_USER, name]
+    if compressed:  # gunzip -c backup.sql.gz | psql …
+        gunzip = subprocess.Popen(["gunzip", "-c", str(dump)], stdout=subprocess.PIPE)
+        proc = subprocess.run(psql, stdin=gunzip.stdout, env=env, capture_output=True, text=True)
+        assert gunzip.wait() == 0
+    else:  # psql … < backup.sql
+        with dump.open() as src:
+            proc = subprocess.run(psql, stdin=src, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "ERROR" not in proc.stderr, proc.stderr
+    assert users(seeded_settings.url_for()) == before
+    with psycopg.connect(seeded_settings.url_for()) as c:
+        assert c.execute(
+            "SELECT 1 FROM pg_extension WHERE extname = 'pg_stat_statements'"
+        ).fetchone()
+
+
+def test_pg_restore_of_a_custom_dump_as_the_owner_exits_0(
+    pg_cluster: Cluster, seeded_settings: Settings, tmp_path: Path
+) -> None:
+    """pg_dump -Fc, then pg_restore as smartstart_user into a new database it owns."""
+    env, bin_dir = _guide_env(pg_cluster), pg_cluster.bin_dir
+    dump = tmp_path / "backup.dump"
+    subprocess.run(
+        [str(bin_dir / "pg_dump"), "-U", DB_USER, "-Fc", "-f", str(dump), seeded_settings.db_name],
+        env=env,
+        check=True,
+    )
+    target = f"{seeded_settings.db_name}_copy"
+    with pg_cluster.connect() as c:
+        c.execute(
+            sql.SQL("CREATE DATABASE {} OWNER {}").format(
+                sql.Identifier(target), sql.Identifier(DB_USER)
+            )
+        )
+    try:
+        proc = subprocess.run(
+            [
+                str(bin_dir / "pg_restore"),
+                "--exit-on-error",
+                "-U",
+                DB_USER,
+                "-d",
+                target,
+                str(dump),
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+        assert proc.returncode == 0, proc.stderr
+        assert users(settings_for(pg_cluster, target).url_for()) == users(seeded_settings.url_for())
+    finally:
+        drop_db(pg_cluster, target)

@@ -47,6 +47,7 @@ ROUTE_MODULES: tuple[str, ...] = (
     "audit",
     "analytics",
     "dbadmin",
+    "backups",
 )
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import getpass
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -12,9 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from smartstart.cli.common import (
-    DryRunOpt,
     JsonOpt,
-    YesOpt,
     console,
     fail,
     handle_errors,
@@ -22,7 +18,7 @@ from smartstart.cli.common import (
     print_table,
 )
 from smartstart.cli.common import settings as get_settings
-from smartstart.cli.pitr import PhysicalOpt, ToLatestOpt, ToTimeOpt
+from smartstart.cli.pitr import PhysicalOpt
 from smartstart.config import Settings
 from smartstart.errors import SmartStartError
 
@@ -35,39 +31,33 @@ def register(app: typer.Typer) -> None:
     app.command("backup")(backup)
     app.command("backups")(backups)
     app.command("verify")(verify)
-    app.command("restore")(restore)
+    from smartstart.cli import restore
+
+    restore.register(app)
 
 
 def backup_dir(s: Settings) -> Path:
-    return s.home_dir / "backups"
+    from smartstart.db.backups import backup_dir as directory
+
+    return directory(s)
 
 
 def _tools(s: Settings) -> Tools:
-    from smartstart.pg.backup import client_tools
-    from smartstart.pg.cluster import find_bin_dir
+    from smartstart.db.backups import tools
 
-    if s.pg_bin is not None:  # chosen: a client-only installation will do
-        return client_tools(s.pg_bin, explicit=True)
-    bin_dir = None
-    with contextlib.suppress(SmartStartError):  # no server install: the client on PATH
-        bin_dir = find_bin_dir(None)
-    return client_tools(bin_dir)
+    return tools(s)
 
 
 def _who() -> str:
-    try:
-        return f"cli:{getpass.getuser()}"
-    except (KeyError, OSError):
-        return "cli:unknown"
+    from smartstart.db.backups import cli_who
+
+    return cli_who()
 
 
 def _size(n: int) -> str:
-    value = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{n} B"
+    from smartstart.db.backups import size_text
+
+    return size_text(n)
 
 
 def _age(iso: str) -> str:
@@ -157,6 +147,21 @@ def _run_backup(
         )
 
 
+def safety_backup(s: Settings, note: str) -> Path:
+    """A custom-format backup before a destructive command; its failure stops the command."""
+    from smartstart.pg.backup import choose_path
+
+    try:
+        path = choose_path(None, backup_dir(s), "custom", False)
+        _run_backup(s, path, _tools(s), "custom", False, note)
+    except SmartStartError as e:
+        raise SmartStartError(
+            f"the safety backup failed, so nothing was changed: {e}",
+            "fix that, or add --no-backup to go on without one",
+        ) from None
+    return path
+
+
 def _verified(m: Manifest) -> str:
     if m.verification is None:
         return "never"
@@ -231,26 +236,9 @@ def backups(
 
 
 def _schema_check(s: Settings) -> Callable[[str], list[str]]:
-    """`db check` on a restored database, migrated up first when the backup is older."""
+    from smartstart.db.backups import schema_check
 
-    def check(dbname: str) -> list[str]:
-        from smartstart.db import migrate
-
-        url = s.sqlalchemy_url(dbname)
-        current, head = migrate.current_revision(url), migrate.head_revision()
-        if current is None:
-            return ["schema: the restored database has no Alembic revision"]
-        if current != head:
-            known = {r["revision"] for r in migrate.history()}
-            if current not in known:
-                return [f"schema: revision {current} is unknown to this SmartStart (newer code?)"]
-            migrate.upgrade(url)
-        result = migrate.check(url)
-        return [f"schema: {d}" for d in result["differences"]] or (
-            [] if result["ok"] else [f"schema: at {result['current']}, head is {result['head']}"]
-        )
-
-    return check
+    return schema_check(s)
 
 
 @handle_errors
@@ -275,17 +263,3 @@ def verify(
             highlight=False,
             soft_wrap=True,
         )
-
-
-@handle_errors
-def restore(
-    to_time: ToTimeOpt = None,
-    to_latest: ToLatestOpt = False,
-    yes: YesOpt = False,
-    dry_run: DryRunOpt = False,
-    as_json: JsonOpt = False,
-) -> None:
-    """Restore: point-in-time recovery of the embedded cluster (--to-time, --to-latest)."""
-    from smartstart.cli.pitr import restore_to
-
-    restore_to(get_settings(), to_time, to_latest, yes, dry_run, as_json)

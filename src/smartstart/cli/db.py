@@ -379,8 +379,11 @@ def reset(
     force: Annotated[
         bool, typer.Option("--force", help="Allow resetting an external (non-embedded) database.")
     ] = False,
+    no_backup: Annotated[
+        bool, typer.Option("--no-backup", help="Skip the safety backup taken before the reset.")
+    ] = False,
 ) -> None:
-    """Drop and recreate the platform database, migrate it and seed it. Deletes all data."""
+    """Back up, then drop and recreate the platform database, migrate it and seed it."""
     s = settings()
     if not s.embedded and not force:
         raise fail(
@@ -402,10 +405,20 @@ def reset(
         plan = "drop and recreate it empty (no schema, no seed)"
     else:
         plan = "drop and recreate it, migrate to head" + ("" if no_seed else ", seed")
+    safety = bool(counts) and not no_backup  # nothing to keep when there are no tables
+    if safety:
+        plan = f"{plan}, after a safety backup into {backup_commands.backup_dir(s)}"
     if dry_run:
         _say(f"would {plan}; nothing changed (dry run)")
         return
     confirm(f"Delete all {sum(counts.values())} rows of {s.db_name} and {plan}?", yes)
+    if safety:
+        path = backup_commands.safety_backup(s, "safety backup before db reset")
+        console.print(
+            f"[green]•[/] safety backup: {path} (smartstart db restore {path} brings it back)",
+            highlight=False,
+            soft_wrap=True,
+        )
     result = lifecycle.reset(s, seed=not no_seed, force=force, empty=empty)
     if empty:
         _say(f"reset {s.db_name}: empty, no schema; restore a plain dump into it with psql")

@@ -601,7 +601,7 @@ class Cluster:
             conn.execute(sql.SQL("GRANT pg_monitor TO {}").format(sql.Identifier(db_user)))
             # New databases (tests, reset) inherit the extension from template1.
             with self.connect("template1") as t1:
-                t1.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+                create_monitoring_extension(t1)
             if not conn.execute(
                 "SELECT 1 FROM pg_database WHERE datname = %s", [db_name]
             ).fetchone():
@@ -611,4 +611,16 @@ class Cluster:
                     )
                 )
         with self.connect(db_name) as conn:
-            conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+            create_monitoring_extension(conn)
+
+
+def create_monitoring_extension(conn: psycopg.Connection[Any]) -> None:
+    """pg_stat_statements in conn's database, without the comment CREATE EXTENSION gives it.
+
+    Only the extension's owner (postgres) may COMMENT ON it, and pg_dump writes that comment
+    into every dump: restored by the database's owner, `pg_restore` exits 1 on it and `psql -v
+    ON_ERROR_STOP=1` stops there, before any table. Without a comment, the dump holds only
+    `CREATE EXTENSION IF NOT EXISTS`, a no-op where the extension already is (every database
+    made from template1)."""
+    conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+    conn.execute("COMMENT ON EXTENSION pg_stat_statements IS NULL")

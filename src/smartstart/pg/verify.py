@@ -58,7 +58,7 @@ def sniff(path: Path) -> str | None:
     return None
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as f:
         while chunk := f.read(CHUNK):
@@ -93,7 +93,7 @@ def _integrity(path: Path, manifest: Manifest) -> str | None:
         return f"truncated: {size} bytes, the manifest says {manifest.size}"
     if size != manifest.size:
         return f"size differs: {size} bytes, the manifest says {manifest.size}"
-    if _sha256(path) != manifest.sha256:
+    if file_sha256(path) != manifest.sha256:
         return "checksum mismatch: the file changed since it was written (corrupt)"
     return None
 
