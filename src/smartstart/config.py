@@ -2,24 +2,46 @@
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import quote
 
-from pydantic import Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 UNSAFE_DEFAULT_PASSWORD = "smartstart_password"  # noqa: S105 - the guide's documented default
+ENV_PREFIX = "smartstart_"
 
 
-class Settings(BaseSettings):
-    """Everything configurable; defaults are the guide's development setup."""
+def _from_environment(env_file: str | Path | None) -> dict[str, str]:
+    """`SMARTSTART_*` values (names in any case): the environment's over those of env_file."""
+    found: dict[str, str] = {}
+    if env_file is not None and Path(env_file).is_file():
+        from dotenv import dotenv_values
 
-    model_config = SettingsConfigDict(
-        env_prefix="SMARTSTART_", env_file=".env", extra="ignore", populate_by_name=True
-    )
+        found.update((k.lower(), v) for k, v in dotenv_values(env_file).items() if v is not None)
+    found.update((k.lower(), v) for k, v in os.environ.items())
+    return {
+        name: value
+        for key, value in found.items()
+        if key.startswith(ENV_PREFIX) and (name := key[len(ENV_PREFIX) :]) in Settings.model_fields
+    }
+
+
+class Settings(BaseModel):
+    """Everything configurable; defaults are the guide's development setup.
+
+    Read from `SMARTSTART_*` environment variables, then `.env`, then the defaults; what
+    the constructor is given wins. (A plain model rather than pydantic-settings, whose
+    import alone costs a CLI command about a sixth of its start-up.)
+    """
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    def __init__(self, _env_file: str | Path | None = ".env", **values: Any) -> None:
+        super().__init__(**{**_from_environment(_env_file), **values})
 
     env: Literal["development", "test", "production"] = "development"
     database_url: SecretStr | None = None
