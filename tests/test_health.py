@@ -271,6 +271,27 @@ def test_platform_integrity(seeded_settings: Settings) -> None:
     assert (orphan.recommendation or "").startswith(
         "smartstart rbac assign plain@example.com MEMBER"
     )
+    # A user holding some role, but not the one "User".role names (changed with the trigger
+    # that assigns it disabled): a row for the user is not enough, it must be that role's.
+    _sql(
+        seeded_settings,
+        """INSERT INTO "User" (email, username, password)
+           VALUES ('moved@example.com', 'moved', '$2b$12$abcdefghijklmnopqrstuv')""",
+        """ALTER TABLE "User" DISABLE TRIGGER "User_primary_role" """,
+        """UPDATE "User" SET role = 'DEVELOPER' WHERE email = 'moved@example.com'""",
+    )
+    both = run(seeded_settings, "users_without_primary_role")
+    assert both.metric == 2
+    assert [(d["email"], d["primary_role"]) for d in both.details] == [
+        ("moved@example.com", "DEVELOPER"),
+        ("plain@example.com", "MEMBER"),
+    ]
+    _sql(
+        seeded_settings,
+        """INSERT INTO "UserRole" ("userId", "roleId") SELECT u.id, r.id FROM "User" u
+           JOIN "Role" r ON r.name = u.role ON CONFLICT DO NOTHING""",
+    )
+    assert run(seeded_settings, "users_without_primary_role").state is State.OK
 
 
 def test_a_hanging_check_times_out_alone(

@@ -228,6 +228,10 @@ def test_list_search_filter_sort(
         return [u["id"] for u in resp.json()["items"]]
 
     assert set(ids(q="population member")) == set(population)
+    short = api.get("/api/users", params={"q": "p"}, headers=admin_headers)
+    assert short.status_code == 422
+    assert short.json()["error"]["message"] == "search needs at least 2 characters"
+    assert short.json()["error"]["details"] == {"field": "q", "min_length": 2}
     assert ids(q="pop1@EXAMPLE") == [population[1]]
     assert set(ids(role="MODERATOR")) == {population[0], population[4], population[8]}
     assert set(ids(status="SUSPENDED")) == {population[0], population[5], population[10]}

@@ -112,6 +112,8 @@ def test_list_search_filters_json_and_pages(db: psycopg.Connection[Any]) -> None
     create("delta", "--role", "MODERATOR", "--status", "SUSPENDED")
     found = json.loads(run("list", "--search", "ALPH", "--json").output)
     assert [u["username"] for u in found["items"]] == ["alpha"]
+    short = run("list", "--search", "a")
+    assert short.exit_code != 0 and "search needs at least 2 characters" in short.output
     mods = json.loads(run("list", "--role", "MODERATOR", "--json").output)
     assert [u["username"] for u in mods["items"]] == ["delta"]
     suspended = json.loads(run("list", "--status", "SUSPENDED", "--json").output)

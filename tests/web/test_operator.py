@@ -33,6 +33,8 @@ def test_users_filters_and_a_bad_sort_are_clear(client: TestClient, browse: Brow
     assert client.get("/admin/users", params={"status": "SUSPENDED"}).status_code == 200
     bad = client.get("/admin/users", params={"sort": "password"})
     assert bad.status_code == 422 and "sort must be one of" in bad.text
+    short = client.get("/admin/users", params={"q": "f"})
+    assert short.status_code == 422 and "search needs at least 2 characters" in short.text
     assert client.get("/admin/users", params={"cursor": "forged"}).status_code == 422
 
 

@@ -80,7 +80,11 @@ FROM (
     ) draws
 ) decided
 """
-_NEW_USERS = f"CREATE TEMP TABLE demo_new ON COMMIT DROP AS {_USERS} ORDER BY number"
+# No ORDER BY here nor in the inserts below: generate_series yields the numbers in order, a
+# temporary table is read back in the order it was written (local buffers: no synchronized
+# scans, no parallel workers), and a nested loop or a hash join with a small inner side
+# keeps its outer order; sorting 1,000,000 users and 3,500,000 states again cost seconds.
+_NEW_USERS = f"CREATE TEMP TABLE demo_new ON COMMIT DROP AS {_USERS}"
 
 _INSERT_USERS = """
 INSERT INTO "User" (id, email, username, name, "firstName", "lastName", password, role,
@@ -89,13 +93,11 @@ SELECT id, handle || '@' || %(domain)s, handle, first || ' ' || last, first, las
        %(hash)s, role, smartstart_level_for(xp), status, xp, reputation, active, created, active
 FROM (SELECT d.*, lower(first) || '.' || lower(last) || '.' || number AS handle
       FROM demo_new d) t
-ORDER BY number
 """
 
 _INSERT_ROLES = """
 INSERT INTO "UserRole" ("userId", "roleId", "assignedAt")
 SELECT d.id, r.id, d.created FROM demo_new d JOIN "Role" r ON r.name = d.role
-ORDER BY d.number
 """
 
 # Stages finish in order, spread between registration and last activity; a completed one
@@ -111,7 +113,6 @@ SELECT left(d.id, 33) || lpad(to_hex(j), 3, '0'), d.id, (%(stage_ids)s::text[])[
        CASE WHEN j <= d.k THEN now() END
 FROM demo_new d, generate_series(1, d.steps) AS j,
      LATERAL (SELECT d.created + (d.active - d.created) * j / (d.steps + 1) AS done_at) x
-ORDER BY d.number, j
 """
 
 # What the paused triggers guarantee, on the rows written (their ids are the run's range):

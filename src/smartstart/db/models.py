@@ -109,6 +109,8 @@ class User(Base):
         Index("User_role_createdAt_id_idx", "role", "createdAt", "id"),
         Index("User_level_createdAt_id_idx", "level", "createdAt", "id"),
         Index("User_xp_id_idx", "xp", "id"),
+        # db health's primary-role proof: a merge anti-join with "UserRole_pkey" (0009).
+        Index("User_id_role_idx", "id", postgresql_include=["role"]),
         # Substring search (`list_users` q): pg_trgm over one text of the searched fields.
         Index(
             "User_search_trgm_idx",

@@ -61,6 +61,7 @@ _SELECT = sql.SQL(", ").join(sql.Identifier("u", c) for c in PUBLIC_COLUMNS)
 LEVEL_NAMES = tuple(name for name, _ in LEVELS)
 # Shorter searches match the start of the email or username (trigrams need three).
 MIN_SUBSTRING_SEARCH = 3
+MIN_SEARCH = 2  # shorter than MIN_SUBSTRING_SEARCH: a prefix of the email or username
 PROFILE_FIELDS = ("name", "firstName", "lastName", "username")
 _NULLABLE = frozenset({"name", "firstName", "lastName"})
 
@@ -158,6 +159,13 @@ def list_users(
     clauses: list[sql.Composable] = []
     params: list[Any] = []
     q = fields.text(f.q, "q", max_length=MAX_SEARCH_LENGTH, nullable=True)
+    if q and len(q) < MIN_SEARCH:
+        # One character is no search: a prefix that many users share ("m") or few ("z")
+        # sends the planner walking creation order until a page is filled.
+        raise Invalid(
+            f"search needs at least {MIN_SEARCH} characters",
+            details={"field": "q", "min_length": MIN_SEARCH},
+        )
     if q and len(q) >= MIN_SUBSTRING_SEARCH:
         # The expression of the trigram index (migration 0004), so the index serves it.
         clauses.append(sql.SQL(SEARCH_TEXT + " ILIKE %s"))

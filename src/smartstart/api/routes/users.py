@@ -157,7 +157,8 @@ def list_users(
         str | None,
         Query(
             max_length=users.MAX_SEARCH_LENGTH,
-            description="Case-insensitive substring of email, username or name",
+            description="Case-insensitive substring of email, username or name (3 or more"
+            " characters; 2: a prefix of the email or username; 1: refused, 422)",
         ),
     ] = None,
     role: Annotated[
