@@ -29,8 +29,15 @@ def bar_titles(html: str) -> list[str]:
     return titles
 
 
-def crafted_registrations(db: psycopg.Connection[Any], make_user: Callable[..., Any]) -> None:
-    """Two users registered on 2020-01-01, one on 2020-01-02, none on 2020-01-03."""
+@pytest.fixture
+def crafted(
+    browse_with: Callable[[set[str]], dict[str, Any]],
+    db: psycopg.Connection[Any],
+    make_user: Callable[..., Any],
+) -> None:
+    """Two users registered on 2020-01-01, one on 2020-01-02, none on 2020-01-03; the
+    client signed in with analytics:read only."""
+    browse_with({"analytics:read"})
     for day in ("2020-01-01", "2020-01-01", "2020-01-02"):
         user = make_user("MEMBER")
         db.execute(
@@ -39,14 +46,8 @@ def crafted_registrations(db: psycopg.Connection[Any], make_user: Callable[..., 
         )
 
 
-def test_registrations_chart_table_and_csv_have_the_known_counts(
-    client: TestClient,
-    browse_with: Callable[[set[str]], dict[str, Any]],
-    db: psycopg.Connection[Any],
-    make_user: Callable[..., Any],
-) -> None:
-    crafted_registrations(db, make_user)
-    browse_with({"analytics:read"})
+@pytest.mark.usefixtures("crafted")
+def test_registrations_chart_table_and_csv_have_the_known_counts(client: TestClient) -> None:
     query = "since=2020-01-01&until=2020-01-03&period=day"
     page = client.get(f"/analytics?analysis=registrations&{query}")
     assert page.status_code == 200, page.text
@@ -70,14 +71,8 @@ def test_registrations_chart_table_and_csv_have_the_known_counts(
     assert list(csv.reader(io.StringIO(weekly.text)))[1][:3] == ["2019-12-30", "2020-01-05", "3"]
 
 
-def test_the_cohort_analyses_count_the_crafted_users(
-    client: TestClient,
-    browse_with: Callable[[set[str]], dict[str, Any]],
-    db: psycopg.Connection[Any],
-    make_user: Callable[..., Any],
-) -> None:
-    crafted_registrations(db, make_user)
-    browse_with({"analytics:read"})
+@pytest.mark.usefixtures("crafted")
+def test_the_cohort_analyses_count_the_crafted_users(client: TestClient) -> None:
     window = "since=2020-01-01&until=2020-01-03"
     status = list(csv.reader(io.StringIO(client.get(f"/analytics/status.csv?{window}").text)))
     assert ["ACTIVE", "3", "100"] in status

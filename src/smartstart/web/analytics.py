@@ -159,6 +159,12 @@ def funnel_chart(result: analytics.Journey, key: str = "c") -> Markup | None:
     )
 
 
+FUNNEL_COLUMNS = ("order", "stage", "total", "started", "completed", "skipped") + (
+    "completion %",
+    "median s",
+)
+
+
 def _journey(view: View, q: Query) -> Shown:
     r = analytics.journey(view.conn, q.window)
     rows: list[tuple[Cell, ...]] = [
@@ -177,19 +183,7 @@ def _journey(view: View, q: Query) -> Shown:
     note = "Medians left out: too many completed states in the range." if r.mediansOmitted else None
     return Shown(
         [("Funnel", funnel_chart(r, "a"))],
-        Table(
-            (
-                "order",
-                "stage",
-                "total",
-                "started",
-                "completed",
-                "skipped",
-                "completion %",
-                "median s",
-            ),
-            rows,
-        ),
+        Table(FUNNEL_COLUMNS, rows),
         note,
     )
 
