@@ -44,6 +44,11 @@ def main() -> int:
                 'SELECT "userId" FROM "UserJourneyState" WHERE status = %s LIMIT 1',
                 ["COMPLETED"],
             ).fetchone()
+            # The Database page's history compares with a snapshot: give it one to read.
+            from smartstart.domain import statshistory
+
+            statshistory.take_snapshot(conn)
+            conn.commit()
         some_user = row[0] if row else "none"
         pages = [
             ("overview", "/admin"),
@@ -60,6 +65,16 @@ def main() -> int:
             ("journeys", "/admin/journeys"),
             ("data browser: User", "/admin/data/User"),
             ("data browser: User sorted by xp", "/admin/data/User?sort=xp&dir=desc"),
+            ("analytics: registrations", "/analytics"),
+            ("analytics: registrations per week", "/analytics?period=week"),
+            ("analytics: activity", "/analytics?analysis=activity"),
+            ("analytics: roles", "/analytics?analysis=roles"),
+            ("analytics: xp", "/analytics?analysis=xp"),
+            ("analytics: journey funnel", "/analytics?analysis=journey"),
+            ("analytics: status", "/analytics?analysis=status"),
+            ("analytics: roles CSV", "/analytics/roles.csv"),
+            ("database", "/admin/database"),
+            ("backups", "/admin/backups"),
             ("my journey", "/journey"),
             ("profile", "/profile"),
         ]

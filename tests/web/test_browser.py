@@ -18,6 +18,7 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from smartstart.api.app import create_app
 from smartstart.config import Settings
+from smartstart.web.analytics import ANALYSES
 from smartstart.web.routes import PAGES
 from tests.api.conftest import _FIXTURE_HASH, served
 from tests.conftest import _fresh
@@ -142,6 +143,9 @@ def test_every_page_renders_clean_and_fits(
     pages = {p: p.strip("/").replace("/", "_") for p in PAGES}
     pages[f"/admin/users/{admin['id']}"] = "admin_user_detail"
     pages["/admin/data/User"] = "admin_data_table"
+    for analysis in ANALYSES:
+        pages[f"/analytics?analysis={analysis}"] = f"analytics_{analysis}"
+    pages["/admin/database?idle=yes"] = "admin_database_idle"
     for path, name in pages.items():
         watched.open(path)
         watched.fits()
@@ -238,6 +242,28 @@ def test_dark_mode_follows_the_system(browser: Browser, brain: tuple[str, Settin
     assert colours == {"light": "rgb(246, 247, 249)", "dark": "rgb(18, 21, 28)"}
 
 
+def test_a_chart_renders_with_data_and_its_csv_downloads(
+    open_as: Callable[..., Watched], person: Callable[..., dict[str, Any]]
+) -> None:
+    admin = person("SUPER_ADMIN")
+    for _ in range(3):
+        person("MEMBER")  # registered today: today's bar is at least 4 high
+    watched = open_as(admin["email"])
+    watched.open("/analytics?analysis=registrations")
+    page = watched.page
+    chart = page.locator("section.chart svg").first
+    expect(chart).to_be_visible()
+    bars = chart.locator("rect.bar")
+    assert bars.count() == 30
+    today = bars.nth(29)
+    assert float(today.get_attribute("height") or 0) > 0
+    assert int((today.locator("title").text_content() or "").rsplit(": ", 1)[1]) >= 4
+    with page.expect_download() as download:
+        page.get_by_role("link", name="Download CSV").click()
+    assert download.value.suggested_filename == "registrations.csv"
+    assert watched.problems == []
+
+
 def test_a_member_cannot_see_or_open_operator_pages(
     open_as: Callable[..., Watched], person: Callable[..., dict[str, Any]]
 ) -> None:
@@ -247,7 +273,8 @@ def test_a_member_cannot_see_or_open_operator_pages(
     page.get_by_text("Menu").click()
     expect(page.get_by_role("link", name="Profile").first).to_be_visible()
     assert page.locator('a[href^="/admin"]').count() == 0
-    for path in (p for p, perm in PAGES.items() if perm):
+    # Analytics is not an operator page: the catalog gives members analytics:read.
+    for path in (p for p, perm in PAGES.items() if perm and p.startswith("/admin")):
         response = page.goto(path)
         assert response is not None and response.status == 403, path
         expect(page.get_by_role("heading", name="Not allowed")).to_be_visible()

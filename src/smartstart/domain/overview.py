@@ -3,8 +3,9 @@ numbers (users total, active, new this week; live sessions; database size) and t
 with their grants without counting each role's holders (`rbac.list_roles` counts them:
 a pass over "UserRole", a second at 1,000,000 users, for a filter's option list).
 
-Analytics (issue 11) will own user counts over time; until it lands this is the one
-place the overview's counts are read.
+The web Overview reads its user counts from analytics' summaries (`domain.analytics`)
+and only the live sessions and size here (`sessions_and_size`); `summary` counts "User"
+itself, exactly, for callers without the summaries.
 """
 
 from __future__ import annotations
@@ -62,6 +63,27 @@ def summary(conn: psycopg.Connection[Any], *, idle: timedelta) -> Summary:
         "live": row["live"],
         "databaseBytes": row["databaseBytes"],
     }
+
+
+class Live(TypedDict):
+    live: int  # sessions neither revoked, expired nor idle
+    databaseBytes: int
+
+
+LIVE_SQL = """
+SELECT (SELECT count(*) FROM "Session" WHERE "revokedAt" IS NULL AND "expiresAt" > now()
+          AND "lastSeenAt" > now() - %(idle)s) AS live,
+       pg_database_size(current_database()) AS "databaseBytes"
+"""
+
+
+def sessions_and_size(conn: psycopg.Connection[Any], *, idle: timedelta) -> Live:
+    """Live sessions and the database's size (the Overview's user counts: analytics)."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(LIVE_SQL, {"idle": idle})
+        row = cur.fetchone()
+    assert row is not None
+    return {"live": row["live"], "databaseBytes": row["databaseBytes"]}
 
 
 def role_grants(conn: psycopg.Connection[Any]) -> dict[str, list[str]]:

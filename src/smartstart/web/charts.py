@@ -27,8 +27,10 @@ def _nice_max(value: float) -> float:
     return float(((int(value) // step) + 1) * step)
 
 
-def bars(points: Sequence[Bar], *, title: str, unit: str = "") -> Markup | None:
-    """A bar chart of the points in order; None when there is nothing to draw."""
+def bars(points: Sequence[Bar], *, title: str, unit: str = "", key: str = "c") -> Markup | None:
+    """A bar chart of the points in order; None when there is nothing to draw.
+
+    key: makes the title's and description's ids unique when a page has several charts."""
     if not points:
         return None
     top = _nice_max(max(p.value for p in points))
@@ -38,10 +40,10 @@ def bars(points: Sequence[Bar], *, title: str, unit: str = "") -> Markup | None:
     gap = min(slot * 0.2, 8.0)
     every = max(1, len(points) // 8)  # at most ~8 labels under the axis
     parts = [
-        f'<svg viewBox="0 0 {WIDTH} {HEIGHT}" role="img" aria-labelledby="c-t c-d"'
+        f'<svg viewBox="0 0 {WIDTH} {HEIGHT}" role="img" aria-labelledby="{key}-t {key}-d"'
         ' xmlns="http://www.w3.org/2000/svg">',
-        f'<title id="c-t">{escape(title)}</title>',
-        '<desc id="c-d">'
+        f'<title id="{key}-t">{escape(title)}</title>',
+        f'<desc id="{key}-d">'
         + escape(", ".join(f"{p.label}: {p.value:g}{unit}" for p in points[:200]))
         + "</desc>",
         f'<line class="axis" x1="{PAD_LEFT}" y1="{HEIGHT - PAD_BOTTOM}"'

@@ -1,7 +1,9 @@
 """Operators' database pages: health checks, backups, and the read-only data browser.
 
-Health renders `health.run`'s checks-as-data; backups list `pg.backup`'s manifests and
-create and verify through the same functions as `smartstart db backup|verify`.
+Health runs `health.run`'s checks-as-data (the Database page itself: web/dbconsole.py);
+backups list `pg.backup`'s manifests (and `pg.pitr`'s recoverable window, the scheduled
+jobs' state) and create and verify through the same functions as `smartstart db
+backup|verify`.
 """
 
 from __future__ import annotations
@@ -59,12 +61,6 @@ def latest_health(view: View) -> HealthRun | None:
 
 
 @page("db:read")
-def database_page(view: View) -> Response:
-    """GET /admin/database: the health checks' verdicts and recommendations."""
-    return view.render("database.html", title="Database", run=latest_health(view))
-
-
-@page("db:read")
 def database_check(view: View) -> Response:
     """POST /admin/database/check: run every health check now."""
     config = health.load_config(view.settings.home_dir)
@@ -93,7 +89,19 @@ def last_backup(view: View) -> Any | None:
 @page("db:read")
 def backups_page(view: View) -> Response:
     """GET /admin/backups: every backup, newest first, with its verification."""
-    return view.render("backups.html", title="Backups", backups=_backups(view))
+    from smartstart.cli.pitr import base_dir, current_window
+    from smartstart.pg.basebackup import list_base_backups
+    from smartstart.services import jobs
+
+    window = current_window(view.settings)
+    return view.render(
+        "backups.html",
+        title="Backups",
+        backups=_backups(view),
+        window=window,
+        bases=window.base_backups if window else list_base_backups(base_dir(view.settings)),
+        schedule=jobs.status(view.settings),
+    )
 
 
 @page("db:backup")

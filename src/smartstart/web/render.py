@@ -45,6 +45,7 @@ NAV: tuple[NavItem, ...] = (
     NavItem("Roles & permissions", "/admin/roles", "roles:read", "Operate"),
     NavItem("Journeys", "/admin/journeys", "journey:manage", "Operate"),
     NavItem("Audit log", "/admin/audit", "audit:read", "Operate"),
+    NavItem("Analytics", "/analytics", "analytics:read", "Insights"),
     NavItem("Database", "/admin/database", "db:read", "Database"),
     NavItem("Backups", "/admin/backups", "db:read", "Database"),
     NavItem("Data browser", "/admin/data", "db:read", "Database"),

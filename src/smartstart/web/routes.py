@@ -8,7 +8,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import compile_path
 
-from smartstart.web import admin, admin_users, dbpages, member, signin
+from smartstart.web import admin, admin_users, analytics, dbconsole, dbpages, member, signin
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 GET, POST = ("GET",), ("POST",)
@@ -35,7 +35,10 @@ ROUTES: list[tuple[str, Endpoint, tuple[str, ...]]] = [
     ("/admin/journeys/{stage}", admin.stage_save, POST),
     ("/admin/journeys/{stage}/move", admin.stage_move, POST),
     ("/admin/audit", admin.audit_page, GET),
-    ("/admin/database", dbpages.database_page, GET),
+    ("/analytics", analytics.analytics_page, GET),
+    ("/analytics/{name}.csv", analytics.analytics_csv, GET),
+    ("/admin/database", dbconsole.database_page, GET),
+    ("/admin/database/queries/{pid}/{kind}", dbconsole.query_signal, POST),
     ("/admin/database/check", dbpages.database_check, POST),
     ("/admin/backups", dbpages.backups_page, GET),
     ("/admin/backups", dbpages.backup_create, POST),
@@ -53,6 +56,7 @@ PAGES: dict[str, str | None] = {
     "/admin/roles": "roles:read",
     "/admin/journeys": "journey:manage",
     "/admin/audit": "audit:read",
+    "/analytics": "analytics:read",
     "/admin/database": "db:read",
     "/admin/backups": "db:read",
     "/admin/data": "db:read",
