@@ -142,11 +142,16 @@ def deadlocked_patch(
     """PATCH a user while another transaction makes a real deadlock with it.
 
     The other transaction blocks the audit_log insert that the PATCH makes after locking
-    the user's row, then updates that row: a cycle. The PATCH waited first, so its
-    deadlock check fires first and PostgreSQL aborts it.
+    the user's row, then updates that row: a cycle. The other's deadlock check waits far
+    longer than the PATCH's (deadlock_timeout, a superuser's setting: it connects as the
+    cluster's superuser), so PostgreSQL aborts the PATCH however busy the machine is.
     """
     user_id = a_member(db)
-    with psycopg.connect(settings.url_for()) as other, ThreadPoolExecutor(1) as pool:
+    superuser = Cluster(settings.home_dir, port=settings.pg_port).superuser_conninfo(
+        settings.db_name
+    )
+    with psycopg.connect(superuser) as other, ThreadPoolExecutor(1) as pool:
+        other.execute("SET deadlock_timeout = '60s'")
         other.execute("LOCK TABLE audit_log IN SHARE MODE")
         future = pool.submit(
             client.patch, f"/api/users/{user_id}", json={"name": "By API"}, headers=headers
