@@ -75,7 +75,7 @@ def database_check(view: View) -> Response:
 
 
 def _backups(view: View) -> list[Any]:
-    from smartstart.cli.backup import backup_dir
+    from smartstart.db.backups import backup_dir
     from smartstart.pg.backup import list_backups
 
     return list_backups(backup_dir(view.settings))
@@ -107,7 +107,7 @@ def backups_page(view: View) -> Response:
 @page("db:backup")
 def backup_create(view: View) -> Response:
     """POST /admin/backups: a new backup (custom format), as `smartstart db backup` makes."""
-    from smartstart.cli.backup import _tools, backup_dir
+    from smartstart.db.backups import backup_dir, tools
     from smartstart.pg import backup as pgb
 
     note = view.field("note").strip() or None
@@ -115,7 +115,7 @@ def backup_create(view: View) -> Response:
     manifest = pgb.backup(
         view.settings.url_for(),
         path,
-        _tools(view.settings),
+        tools(view.settings),
         note=note,
         who=f"web:{view.principal.email}",
     )
@@ -134,7 +134,7 @@ def backup_create(view: View) -> Response:
 @page("db:backup")
 def backup_verify(view: View) -> Response:
     """POST /admin/backups/verify: restore one into a scratch database and compare."""
-    from smartstart.cli.backup import _schema_check, _tools, backup_dir
+    from smartstart.db.backups import backup_dir, schema_check, tools
     from smartstart.pg.verify import verify
 
     name = view.field("file")
@@ -144,8 +144,8 @@ def backup_verify(view: View) -> Response:
     result = verify(
         found[name].path,
         view.settings.url_for(),
-        _tools(view.settings),
-        _schema_check(view.settings),
+        tools(view.settings),
+        schema_check(view.settings),
     )
     audit.record(
         view.conn,
