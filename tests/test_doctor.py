@@ -7,6 +7,7 @@ import os
 import shutil
 import socket
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from smartstart.config import Settings, get_settings
 from smartstart.db import migrate
 from smartstart.health import State
 from smartstart.pg.cluster import Cluster
-from smartstart.services import brain, database
+from smartstart.services import brain, database, process
 from tests.conftest import FAST_CONF, free_port, make_home
 
 runner = CliRunner()
@@ -161,7 +162,12 @@ def _dead_pid() -> int:
 
 def test_stale_pid_files_are_found_and_removed(healthy: Settings) -> None:
     cluster = Cluster.from_settings(healthy)
+    killed = cluster.status().pid
     cluster.kill()  # SIGKILL: postmaster.pid stays behind
+    # The signal is not the death: until the postmaster is gone its pid file is not stale.
+    deadline = time.monotonic() + 10
+    while killed is not None and process.alive(killed) and time.monotonic() < deadline:
+        time.sleep(0.02)
     brain.pid_file(healthy).write_text(f"{_dead_pid()} 127.0.0.1 {healthy.api_port}\n")
     result = run("--json")
     assert result.exit_code == 2
