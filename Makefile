@@ -51,15 +51,18 @@ promtool:
 	  else echo "promtool not found: install it (apt-get install prometheus)"; exit 1; fi; }
 
 # Two workers, each with its own throwaway cluster (tests/conftest.py); loadscope keeps a
-# module's tests on one worker, so module-scoped fixtures (clusters, Brains) start once.
+# module's tests on one worker, so module-scoped fixtures (clusters, Brains) start once;
+# modules go out longest first (tests/conftest.py MODULE_SECONDS), not by their test count.
 # The web app's browser tests drive Debian's Chromium (Playwright cannot download its own here).
 browser:
 	@command -v chromium >/dev/null || { if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null; \
 	  else echo "chromium not found: install it (apt-get install chromium)"; exit 1; fi; }
 
+# Bytecode is written even where the environment says not to (PYTHONDONTWRITEBYTECODE=1):
+# the suite starts hundreds of Python processes, each would compile every module again.
 test: install-test promtool browser lint
-	$(BIN)/pytest -q -n 2 --dist loadscope
+	PYTHONDONTWRITEBYTECODE= $(BIN)/pytest -q -n 2 --dist loadscope --no-loadscope-reorder
 
 # Benchmarks need the reference app's extras and wrk (Debian package) besides the tests'.
 bench: install-test

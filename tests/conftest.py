@@ -26,6 +26,9 @@ DB_PASSWORD = "smartstart_password"  # noqa: S105 - the guide's development defa
 TEMPLATE = "smartstart_template"
 SEEDED_TEMPLATE = "smartstart_seeded_template"
 TEST_ADMIN_PASSWORD = "correct horse battery staple"  # noqa: S105
+# bcrypt's cost for the suite's own hashes: at the default 12 each login of the seeded
+# admin costs ~250 ms of CPU, hundreds of times a run. Tests of the cost itself set theirs.
+TEST_BCRYPT_ROUNDS = 4
 FAST_CONF = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
 _counter = itertools.count()
 
@@ -44,6 +47,7 @@ def process_env(settings: Settings) -> dict[str, str]:
         "SMARTSTART_PG_PORT": str(settings.pg_port),
         "SMARTSTART_DB_NAME": settings.db_name,
         "SMARTSTART_ENV": "test",
+        "SMARTSTART_BCRYPT_ROUNDS": str(TEST_BCRYPT_ROUNDS),
     }
 
 
@@ -61,6 +65,7 @@ def make_home(prefix: str = "smartstart-test-") -> Path:
 
 
 def settings_for(cluster: Cluster, db_name: str = "smartstart_db", **extra: Any) -> Settings:
+    extra.setdefault("bcrypt_rounds", TEST_BCRYPT_ROUNDS)
     return Settings(
         _env_file=None,  # type: ignore[call-arg]
         home=cluster.home,
@@ -181,7 +186,43 @@ def cli_env(monkeypatch: pytest.MonkeyPatch, pg_cluster: Cluster) -> Any:
         monkeypatch.setenv("SMARTSTART_PG_PORT", str(pg_cluster.port))
         monkeypatch.setenv("SMARTSTART_DB_NAME", settings.db_name)
         monkeypatch.setenv("SMARTSTART_ENV", "test")
+        monkeypatch.setenv("SMARTSTART_BCRYPT_ROUNDS", str(TEST_BCRYPT_ROUNDS))
         get_settings.cache_clear()
         return settings
 
     return point
+
+
+# Seconds each of the slowest modules took in a whole run (a loaded machine; only their
+# order matters), against ~0.8 s a test for the rest. `make test` runs pytest-xdist with
+# `--no-loadscope-reorder`, so the modules are handed out in the order set here: longest
+# first, so that no long module starting last leaves one worker running alone at the end.
+MODULE_SECONDS = {
+    "tests/api/test_openapi_fuzz.py": 142,
+    "tests/api/test_authz_matrix.py": 95,
+    "tests/cli/test_restore_cli.py": 62,
+    "tests/api/test_paging_api.py": 59,
+    "tests/cli/test_services.py": 56,
+    "tests/pg/test_pitr.py": 47,
+    "tests/web/test_browser.py": 33,
+    "tests/api/test_db_resilience.py": 25,
+    "tests/api/test_server.py": 24,
+    "tests/test_doctor.py": 20,
+    "tests/api/test_metrics.py": 17,
+    "tests/api/test_rbac_invalidation.py": 12,
+    "tests/cli/test_scripting.py": 12,
+    "tests/test_alembic_cli.py": 8,
+    "tests/api/test_client.py": 8,
+    "tests/api/test_login_flood.py": 6,
+}
+SECONDS_PER_TEST = 0.8
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Longest modules first (a stable sort: each module's own order is kept)."""
+    per_module: dict[str, float] = {}
+    for item in items:
+        path = item.nodeid.split("::", 1)[0]
+        per_module[path] = per_module.get(path, 0.0) + SECONDS_PER_TEST
+    weight = {path: MODULE_SECONDS.get(path, seconds) for path, seconds in per_module.items()}
+    items.sort(key=lambda item: -weight[item.nodeid.split("::", 1)[0]])

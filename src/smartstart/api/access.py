@@ -45,17 +45,19 @@ def describe(markers: list[Public | Require]) -> str:
 
 def document_access(app: FastAPI) -> None:
     """Add each operation's access rule to its OpenAPI description and `x-access`."""
-    rules = {
-        (path, method.lower()): describe(access_of(route))
-        for route in api_routes(app)
-        for path in [route.path]
-        for method in route.methods
-    }
     generate = app.openapi
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema:
             return app.openapi_schema
+        # Read when the spec is first asked for, not at start-up: resolving every route's
+        # dependencies costs ~0.1 s, paid by each app (every test's) that never serves it.
+        rules = {
+            (path, method.lower()): describe(access_of(route))
+            for route in api_routes(app)
+            for path in [route.path]
+            for method in route.methods
+        }
         schema = generate()
         schema.setdefault("components", {})["securitySchemes"] = {
             "session": {
