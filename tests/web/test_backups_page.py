@@ -245,7 +245,9 @@ def test_a_wrong_name_or_a_forged_form_changes_nothing(
     user = browse_with(OPERATOR)
     name = make_backup(client, user)
     with psycopg.connect(seeded_settings.url_for(), autocommit=True) as conn:
-        conn.execute("""UPDATE "User" SET "firstName" = 'Mutated' WHERE email = %s""", [user["email"]])
+        conn.execute(
+            """UPDATE "User" SET "firstName" = 'Mutated' WHERE email = %s""", [user["email"]]
+        )
     db_name = seeded_settings.db_name
     for typed in ("", db_name.upper(), db_name + " ", "smartstart_db", "x" * 50_000):
         r = client.post(
@@ -277,7 +279,9 @@ def test_the_typed_name_restores_the_backup_and_keeps_the_old_database(
     user = browse_with(OPERATOR)
     name = make_backup(client, user)
     with psycopg.connect(seeded_settings.url_for(), autocommit=True) as conn:
-        conn.execute("""UPDATE "User" SET "firstName" = 'Mutated' WHERE email = %s""", [user["email"]])
+        conn.execute(
+            """UPDATE "User" SET "firstName" = 'Mutated' WHERE email = %s""", [user["email"]]
+        )
     r = client.post(
         "/admin/backups/restore",
         data={"csrf": user["csrf"], "file": name, "database": seeded_settings.db_name},
@@ -378,7 +382,11 @@ def test_prune_shows_the_plan_then_deletes_it_keeping_the_newest_verified(
     newer = make_backup(client, user, note="newer")
     plan = client.get("/admin/backups/prune", params={"keep": "0"})
     assert plan.status_code == 200, plan.text
-    rows = dict(re.findall(r'<td class="wrap">([^<]+)</td>\s*<td>[^<]*</td>.*?<td>(.*?)</td>', plan.text, re.S))
+    rows = dict(
+        re.findall(
+            r'<td class="wrap">([^<]+)</td>\s*<td>[^<]*</td>.*?<td>(.*?)</td>', plan.text, re.S
+        )
+    )
     assert "keep" in rows[verified] and "the newest verified backup" in rows[verified]
     assert "delete" in rows[newer]
     assert (backup_dir(seeded_settings) / newer).is_file()  # a plan deletes nothing

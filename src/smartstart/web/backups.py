@@ -187,7 +187,8 @@ def _ask(keep_text: str, age_text: str) -> PruneAsk:
         raise Invalid("say what to prune: keep the newest N, older than an age, or both")
     keep = None
     if keep_text:
-        if not keep_text.isascii() or not keep_text.isdigit() or int(keep_text) > KEEP_MAX:
+        digits = keep_text.isascii() and keep_text.isdigit() and len(keep_text) <= 6
+        if not digits or int(keep_text) > KEEP_MAX:
             shown = keep_text if len(keep_text) <= 20 else keep_text[:20] + "…"
             raise Invalid(
                 f"keep {shown!r}: a whole number from 0 to {KEEP_MAX}", details={"field": "keep"}
