@@ -21,7 +21,7 @@ from smartstart.config import Settings
 from smartstart.web.analytics import ANALYSES
 from smartstart.web.routes import PAGES
 from tests.api.conftest import _FIXTURE_HASH, served
-from tests.conftest import _fresh
+from tests.conftest import _fresh, drop_db
 from tests.web.conftest import FIXTURE_PASSWORD
 
 CHROMIUM = "/usr/bin/chromium"
@@ -279,3 +279,83 @@ def test_a_member_cannot_see_or_open_operator_pages(
         assert response is not None and response.status == 403, path
         expect(page.get_by_role("heading", name="Not allowed")).to_be_visible()
     watched.fits()
+
+
+def test_an_operator_restores_a_backup_by_typing_the_database_name(
+    open_as: Callable[..., Watched],
+    person: Callable[..., dict[str, Any]],
+    brain: tuple[str, Settings],
+    pg_cluster: Any,
+) -> None:
+    # Last in the module: it puts the module's database back as it was at the backup.
+    _, settings = brain
+    admin = person("SUPER_ADMIN")
+    target = person("MEMBER")
+    watched = open_as(admin["email"])
+    page = watched.page
+    page.goto("/admin/backups")
+    page.get_by_label("Note").fill("before the suspension")
+    page.get_by_role("button", name="Create a backup").click()
+    found = re.search(r"Backup (\S+) written", page.get_by_role("status").inner_text())
+    assert found
+    name = found.group(1)
+    # A row changes after the backup: the member is suspended.
+    page.goto(f"/admin/users/{target['id']}")
+    page.get_by_role("button", name="Suspend…").click()
+    page.get_by_role("button", name="Suspend", exact=True).click()
+    expect(page.get_by_role("status")).to_contain_text("is suspended")
+
+    page.goto("/admin/backups")
+    page.get_by_role("link", name=f"Restore {name}").click()
+    plan = page.locator("#restore-plan")
+    expect(plan).to_contain_text(name)
+    expect(plan).to_contain_text(settings.db_name)
+    expect(page.get_by_text("_before_restore_<timestamp>").first).to_be_visible()
+    watched.fits()
+    shot(watched, "admin_backups_restore", "wide")
+    phone = open_as(admin["email"], "phone")
+    for path, shot_name in (
+        (f"/admin/backups/restore?file={name}", "admin_backups_restore"),
+        ("/admin/backups/prune?keep=1000", "admin_backups_prune"),
+    ):
+        phone.open(path)
+        phone.fits()
+        shot(phone, shot_name, "phone")
+    watched.open("/admin/backups/prune?keep=1000")
+    expect(page.locator("#prune-plan")).to_contain_text(name)
+    shot(watched, "admin_backups_prune", "wide")
+    page.goto(f"/admin/backups/restore?file={name}")
+
+    confirm = page.get_by_label("Type the database's name")
+    confirm.fill(settings.db_name + "x")
+    page.get_by_role("button", name="Restore this backup").click()
+    expect(page.get_by_role("alert")).to_contain_text("Nothing was changed")
+    # The refusal is a 422 page, which Chromium reports on the console: that, and only that.
+    assert all("422" in p for p in watched.problems), watched.problems
+    watched.problems.clear()
+    with psycopg.connect(settings.url_for(), autocommit=True) as conn:
+        status = conn.execute('SELECT status FROM "User" WHERE id = %s', [target["id"]]).fetchone()
+    assert status == ("SUSPENDED",)
+    page.get_by_label("Type the database's name").fill(settings.db_name)
+    page.get_by_role("button", name="Restore this backup").click()
+    try:
+        expect(page.get_by_role("status")).to_contain_text(
+            f"Restored {settings.db_name} from {name}", timeout=180_000
+        )
+        page.goto(f"/admin/users/{target['id']}")
+        expect(page.locator("main")).to_contain_text("ACTIVE")
+        with psycopg.connect(settings.url_for(), autocommit=True) as conn:
+            row = conn.execute('SELECT status FROM "User" WHERE id = %s', [target["id"]]).fetchone()
+        assert row == ("ACTIVE",)
+        assert watched.problems == [] and phone.problems == []
+    finally:
+        with pg_cluster.connect() as conn:
+            kept = [
+                str(r[0])
+                for r in conn.execute(
+                    "SELECT datname FROM pg_database WHERE starts_with(datname, %s)",
+                    [settings.db_name + "_before_restore_"],
+                )
+            ]
+        for db_name in kept:
+            drop_db(pg_cluster, db_name)
