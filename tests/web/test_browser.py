@@ -305,7 +305,9 @@ def test_an_operator_restores_a_backup_by_typing_the_database_name(
     page.get_by_role("button", name="Suspend", exact=True).click()
     expect(page.get_by_role("status")).to_contain_text("is suspended")
 
-    page.goto("/admin/backups")
+    watched.open("/admin/backups")
+    watched.fits()
+    shot(watched, "admin_backups_listed", "wide")
     page.get_by_role("link", name=f"Restore {name}").click()
     plan = page.locator("#restore-plan")
     expect(plan).to_contain_text(name)
@@ -315,6 +317,7 @@ def test_an_operator_restores_a_backup_by_typing_the_database_name(
     shot(watched, "admin_backups_restore", "wide")
     phone = open_as(admin["email"], "phone")
     for path, shot_name in (
+        ("/admin/backups", "admin_backups_listed"),
         (f"/admin/backups/restore?file={name}", "admin_backups_restore"),
         ("/admin/backups/prune?keep=1000", "admin_backups_prune"),
     ):
