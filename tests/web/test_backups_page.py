@@ -18,10 +18,12 @@ from smartstart.config import Settings
 from smartstart.pg.cluster import Cluster
 from smartstart.pg.restore import LOCK_KEY
 from tests.api.test_backups_api import leftovers  # noqa: F401 - fixture
+from tests.web.conftest import kept_databases
 
 Browse = Callable[..., dict[str, Any]]
 BrowseWith = Callable[[set[str]], dict[str, Any]]
 OPERATOR = {"db:read", "db:backup", "db:restore"}
+Mutated = tuple[dict[str, Any], str]  # the operator, the backup made before the change
 
 
 def backup_dir(settings: Settings) -> Path:
@@ -35,22 +37,29 @@ def make_backup(client: TestClient, user: dict[str, Any], note: str = "web test"
     return found.group(1)
 
 
+@pytest.fixture
+def mutated(
+    client: TestClient,
+    browse_with: BrowseWith,
+    seeded_settings: Settings,
+    leftovers: None,  # noqa: F811 - drops what a restore set aside
+) -> Mutated:
+    """An operator who made a backup through the page, then had their first name changed
+    to 'Mutated'; the backup's name."""
+    user = browse_with(OPERATOR)
+    name = make_backup(client, user)
+    with psycopg.connect(seeded_settings.url_for(), autocommit=True) as conn:
+        conn.execute(
+            """UPDATE "User" SET "firstName" = 'Mutated' WHERE email = %s""", [user["email"]]
+        )
+    return user, name
+
+
 def first_name(settings: Settings, email: str) -> str:
     with psycopg.connect(settings.url_for(), autocommit=True) as conn:
         row = conn.execute('SELECT "firstName" FROM "User" WHERE email = %s', [email]).fetchone()
     assert row is not None
     return str(row[0])
-
-
-def kept_databases(cluster: Cluster, settings: Settings) -> list[str]:
-    with cluster.connect() as conn:
-        return [
-            str(r[0])
-            for r in conn.execute(
-                "SELECT datname FROM pg_database WHERE starts_with(datname, %s)",
-                [settings.db_name + "_before_restore_"],
-            )
-        ]
 
 
 def audit_actions(settings: Settings, action: str) -> list[str]:
@@ -174,7 +183,7 @@ def test_download_refuses_traversal_links_and_unlisted_names(
     assert client.get("/admin/backups/files/" + "a" * 60_000).status_code == 404
 
 
-def test_download_needs_db_backup_and_its_links_are_hidden(
+def test_download_and_prune_need_db_backup_and_their_links_are_hidden(
     client: TestClient, browse_with: BrowseWith, seeded_settings: Settings
 ) -> None:
     maker = browse_with(OPERATOR)
@@ -182,16 +191,23 @@ def test_download_needs_db_backup_and_its_links_are_hidden(
     reader = browse_with({"db:read", "db:restore"})
     page = client.get("/admin/backups").text
     assert "/admin/backups/files/" not in page and "Verify" not in page
+    assert "/admin/backups/prune" not in page
     for path in (f"/admin/backups/files/{name}", f"/admin/backups/files/{name}/manifest"):
         r = client.get(path)
         assert r.status_code == 403 and "db:backup" in r.text
     assert audit_actions(seeded_settings, "backup.download") == []
+    assert client.get("/admin/backups/prune", params={"keep": "0"}).status_code == 403
+    r = client.post(
+        "/admin/backups/prune", data={"csrf": reader["csrf"], "keep": "0", "expect": name}
+    )
+    assert r.status_code == 403
+    assert (backup_dir(seeded_settings) / name).is_file()
     with psycopg.connect(seeded_settings.url_for(), autocommit=True) as conn:
         denied = conn.execute(
             "SELECT count(*) FROM audit_log WHERE actor = %s AND action = 'authz.denied'",
             [reader["id"]],
         ).fetchone()
-    assert denied == (2,)
+    assert denied == (4,)  # two downloads, the prune's plan and its POST
 
 
 # -- restore -----------------------------------------------------------------------------------
@@ -236,18 +252,9 @@ def test_the_confirmation_shows_the_plan(
 
 
 def test_a_wrong_name_or_a_forged_form_changes_nothing(
-    client: TestClient,
-    browse_with: BrowseWith,
-    seeded_settings: Settings,
-    pg_cluster: Cluster,
-    leftovers: None,  # noqa: F811
+    client: TestClient, mutated: Mutated, seeded_settings: Settings, pg_cluster: Cluster
 ) -> None:
-    user = browse_with(OPERATOR)
-    name = make_backup(client, user)
-    with psycopg.connect(seeded_settings.url_for(), autocommit=True) as conn:
-        conn.execute(
-            """UPDATE "User" SET "firstName" = 'Mutated' WHERE email = %s""", [user["email"]]
-        )
+    user, name = mutated
     db_name = seeded_settings.db_name
     for typed in ("", db_name.upper(), db_name + " ", "smartstart_db", "x" * 50_000):
         r = client.post(
@@ -270,18 +277,9 @@ def test_a_wrong_name_or_a_forged_form_changes_nothing(
 
 
 def test_the_typed_name_restores_the_backup_and_keeps_the_old_database(
-    client: TestClient,
-    browse_with: BrowseWith,
-    seeded_settings: Settings,
-    pg_cluster: Cluster,
-    leftovers: None,  # noqa: F811
+    client: TestClient, mutated: Mutated, seeded_settings: Settings, pg_cluster: Cluster
 ) -> None:
-    user = browse_with(OPERATOR)
-    name = make_backup(client, user)
-    with psycopg.connect(seeded_settings.url_for(), autocommit=True) as conn:
-        conn.execute(
-            """UPDATE "User" SET "firstName" = 'Mutated' WHERE email = %s""", [user["email"]]
-        )
+    user, name = mutated
     r = client.post(
         "/admin/backups/restore",
         data={"csrf": user["csrf"], "file": name, "database": seeded_settings.db_name},
@@ -415,18 +413,3 @@ def test_prune_shows_the_plan_then_deletes_it_keeping_the_newest_verified(
     assert not (backup_dir(seeded_settings) / f"{newest}.json").exists()
     assert (backup_dir(seeded_settings) / verified).is_file()
     assert audit_actions(seeded_settings, "backup.prune") == ["-"]
-
-
-def test_prune_needs_db_backup_and_its_form_is_hidden(
-    client: TestClient, browse_with: BrowseWith, seeded_settings: Settings
-) -> None:
-    maker = browse_with(OPERATOR)
-    name = make_backup(client, maker)
-    user = browse_with({"db:read", "db:restore"})
-    assert "/admin/backups/prune" not in client.get("/admin/backups").text
-    assert client.get("/admin/backups/prune", params={"keep": "0"}).status_code == 403
-    r = client.post(
-        "/admin/backups/prune", data={"csrf": user["csrf"], "keep": "0", "expect": name}
-    )
-    assert r.status_code == 403
-    assert (backup_dir(seeded_settings) / name).is_file()

@@ -22,7 +22,7 @@ from smartstart.web.analytics import ANALYSES
 from smartstart.web.routes import PAGES
 from tests.api.conftest import _FIXTURE_HASH, served
 from tests.conftest import _fresh, drop_db
-from tests.web.conftest import FIXTURE_PASSWORD
+from tests.web.conftest import FIXTURE_PASSWORD, kept_databases
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
@@ -213,21 +213,27 @@ def test_an_operator_searches_suspends_reactivates_and_grants(
     assert watched.problems == []
 
 
+def create_backup(page: Page, note: str) -> str:
+    """A backup made through the Backups page; its file name."""
+    page.goto("/admin/backups")
+    page.get_by_label("Note").fill(note)
+    page.get_by_role("button", name="Create a backup").click()
+    message = page.get_by_role("status")
+    expect(message).to_contain_text("written")
+    found = re.search(r"Backup (\S+) written", message.inner_text())
+    assert found
+    return found.group(1)
+
+
 def test_an_operator_creates_and_verifies_a_backup(
     open_as: Callable[..., Watched], person: Callable[..., dict[str, Any]]
 ) -> None:
     admin = person("SUPER_ADMIN")
     watched = open_as(admin["email"])
     page = watched.page
-    page.goto("/admin/backups")
-    page.get_by_label("Note").fill("browser test")
-    page.get_by_role("button", name="Create a backup").click()
-    message = page.get_by_role("status")
-    expect(message).to_contain_text("written")
-    name = re.search(r"Backup (\S+) written", message.inner_text())
-    assert name
-    page.get_by_role("button", name=f"Verify {name.group(1)}").click()
-    expect(page.get_by_role("status")).to_contain_text(f"{name.group(1)} verified")
+    name = create_backup(page, "browser test")
+    page.get_by_role("button", name=f"Verify {name}").click()
+    expect(page.get_by_role("status")).to_contain_text(f"{name} verified")
     assert watched.problems == []
 
 
@@ -293,12 +299,7 @@ def test_an_operator_restores_a_backup_by_typing_the_database_name(
     target = person("MEMBER")
     watched = open_as(admin["email"])
     page = watched.page
-    page.goto("/admin/backups")
-    page.get_by_label("Note").fill("before the suspension")
-    page.get_by_role("button", name="Create a backup").click()
-    found = re.search(r"Backup (\S+) written", page.get_by_role("status").inner_text())
-    assert found
-    name = found.group(1)
+    name = create_backup(page, "before the suspension")
     # A row changes after the backup: the member is suspended.
     page.goto(f"/admin/users/{target['id']}")
     page.get_by_role("button", name="Suspend…").click()
@@ -352,13 +353,5 @@ def test_an_operator_restores_a_backup_by_typing_the_database_name(
         assert row == ("ACTIVE",)
         assert watched.problems == [] and phone.problems == []
     finally:
-        with pg_cluster.connect() as conn:
-            kept = [
-                str(r[0])
-                for r in conn.execute(
-                    "SELECT datname FROM pg_database WHERE starts_with(datname, %s)",
-                    [settings.db_name + "_before_restore_"],
-                )
-            ]
-        for db_name in kept:
+        for db_name in kept_databases(pg_cluster, settings):
             drop_db(pg_cluster, db_name)
