@@ -81,13 +81,44 @@ def test_create_list_get_verify_are_audited(
     assert ("backup.verify", made["id"]) in actions
 
 
+def test_download_streams_the_file_to_db_backup_holders_and_is_audited(
+    client: TestClient,
+    admin_headers: dict[str, str],
+    seeded_settings: Settings,
+    db: psycopg.Connection[Any],
+    make_user: Callable[..., dict[str, Any]],
+) -> None:
+    made = create(client, admin_headers)
+    r = client.get(f"/api/admin/backups/{made['id']}/file", headers=admin_headers)
+    assert r.status_code == 200, r.text
+    assert r.content == (seeded_settings.home_dir / "backups" / made["id"]).read_bytes()
+    assert r.headers["content-disposition"] == f'attachment; filename="{made["id"]}"'
+    assert r.headers["cache-control"] == "no-store"
+    assert r.headers["x-backup-sha256"] == made["sha256"]
+    developer = make_user("DEVELOPER")  # db:read and db:backup
+    assert (
+        client.get(
+            f"/api/admin/backups/{made['id']}/file", headers=developer["headers"]
+        ).status_code
+        == 200
+    )
+    moderator = make_user("MODERATOR")
+    refused = client.get(f"/api/admin/backups/{made['id']}/file", headers=moderator["headers"])
+    assert refused.status_code == 403
+    rows = db.execute(
+        "SELECT count(*) FROM audit_log WHERE action = 'backup.download' AND \"resourceId\" = %s",
+        [made["id"]],
+    ).fetchone()
+    assert rows == (2,)
+
+
 @pytest.mark.parametrize(
     "name", ["nope.dump", ".hidden", "a" * 300, "..%2F..%2Fetc", "x%00y"], ids=str.__len__
 )
 def test_unknown_or_malformed_names_are_404(
     client: TestClient, admin_headers: dict[str, str], name: str
 ) -> None:
-    for method, path in (("GET", ""), ("POST", "/verify"), ("POST", "/restore")):
+    for method, path in (("GET", ""), ("GET", "/file"), ("POST", "/verify"), ("POST", "/restore")):
         kwargs: dict[str, Any] = {"json": {}} if method == "POST" else {}
         r = client.request(
             method, f"/api/admin/backups/{name}{path}", headers=admin_headers, **kwargs

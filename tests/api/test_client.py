@@ -262,6 +262,9 @@ def test_the_generated_client_calls_every_operation(
     call("backups", "backups_get", m.Backup, made.id, client=admin)
     verified = call("backups", "backups_verify", m.BackupVerification, made.id, client=admin)
     assert verified.ok is True
+    file_type = importlib.import_module(f"{PACKAGE}.types").File
+    got = call("backups", "backups_download", file_type, made.id, client=admin)
+    assert got.payload.read()[:5] == b"PGDMP"  # pg_dump's custom format
     body = m.RestoreRequest(dry_run=True)
     call("backups", "backups_restore", m.RestoreResult, made.id, client=admin, body=body)
     body = m.PruneRequest(keep=1000, dry_run=True)

@@ -11,10 +11,23 @@ from fastapi.testclient import TestClient
 
 from smartstart.api.deps import SESSION_COOKIE, csrf_token
 from smartstart.config import Settings
+from smartstart.pg.cluster import Cluster
 from tests.api.conftest import client, db, make_user, token_for  # noqa: F401 - fixtures
 
 FIXTURE_PASSWORD = "correct horse battery staple"  # the fixture users' (tests/api/conftest)
 CSRF_FIELD = re.compile(r'name="csrf" value="([^"]*)"')
+
+
+def kept_databases(cluster: Cluster, settings: Settings) -> list[str]:
+    """The databases restores of settings' database set aside."""
+    with cluster.connect() as conn:
+        return [
+            str(r[0])
+            for r in conn.execute(
+                "SELECT datname FROM pg_database WHERE starts_with(datname, %s)",
+                [settings.db_name + "_before_restore_"],
+            )
+        ]
 
 
 def form_csrf(html: str) -> str:

@@ -21,8 +21,8 @@ from smartstart.config import Settings
 from smartstart.web.analytics import ANALYSES
 from smartstart.web.routes import PAGES
 from tests.api.conftest import _FIXTURE_HASH, served
-from tests.conftest import _fresh
-from tests.web.conftest import FIXTURE_PASSWORD
+from tests.conftest import _fresh, drop_db
+from tests.web.conftest import FIXTURE_PASSWORD, kept_databases
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
@@ -213,21 +213,27 @@ def test_an_operator_searches_suspends_reactivates_and_grants(
     assert watched.problems == []
 
 
+def create_backup(page: Page, note: str) -> str:
+    """A backup made through the Backups page; its file name."""
+    page.goto("/admin/backups")
+    page.get_by_label("Note").fill(note)
+    page.get_by_role("button", name="Create a backup").click()
+    message = page.get_by_role("status")
+    expect(message).to_contain_text("written")
+    found = re.search(r"Backup (\S+) written", message.inner_text())
+    assert found
+    return found.group(1)
+
+
 def test_an_operator_creates_and_verifies_a_backup(
     open_as: Callable[..., Watched], person: Callable[..., dict[str, Any]]
 ) -> None:
     admin = person("SUPER_ADMIN")
     watched = open_as(admin["email"])
     page = watched.page
-    page.goto("/admin/backups")
-    page.get_by_label("Note").fill("browser test")
-    page.get_by_role("button", name="Create a backup").click()
-    message = page.get_by_role("status")
-    expect(message).to_contain_text("written")
-    name = re.search(r"Backup (\S+) written", message.inner_text())
-    assert name
-    page.get_by_role("button", name=f"Verify {name.group(1)}").click()
-    expect(page.get_by_role("status")).to_contain_text(f"{name.group(1)} verified")
+    name = create_backup(page, "browser test")
+    page.get_by_role("button", name=f"Verify {name}").click()
+    expect(page.get_by_role("status")).to_contain_text(f"{name} verified")
     assert watched.problems == []
 
 
@@ -279,3 +285,73 @@ def test_a_member_cannot_see_or_open_operator_pages(
         assert response is not None and response.status == 403, path
         expect(page.get_by_role("heading", name="Not allowed")).to_be_visible()
     watched.fits()
+
+
+def test_an_operator_restores_a_backup_by_typing_the_database_name(
+    open_as: Callable[..., Watched],
+    person: Callable[..., dict[str, Any]],
+    brain: tuple[str, Settings],
+    pg_cluster: Any,
+) -> None:
+    # Last in the module: it puts the module's database back as it was at the backup.
+    _, settings = brain
+    admin = person("SUPER_ADMIN")
+    target = person("MEMBER")
+    watched = open_as(admin["email"])
+    page = watched.page
+    name = create_backup(page, "before the suspension")
+    # A row changes after the backup: the member is suspended.
+    page.goto(f"/admin/users/{target['id']}")
+    page.get_by_role("button", name="Suspend…").click()
+    page.get_by_role("button", name="Suspend", exact=True).click()
+    expect(page.get_by_role("status")).to_contain_text("is suspended")
+
+    watched.open("/admin/backups")
+    watched.fits()
+    shot(watched, "admin_backups_listed", "wide")
+    page.get_by_role("link", name=f"Restore {name}").click()
+    plan = page.locator("#restore-plan")
+    expect(plan).to_contain_text(name)
+    expect(plan).to_contain_text(settings.db_name)
+    expect(page.get_by_text("_before_restore_<timestamp>").first).to_be_visible()
+    watched.fits()
+    shot(watched, "admin_backups_restore", "wide")
+    phone = open_as(admin["email"], "phone")
+    for path, shot_name in (
+        ("/admin/backups", "admin_backups_listed"),
+        (f"/admin/backups/restore?file={name}", "admin_backups_restore"),
+        ("/admin/backups/prune?keep=1000", "admin_backups_prune"),
+    ):
+        phone.open(path)
+        phone.fits()
+        shot(phone, shot_name, "phone")
+    watched.open("/admin/backups/prune?keep=1000")
+    expect(page.locator("#prune-plan")).to_contain_text(name)
+    shot(watched, "admin_backups_prune", "wide")
+    page.goto(f"/admin/backups/restore?file={name}")
+
+    confirm = page.get_by_label("Type the database's name")
+    confirm.fill(settings.db_name + "x")
+    page.get_by_role("button", name="Restore this backup").click()
+    expect(page.get_by_role("alert")).to_contain_text("Nothing was changed")
+    # The refusal is a 422 page, which Chromium reports on the console: that, and only that.
+    assert all("422" in p for p in watched.problems), watched.problems
+    watched.problems.clear()
+    with psycopg.connect(settings.url_for(), autocommit=True) as conn:
+        status = conn.execute('SELECT status FROM "User" WHERE id = %s', [target["id"]]).fetchone()
+    assert status == ("SUSPENDED",)
+    page.get_by_label("Type the database's name").fill(settings.db_name)
+    page.get_by_role("button", name="Restore this backup").click()
+    try:
+        expect(page.get_by_role("status")).to_contain_text(
+            f"Restored {settings.db_name} from {name}", timeout=180_000
+        )
+        page.goto(f"/admin/users/{target['id']}")
+        expect(page.locator("main")).to_contain_text("ACTIVE")
+        with psycopg.connect(settings.url_for(), autocommit=True) as conn:
+            row = conn.execute('SELECT status FROM "User" WHERE id = %s', [target["id"]]).fetchone()
+        assert row == ("ACTIVE",)
+        assert watched.problems == [] and phone.problems == []
+    finally:
+        for db_name in kept_databases(pg_cluster, settings):
+            drop_db(pg_cluster, db_name)

@@ -172,7 +172,7 @@ def test_the_backups_page_shows_the_window_the_schedule_and_where_restore_goes(
     assert r.status_code == 200, r.text
     assert "Point-in-time recovery" in r.text and "No base backups" in r.text
     assert "<td>backup</td>" in r.text and "0 3 * * *" in r.text and "(off)" in r.text
-    assert 'id="restore"' in r.text and "Restore is not in the web app yet" in r.text
+    assert 'id="restore"' in r.text and "smartstart db restore --to-time" in r.text
     db.execute(
         'INSERT INTO job_runs (job, slot, attempt, runner, outcome, error, "finishedAt")'
         " VALUES ('backup', now() - interval '1 day', 3, 'test', 'failed', 'disk full', now())"

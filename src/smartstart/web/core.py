@@ -12,7 +12,14 @@ like an API route's. `page(...)` turns it into a Starlette endpoint that:
 - refuses a page the viewer lacks the permission for with `authorize` (the denial is
   audited, as the API's) and a 403 page;
 - renders a domain error as a page with its status; a write's refusal (422/409) goes back
-  to the page it came from with the message shown there.
+  to the page it came from with the message shown there;
+- when the database is unreachable, says so on a 503 page (naming a restore when one is
+  switching the database in place), and after a restore has ended the pools' connections,
+  has the request run once more on fresh ones, as the API does.
+
+A page whose work must hold no pooled connection (a restore ends every session on the
+database) returns `Afterwards(work)`: work runs once the transaction has committed and
+the connection is back in the pool.
 """
 
 from __future__ import annotations
@@ -39,6 +46,7 @@ from smartstart.api.deps import (
     current_principal,
     get_conn,
 )
+from smartstart.api.errors import RETRY_HEADER, StaleConnection, refresh_pools
 from smartstart.config import Settings
 from smartstart.domain.actor import Actor
 from smartstart.domain.authorize import authorize
@@ -100,6 +108,14 @@ class View:
     def done(self, to: str, message: str) -> Response:
         """After a write: back to a page (POST/redirect/GET), with a message shown there."""
         return flash(self.request, redirect(to), message, "ok")
+
+
+class Afterwards(Response):
+    """A page's answer made after its transaction, by work holding no pooled connection."""
+
+    def __init__(self, work: Callable[[], Response]) -> None:
+        super().__init__(status_code=500)
+        self.work = work
 
 
 def redirect(to: str) -> RedirectResponse:
@@ -227,17 +243,56 @@ def page(permission: str | None = None) -> Callable[[Callable[[View], Response]]
                     return flash(request, redirect(back), e.message, "error")
                 title = _TITLES.get(e.status, "Error")
                 return error_page(request, e.status, title, e.message, principal)
-            except (PoolTimeout, psycopg.OperationalError, SmartStartError) as e:
-                message = "The database is unavailable or too slow; try again shortly."
-                if isinstance(e, SmartStartError) and not isinstance(e, DomainError):
-                    message = str(e)
-                return error_page(request, 503, "Unavailable", message, principal)
+            except StaleConnection:
+                # A restore (or a restart) ended the pooled connections: replace them and
+                # let the edge run this request once more (it drops this answer unsent).
+                await refresh_pools(request.app)
+                response = await _unavailable(request, principal)
+                response.headers[RETRY_HEADER] = "stale"
+                return response
+            except (PoolTimeout, psycopg.OperationalError):
+                return await _unavailable(request, principal)
+            except SmartStartError as e:
+                return error_page(request, 503, "Unavailable", str(e), principal)
 
         endpoint.__name__ = fn.__name__
         endpoint.__doc__ = fn.__doc__
         return endpoint
 
     return wrap
+
+
+async def _unavailable(request: Request, principal: Principal | None) -> HTMLResponse:
+    settings: Settings = request.app.state.settings
+    if await run_in_threadpool(_restoring, settings):
+        title = "Restore in progress"
+        message = (
+            "A backup is being restored and is switching into place of the database: "
+            "this page works again in a few seconds. Reload it then."
+        )
+    else:
+        title = "Unavailable"
+        message = "The database is unavailable or too slow; try again shortly."
+    response = error_page(request, 503, title, message, principal)
+    response.headers["Retry-After"] = "5"
+    return response
+
+
+def _restoring(settings: Settings) -> bool:
+    """Whether a restore or prune holds its server-wide lock (asked only when unreachable)."""
+    from smartstart.db.backups import admin_conninfo
+    from smartstart.pg.restore import LOCK_KEY
+
+    try:
+        with psycopg.connect(admin_conninfo(settings), autocommit=True, connect_timeout=2) as c:
+            row = c.execute(
+                "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory'"
+                " AND granted AND ((classid::bigint << 32) | objid::bigint) = %s)",
+                [LOCK_KEY],
+            ).fetchone()
+    except (psycopg.Error, SmartStartError, OSError):
+        return False
+    return bool(row and row[0])
 
 
 def _page_behind(request: Request) -> str | None:
@@ -270,6 +325,11 @@ async def _run(
             return fn(view)
 
         response = await run_in_threadpool(call)
+    if isinstance(response, Afterwards):
+        try:
+            response = await run_in_threadpool(response.work)
+        finally:
+            await refresh_pools(request.app)  # the work may have replaced the database
     if request.cookies.get(FLASH_COOKIE) and request.method != "POST":
         response.delete_cookie(FLASH_COOKIE, path="/")
     return response

@@ -8,7 +8,16 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import compile_path
 
-from smartstart.web import admin, admin_users, analytics, dbconsole, dbpages, member, signin
+from smartstart.web import (
+    admin,
+    admin_users,
+    analytics,
+    backups,
+    dbconsole,
+    dbpages,
+    member,
+    signin,
+)
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 GET, POST = ("GET",), ("POST",)
@@ -43,6 +52,12 @@ ROUTES: list[tuple[str, Endpoint, tuple[str, ...]]] = [
     ("/admin/backups", dbpages.backups_page, GET),
     ("/admin/backups", dbpages.backup_create, POST),
     ("/admin/backups/verify", dbpages.backup_verify, POST),
+    ("/admin/backups/files/{name}", backups.backup_download, GET),
+    ("/admin/backups/files/{name}/manifest", backups.manifest_download, GET),
+    ("/admin/backups/restore", backups.restore_form, GET),
+    ("/admin/backups/restore", backups.restore, POST),
+    ("/admin/backups/prune", backups.prune_page, GET),
+    ("/admin/backups/prune", backups.prune, POST),
     ("/admin/data", dbpages.data_page, GET),
     ("/admin/data/{table}", dbpages.table_page, GET),
 ]

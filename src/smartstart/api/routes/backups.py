@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Request
 from pydantic import BaseModel, Field
+from starlette.responses import StreamingResponse
 
 from smartstart.api.deps import SettingsDep, actor_for, require
 from smartstart.api.paging import Cursor, Limit
@@ -213,6 +214,45 @@ def prune_backups(
 )
 def get_backup(settings: SettingsDep, name: BackupName) -> Backup:
     return _out(_find(settings, name))
+
+
+@router.get(
+    "/{name}/file",
+    operation_id="backups_download",
+    summary="Download a backup's file (streamed; its manifest is GET /{name})",
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "description": "The dump as written; X-Backup-SHA256 is its manifest's checksum",
+            "content": {
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
+            },
+        }
+    },
+)
+def download_backup(
+    request: Request,
+    principal: Annotated[Principal, require("db:backup")],
+    settings: SettingsDep,
+    name: BackupName,
+) -> StreamingResponse:
+    from smartstart.api.download import download_response
+    from smartstart.db import backups
+    from smartstart.pg.backupfile import NoSuchBackup, open_backup
+
+    try:
+        opened = open_backup(_directory(settings), name)
+    except NoSuchBackup:
+        shown = name if len(name) <= 80 else name[:80] + "…"
+        raise NotFound(f"no backup named {shown!r}", details={"field": "name"}) from None
+    try:
+        backups.audit(
+            settings, actor_for(request, principal), "backup.download", name, size=opened.size
+        )
+    except BaseException:
+        opened.file.close()
+        raise
+    return download_response(opened)
 
 
 @router.post(
