@@ -83,7 +83,9 @@ def test_a_row_locked_elsewhere_is_a_prompt_409(
             )
             elapsed = time.monotonic() - started
         finally:
+            release.cancel()  # answered: let go of the row now, not when the timer fires
             release.join()
+            holder.rollback()
     assert resp.status_code == 409, resp.text
     error = resp.json()["error"]
     assert error["code"] == "locked"
@@ -109,7 +111,9 @@ def test_a_statement_over_its_timeout_is_a_503_with_a_reason(
                 f"/api/users/{user_id}", json={"name": "Changed"}, headers=admin_headers
             )
         finally:
+            release.cancel()  # answered: let go of the row now, not when the timer fires
             release.join()
+            holder.rollback()
     assert resp.status_code == 503, resp.text
     error = resp.json()["error"]
     assert error["code"] == "statement_timeout"

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import TEST_ADMIN_PASSWORD, free_port, make_home
+from tests.conftest import TEST_ADMIN_PASSWORD, TEST_BCRYPT_ROUNDS, free_port, make_home
 
 SMARTSTART = [sys.executable, "-m", "smartstart.cli.main"]
 
@@ -31,6 +31,7 @@ def stack_env() -> Iterator[dict[str, str]]:
         "SMARTSTART_PG_PORT": str(free_port()),
         "SMARTSTART_API_PORT": str(free_port()),
         "SMARTSTART_ADMIN_PASSWORD": TEST_ADMIN_PASSWORD,
+        "SMARTSTART_BCRYPT_ROUNDS": str(TEST_BCRYPT_ROUNDS),
     }
     yield env
     subprocess.run([*SMARTSTART, "down"], env=env, capture_output=True, timeout=60)
