@@ -39,7 +39,7 @@ def test_huge_and_deeply_nested_details_are_bounded(seeded_conn: Conn) -> None:
         resource="r" * 10_000,
         resource_id="i" * 10_000,
         before=nested(500),
-        after=[nested(3) for _ in range(10_000)],
+        after=[nested(3)] * 10_000,  # one object 10,000 times: as big to walk, cheap to build
         text="t" * 4_000_000,
         many={str(i): "v" * 1000 for i in range(100_000)},
         nul="a\x00b",
