@@ -100,6 +100,17 @@ def test_queries_lists_a_running_query_and_who_blocks_it(
         thread.join(5)
 
 
+def test_no_running_query_is_one_line_not_an_empty_table(
+    seeded_settings: Settings, cli_env: Any
+) -> None:
+    cli_env(seeded_settings)
+    result = runner.invoke(app, ["db", "queries"])
+    assert result.exit_code == 0, result.output
+    assert result.output == "No other session is running a query on this database.\n"
+    as_json = runner.invoke(app, ["db", "queries", "--json"])
+    assert json.loads(as_json.output)["items"] == []
+
+
 def test_cancel_asks_audits_and_cancels(seeded_settings: Settings, cli_env: Any) -> None:
     cli_env(seeded_settings)
     with sleeping(seeded_settings) as pid:

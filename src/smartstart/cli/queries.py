@@ -71,8 +71,16 @@ def queries(as_json: JsonOpt = False, everything: AllOpt = False) -> None:
     if as_json:
         print_json({"items": [q.as_json() for q in found], "next_cursor": None, "note": limited})
         return
-    columns = ("database", *COLUMNS) if everything else COLUMNS
-    print_table([_row(q) for q in found], columns)
+    if not found:
+        none = (
+            "No other client session on the server."
+            if everything
+            else "No other session is running a query on this database."
+        )
+        console.print(none, highlight=False)
+    else:
+        columns = ("database", *COLUMNS) if everything else COLUMNS
+        print_table([_row(q) for q in found], columns)
     if limited:
         console.print(f"[yellow]note:[/] {limited}", highlight=False)
 
