@@ -61,8 +61,15 @@ browser:
 
 # Bytecode is written even where the environment says not to (PYTHONDONTWRITEBYTECODE=1):
 # the suite starts hundreds of Python processes, each would compile every module again.
-test: install-test promtool browser lint
-	PYTHONDONTWRITEBYTECODE= $(BIN)/pytest -q -n 2 --dist loadscope --no-loadscope-reorder
+# mypy (~10 s of one core) runs beside the suite, whose waits leave it room; its report
+# follows the suite's, and either failing fails the target.
+test: install-test promtool browser
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+	@$(BIN)/mypy > $(VENV)/mypy.out 2>&1 & mypy=$$!; \
+	PYTHONDONTWRITEBYTECODE= $(BIN)/pytest -q -n 2 --dist loadscope --no-loadscope-reorder; \
+	tests=$$?; wait $$mypy; typed=$$?; echo "mypy:"; cat $(VENV)/mypy.out; \
+	[ $$tests = 0 ] && [ $$typed = 0 ]
 
 # Benchmarks need the reference app's extras and wrk (Debian package) besides the tests'.
 bench: install-test
