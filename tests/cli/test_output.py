@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import json
+import random
+import re
 import subprocess
 import sys
 from typing import Any
@@ -11,7 +13,7 @@ from typing import Any
 import pytest
 from rich.console import Console
 
-from smartstart.cli import common, output
+from smartstart.cli import common, output, terminal
 from smartstart.config import Settings
 from tests.conftest import process_env
 
@@ -59,6 +61,42 @@ def test_a_plain_table_is_what_rich_draws_into_a_pipe(table: Any) -> None:
     assert plain == rich_table(*table)
 
 
+def _random_tables(count: int) -> list[tuple[str | None, list[dict[str, Any]], list[str]]]:
+    """Tables like the listings': ids and emails (whole), and text of words short and long."""
+    rnd = random.Random(8)
+    words = ["a", "bb", "ccc", "ACTIVE", "2026-11-29", "19:23:05.742581+00:00", "x" * 25]
+    names = ["id", "email", "name", "role", "lastActive", "note", "createdAt", "action"]
+    tables = []
+    for _ in range(count):
+        cols = [rnd.choice(names) + str(i) for i in range(rnd.randint(1, 9))]
+        cols[0] = "id" if rnd.random() < 0.3 else cols[0]
+        rows = []
+        for _ in range(rnd.randint(0, 5)):
+            row: dict[str, Any] = {}
+            for c in cols:
+                if c == "id":
+                    row[c] = f"01a228c4-8952-7000-8000-{rnd.randint(0, 10**6):012d}"
+                elif c.startswith("email"):
+                    row[c] = f"user{rnd.randint(0, 999)}@demo.smartstart.example"
+                else:
+                    row[c] = " ".join(rnd.choice(words) for _ in range(rnd.randint(0, 5)))
+            rows.append(row)
+        tables.append((rnd.choice([None, None, "Audit log (UTC)", "T"]), rows, cols))
+    return tables
+
+
+@pytest.mark.parametrize("table", _random_tables(60))
+def test_a_terminal_table_is_laid_out_as_rich_lays_it_out(table: Any) -> None:
+    cells, cols, title, minimum = _prepared(*table)
+    for width in (30, 60, 80, 120, 200):
+        out = io.StringIO()
+        rich = Console(file=out, force_terminal=True, color_system=None, width=width)
+        common._rich_table(rich, cells, cols, title, minimum)
+        mine = terminal.table(cells, cols, title, minimum, width)
+        if mine is not None:  # None: Rich draws it (it squeezes every column)
+            assert re.sub(r"\x1b\[[0-9;]*m", "", mine) == out.getvalue(), width
+
+
 def test_print_table_writes_plain_into_a_pipe_and_rich_on_a_terminal(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -90,14 +128,35 @@ def _stream_on(file: io.StringIO) -> output.Stream:
     return OnFile()
 
 
-def test_a_terminal_gets_rich(monkeypatch: pytest.MonkeyPatch) -> None:
-    class Terminal(io.StringIO):
-        def isatty(self) -> bool:
-            return True
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
 
-    assert output.plain_file(_stream_on(Terminal())) is None
+
+def test_a_terminal_gets_styles_and_a_table_fitted_to_its_width(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    screen = Terminal()
+    monkeypatch.setenv("COLUMNS", "60")
+    monkeypatch.delenv("TERM", raising=False)
+    monkeypatch.setattr(common, "console", _stream_on(screen))
+    assert output.plain_file(common.console) is None
+    common.print_table([{"id": ID, "note": "a long note " * 8}], title="Notes")
+    lines = screen.getvalue().splitlines()
+    assert "\x1b[1m" in lines[2] and "\x1b[3mNotes" in lines[0]  # bold header, italic title
+    assert ID in screen.getvalue() and len(re.sub(r"\x1b\[[0-9;]*m", "", lines[4])) == 60
+    assert common.console._rich is None  # drawn without Rich
+
+
+def test_rich_draws_where_it_must(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert output.terminal_file(_stream_on(io.StringIO())) is None  # not a terminal
+    monkeypatch.setenv("TERM", "dumb")
+    assert output.terminal_file(_stream_on(Terminal())) is None
+    monkeypatch.setenv("TERM", "xterm")
     monkeypatch.setenv("FORCE_COLOR", "1")  # Rich's switch: a pipe that wants colours
     assert output.plain_file(_stream_on(io.StringIO())) is None
+    assert output.terminal_file(_stream_on(Terminal())) is None
+    assert terminal.table([["Zoë"]], ["name"], None, [0], 80) is None  # not ASCII
 
 
 def test_a_listing_into_a_pipe_imports_neither_rich_nor_pydantic(

@@ -19,6 +19,7 @@ from smartstart.cli.common import (
     settings,
 )
 from smartstart.cli.context import transaction
+from smartstart.cli.output import say
 from smartstart.cli.paging import DEFAULT_LIMIT, CursorOpt, LimitOpt, more
 from smartstart.domain import auth
 from smartstart.domain.resolve import resolve_user
@@ -74,7 +75,7 @@ def list_sessions(
         print_json(page.as_dict())
         return
     if not page.items and cursor is None:
-        console.print(f"{found['email']} has no {'' if include_ended else 'live '}sessions")
+        say(console, f"{found['email']} has no {'' if include_ended else 'live '}sessions")
         return
     print_table(page.items, SESSION_COLUMNS, title=f"sessions of {found['email']}")
     more(page)

@@ -14,7 +14,15 @@ from typing import IO, TYPE_CHECKING, Annotated, Any, ParamSpec, TypeVar
 import psycopg
 import typer
 
-from smartstart.cli.output import Stream, plain_file, plain_table, say
+from smartstart.cli import terminal
+from smartstart.cli.output import (
+    Stream,
+    plain_file,
+    plain_table,
+    say,
+    screen_width,
+    terminal_file,
+)
 from smartstart.config import Settings, get_settings
 from smartstart.db.engine import explain_connect_error
 from smartstart.errors import SmartStartError
@@ -163,8 +171,12 @@ def print_table(
     for i, col in enumerate(cols):
         values = [r[i] for r in cells]
         minimum.append(max(map(len, [col, *values])) if _whole(col, values) else 0)
-    file = plain_file(console)
-    if file is not None and (text := plain_table(cells, cols, title, list(minimum))) is not None:
+    text = None
+    if (file := plain_file(console)) is not None:
+        text = plain_table(cells, cols, title, list(minimum))
+    elif (file := terminal_file(console)) is not None:
+        text = terminal.table(cells, cols, title, minimum, screen_width())
+    if file is not None and text is not None:
         file.write(text)
         file.flush()
         return

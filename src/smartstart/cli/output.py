@@ -107,6 +107,38 @@ def plain_file(target: Stream | Console) -> IO[str] | None:
     return file if encoding.startswith("utf") else None
 
 
+def terminal_file(target: Stream | Console) -> IO[str] | None:
+    """The terminal to write a table or a line to without Rich, or None where Rich must
+    (not a terminal, Rich made already, a dumb terminal, Rich's switches, not UTF-8)."""
+    if not isinstance(target, Stream) or target._rich is not None:
+        return None
+    if any(name in os.environ for name in _TERMINAL_SWITCHES):
+        return None
+    if os.environ.get("TERM", "") in ("dumb", "unknown"):
+        return None
+    file = target.file
+    try:
+        if not file.isatty():
+            return None
+    except (AttributeError, ValueError):
+        return None
+    encoding = (getattr(file, "encoding", None) or "utf-8").lower()
+    return file if encoding.startswith("utf") else None
+
+
+def screen_width() -> int:
+    """The terminal's width as Rich finds it (COLUMNS first, then stdin, stdout, stderr)."""
+    width = 0
+    for fd in (0, 1, 2):
+        try:
+            width = os.get_terminal_size(fd).columns
+        except (OSError, ValueError):
+            continue
+        break
+    columns = os.environ.get("COLUMNS", "")
+    return int(columns) if columns.isdigit() else (width or 80)
+
+
 def _cells(text: str) -> int | None:
     """Terminal cells text takes (Rich's count), or None when Rich would change the text."""
     if text.isascii():
@@ -122,6 +154,8 @@ def say(target: Stream | Console, *parts: str | tuple[str, str]) -> None:
     """One line of text, never read as markup; (text, style) parts are styled on a terminal."""
     texts = [p if isinstance(p, str) else p[0] for p in parts]
     file = plain_file(target)
+    if file is None and all(isinstance(p, str) for p in parts):
+        file = terminal_file(target)  # unstyled: Rich would write the text as it is
     if file is not None and all(_cells(t) is not None for t in texts):
         file.write("".join(texts) + "\n")
         file.flush()
