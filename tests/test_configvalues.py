@@ -17,7 +17,7 @@ from smartstart.configvalues import Secret, fields_of
 
 
 class Reference(BaseModel):
-    """config.Settings as the pydantic model it was (fields and validator verbatim)."""
+    """config.Settings as the pydantic model it was (its fields verbatim)."""
 
     model_config = ConfigDict(extra="ignore", populate_by_name=True)
 
@@ -61,23 +61,7 @@ class Reference(BaseModel):
 
     @model_validator(mode="after")
     def _refuse_unsafe_defaults(self) -> Reference:
-        if (
-            self.env == "production"
-            and self.database_url is None
-            and (self.db_password.get_secret_value() == UNSAFE_DEFAULT_PASSWORD)
-        ):
-            raise ValueError(
-                "SMARTSTART_DB_PASSWORD is the guide's default password; "
-                "set a real one (or SMARTSTART_DATABASE_URL) when SMARTSTART_ENV=production"
-            )
-        if self.env == "production" and not self.cookie_secure:
-            raise ValueError("SMARTSTART_COOKIE_SECURE must be true when SMARTSTART_ENV=production")
-        if self.env == "production" and self.bcrypt_rounds < 12:
-            raise ValueError("SMARTSTART_BCRYPT_ROUNDS below 12 is for tests only")
-        config._networks(self.trusted_proxies)
-        if config._scheduler_on(self.env, self.schedule_enabled):
-            config._check_schedules(self)
-        config._origins(self.cors_origins)
+        config.check(self)  # the model's validator, moved verbatim into a function
         return self
 
 
