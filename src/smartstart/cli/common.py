@@ -11,7 +11,6 @@ from datetime import UTC, datetime, timedelta
 from functools import wraps
 from typing import IO, TYPE_CHECKING, Annotated, Any, ParamSpec, TypeVar
 
-import psycopg
 import typer
 
 from smartstart.cli import terminal
@@ -24,7 +23,6 @@ from smartstart.cli.output import (
     terminal_file,
 )
 from smartstart.config import Settings, get_settings
-from smartstart.db.engine import explain_connect_error
 from smartstart.errors import SmartStartError
 
 if TYPE_CHECKING:
@@ -134,10 +132,17 @@ def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
         except SmartStartError as e:
             raise fail(str(e)) from None
         except Exception as e:
-            if not isinstance(e, psycopg.Error) and not type(e).__module__.startswith("sqlalchemy"):
+            # The driver is imported by the command that uses it, not to build the command
+            # (help and completion never need it): no driver loaded, no driver error.
+            psycopg = sys.modules.get("psycopg")
+            driver_error = psycopg is not None and isinstance(e, psycopg.Error)
+            if not driver_error and not type(e).__module__.startswith("sqlalchemy"):
                 raise
+            from smartstart.db.engine import explain_connect_error
+
             orig = getattr(e, "orig", None) or e
-            if isinstance(orig, psycopg.OperationalError) and "connection" in str(orig):
+            connection_lost = psycopg is not None and isinstance(orig, psycopg.OperationalError)
+            if connection_lost and "connection" in str(orig):
                 raise fail(str(explain_connect_error(orig, settings()))) from None
             first = (str(orig).strip().splitlines() or [type(orig).__name__])[0]
             raise fail(f"database error: {first}; nothing was changed") from None
