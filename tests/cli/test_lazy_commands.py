@@ -75,3 +75,22 @@ def test_completing_a_command_name_imports_no_command_module() -> None:
     lines = out.strip().splitlines()
     assert "users" in lines[0]
     assert json.loads(lines[-1]) == ["smartstart.cli.main"]
+
+
+def test_the_users_groups_help_and_completion_import_no_driver() -> None:
+    """Building the group (for its help, or to complete a word) needs no database."""
+    assert not _imported_after("users", "--help") & {"psycopg", "smartstart.domain.users"}
+    code = (
+        "import os, sys, json\n"
+        "os.environ.update(_SMARTSTART_COMPLETE='complete_bash',"
+        " COMP_WORDS='smartstart users list --li', COMP_CWORD='3')\n"
+        "from smartstart.cli.main import app\n"
+        "try:\n    app(prog_name='smartstart')\n"
+        "except SystemExit:\n    pass\n"
+        "print('\\n' + json.dumps('psycopg' in sys.modules))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    ).stdout
+    lines = out.strip().splitlines()
+    assert "--limit" in lines[0] and json.loads(lines[-1]) is False

@@ -17,7 +17,6 @@ from smartstart.cli.common import (
 )
 from smartstart.cli.context import transaction
 from smartstart.cli.paging import DEFAULT_LIMIT, CursorOpt, LimitOpt, more
-from smartstart.domain import audit
 
 app = typer.Typer(help="The audit log: who did what, to what, when.", no_args_is_help=True)
 
@@ -43,6 +42,8 @@ def list_(
     as_json: JsonOpt = False,
 ) -> None:
     """List audit entries, newest first; filter by actor, action, resource and time."""
+    from smartstart.domain import audit  # here, not to build the group: see cli/users.py
+
     if since is not None and until is not None and since >= until:
         raise typer.BadParameter("--since must be before --until")
     filters = audit.AuditFilter(actor, action, resource, resource_id, since, until)

@@ -19,9 +19,8 @@ from smartstart.cli.common import (
     settings,
 )
 from smartstart.cli.context import transaction
+from smartstart.cli.output import say
 from smartstart.cli.paging import DEFAULT_LIMIT, CursorOpt, LimitOpt, more
-from smartstart.domain import auth
-from smartstart.domain.resolve import resolve_user
 
 app = typer.Typer(help="Sign-in throttles and sessions.", no_args_is_help=True)
 
@@ -37,6 +36,8 @@ def unlock(
     ip: Annotated[str | None, typer.Option("--ip", help="A client address to unlock.")] = None,
 ) -> None:
     """Lift the login throttle of an account and/or a client address."""
+    from smartstart.domain import auth  # here, not to build the group: see cli/users.py
+
     if not email and not ip:
         raise fail("give an EMAIL and/or --ip ADDRESS")
     with transaction() as (conn, actor):
@@ -60,6 +61,9 @@ def list_sessions(
     as_json: JsonOpt = False,
 ) -> None:
     """List a user's sessions, newest first (live ones unless --all)."""
+    from smartstart.domain import auth
+    from smartstart.domain.resolve import resolve_user
+
     with transaction() as (conn, _):
         found = resolve_user(conn, user)
         page = auth.list_user_sessions(
@@ -74,7 +78,7 @@ def list_sessions(
         print_json(page.as_dict())
         return
     if not page.items and cursor is None:
-        console.print(f"{found['email']} has no {'' if include_ended else 'live '}sessions")
+        say(console, f"{found['email']} has no {'' if include_ended else 'live '}sessions")
         return
     print_table(page.items, SESSION_COLUMNS, title=f"sessions of {found['email']}")
     more(page)
@@ -96,6 +100,8 @@ def revoke(
     dry_run: DryRunOpt = False,
 ) -> None:
     """End one session, or every session of a user (--user EMAIL --all)."""
+    from smartstart.domain import auth
+
     if session_id and (user or everything):
         raise fail("give either SESSION_ID or --user EMAIL --all, not both")
     if not session_id and not (user and everything):

@@ -134,7 +134,7 @@ def _run_backup(
         "[progress.description]{task.description}",
         DownloadColumn(),
         TimeElapsedColumn(),
-        console=console,
+        console=console.rich,
         transient=True,
     ) as progress:
         task = progress.add_task(f"pg_dump → {path.name}", total=None)

@@ -9,20 +9,28 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from functools import wraps
-from typing import IO, Annotated, Any, ParamSpec, TypeVar
+from typing import IO, TYPE_CHECKING, Annotated, Any, ParamSpec, TypeVar
 
-import psycopg
 import typer
-from pydantic import ValidationError
-from rich.console import Console
-from rich.table import Table
 
+from smartstart.cli import terminal
+from smartstart.cli.output import (
+    Stream,
+    plain_file,
+    plain_table,
+    say,
+    screen_width,
+    terminal_file,
+)
 from smartstart.config import Settings, get_settings
-from smartstart.db.engine import explain_connect_error
 from smartstart.errors import SmartStartError
 
-console = Console()
-err_console = Console(stderr=True)
+if TYPE_CHECKING:
+    from rich.console import Console
+
+# Rich consoles made on first use: plain output (pipes, --json) never imports Rich.
+console = Stream()
+err_console = Stream(stderr=True)
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 YesOpt = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
@@ -38,7 +46,11 @@ def settings() -> Settings:
     """Settings, with a configuration mistake reported as one readable line."""
     try:
         return get_settings()
-    except ValidationError as e:
+    except ValueError as e:  # pydantic's ValidationError is one (and only then imported)
+        from pydantic import ValidationError
+
+        if not isinstance(e, ValidationError):
+            raise
         parts = []
         for err in e.errors():
             name = "_".join(str(p) for p in err["loc"]).upper()
@@ -48,7 +60,7 @@ def settings() -> Settings:
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    say(err_console, ("error:", "bold red"), " " + message)
     return typer.Exit(code)
 
 
@@ -120,10 +132,17 @@ def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
         except SmartStartError as e:
             raise fail(str(e)) from None
         except Exception as e:
-            if not isinstance(e, psycopg.Error) and not type(e).__module__.startswith("sqlalchemy"):
+            # The driver is imported by the command that uses it, not to build the command
+            # (help and completion never need it): no driver loaded, no driver error.
+            psycopg = sys.modules.get("psycopg")
+            driver_error = psycopg is not None and isinstance(e, psycopg.Error)
+            if not driver_error and not type(e).__module__.startswith("sqlalchemy"):
                 raise
+            from smartstart.db.engine import explain_connect_error
+
             orig = getattr(e, "orig", None) or e
-            if isinstance(orig, psycopg.OperationalError) and "connection" in str(orig):
+            connection_lost = psycopg is not None and isinstance(orig, psycopg.OperationalError)
+            if connection_lost and "connection" in str(orig):
                 raise fail(str(explain_connect_error(orig, settings()))) from None
             first = (str(orig).strip().splitlines() or [type(orig).__name__])[0]
             raise fail(f"database error: {first}; nothing was changed") from None
@@ -153,27 +172,53 @@ def print_table(
     """Rows as a table; fitted to a terminal without cutting ids and emails, whole otherwise."""
     cols = list(columns) if columns is not None else (list(rows[0]) if rows else [])
     cells = [["" if row.get(c) is None else str(row.get(c)) for c in cols] for row in rows]
-    table = Table(title=title, show_lines=False)
+    minimum = []  # a whole column's: its widest value (0: may be folded)
     for i, col in enumerate(cols):
         values = [r[i] for r in cells]
-        if _whole(col, values):
-            table.add_column(col, no_wrap=True, min_width=max(map(len, [col, *values])))
+        minimum.append(max(map(len, [col, *values])) if _whole(col, values) else 0)
+    text = None
+    if (file := plain_file(console)) is not None:
+        text = plain_table(cells, cols, title, list(minimum))
+    elif (file := terminal_file(console)) is not None:
+        text = terminal.table(cells, cols, title, minimum, screen_width())
+    if file is not None and text is not None:
+        file.write(text)
+        file.flush()
+        return
+    _rich_table(
+        console.rich if isinstance(console, Stream) else console, cells, cols, title, minimum
+    )
+
+
+def _rich_table(
+    out: Console, cells: list[list[str]], cols: list[str], title: str | None, minimum: list[int]
+) -> None:
+    """The table drawn by Rich: values are text, never markup."""
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    heading = None if title is None else Text(title, style="table.title")
+    table = Table(title=heading, show_lines=False)
+    for col, width in zip(cols, minimum, strict=True):
+        if width:
+            table.add_column(col, no_wrap=True, min_width=width)
         else:
             table.add_column(col, overflow="fold")
     for r in cells:
-        table.add_row(*r)
+        table.add_row(*map(Text, r))
     # Into a pipe or a file nothing is cut or folded; on a terminal, only other columns
     # are folded, and a table that still does not fit is printed wider than the screen.
-    measured = console.measure(table, options=console.options.update_width(1_000_000))
-    width = measured.maximum if not console.is_terminal else measured.minimum
-    if width <= console.width:
-        console.print(table)
+    measured = out.measure(table, options=out.options.update_width(1_000_000))
+    width = measured.maximum if not out.is_terminal else measured.minimum
+    if width <= out.width:
+        out.print(table)
         return
     wide = Console(
-        file=console.file,
+        file=out.file,
         width=width,
-        force_terminal=console.is_terminal,
-        color_system=console.color_system,  # type: ignore[arg-type]
+        force_terminal=out.is_terminal,
+        color_system=out.color_system,  # type: ignore[arg-type]
     )
     wide.print(table)
 
@@ -259,6 +304,6 @@ def counting_bar() -> Any:
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
-        console=console,
+        console=console.rich,
         transient=True,
     )

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 import typer
 
 from smartstart.cli.common import err_console
+from smartstart.cli.output import say
 from smartstart.domain.paging import DEFAULT_LIMIT, MAX_LIMIT, Page
 
 # Checked by domain.paging, not by typer: the same error as the API's for a bad limit.
@@ -21,4 +22,4 @@ __all__ = ["DEFAULT_LIMIT", "CursorOpt", "LimitOpt", "more"]
 def more(page: Page[Any]) -> None:
     """Say how to get the next page (on stderr, so the table on stdout stays clean)."""
     if page.next_cursor:
-        err_console.print(f"more: --cursor {page.next_cursor}", highlight=False, soft_wrap=True)
+        say(err_console, f"more: --cursor {page.next_cursor}")

@@ -177,7 +177,7 @@ def top(
         console.print(_frame(*_sessions(s, False)))
         return
     try:
-        with Live(_frame(*_sessions(s, False)), console=console, screen=False) as live:
+        with Live(_frame(*_sessions(s, False)), console=console.rich, screen=False) as live:
             while True:
                 time.sleep(interval)
                 live.update(_frame(*_sessions(s, False)))
