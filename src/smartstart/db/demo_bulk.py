@@ -94,10 +94,10 @@ FROM (
     ) draws
 ) decided
 """
-# No ORDER BY here nor in the inserts below: generate_series yields the numbers in order, a
+# No ORDER BY here nor in the users' inserts: generate_series yields the numbers in order, a
 # temporary table is read back in the order it was written (local buffers: no synchronized
-# scans, no parallel workers), and a nested loop or a hash join with a small inner side
-# keeps its outer order; sorting 1,000,000 users and 3,500,000 states again cost seconds.
+# scans, no parallel workers), and a hash join with a small inner side keeps its outer
+# order; sorting 1,000,000 users again cost seconds. The states are sorted on purpose.
 _NEW_USERS = f"CREATE TEMP TABLE demo_new ON COMMIT DROP AS {_USERS}"
 
 
@@ -146,7 +146,8 @@ _BUCKET = (
 # already in the user's row. The states go in stage by stage (in the order of the stage
 # ids), completed before open, by duration: the order of "UserJourneyState"'s
 # (stageId, status) and duration indexes, whose builds then find their input sorted
-# (one pass instead of a sort by text keys: 20 s at 1M users). One integer key orders them
+# (at 1M users 21 s of serial CPU became 3.5 s; the (userId, stageId) index, sorted before,
+# now costs 6.5 s instead of 2.8, and this sort 2.5 s). One integer key orders them
 # (durations are whole milliseconds, exact in it); ids grow in that order too.
 _INSERT_STATES = f"""
 WITH written AS (
