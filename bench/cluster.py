@@ -56,16 +56,19 @@ class Throwaway:
 
 
 @contextmanager
-def throwaway_cluster(prefix: str = "smartstart-bench-") -> Iterator[Throwaway]:
+def throwaway_cluster(
+    prefix: str = "smartstart-bench-", *, archive: bool = False
+) -> Iterator[Throwaway]:
     """A started cluster with the benchmark database migrated to head; deleted on exit.
 
     No server_conf override: fsync and synchronous_commit stay on, as in production.
+    archive: WAL archiving into home/wal, as `smartstart up` sets it (off: initdb's default).
     """
     from smartstart.db import migrate
     from smartstart.pg.cluster import Cluster
 
     home = new_home(prefix)
-    cluster = Cluster(home, port=free_port())
+    cluster = Cluster(home, port=free_port(), archive_dir=home / "wal" if archive else None)
     try:
         cluster.init()
         cluster.start()
@@ -97,5 +100,6 @@ def server_cpu(cluster: Any) -> float:
         if pid == pidfile.pid:
             ticks += sum(int(f) for f in fields[11:15])  # own + reaped children
         elif int(fields[1]) == pidfile.pid:
-            ticks += int(fields[11]) + int(fields[12])
+            # and what its own reaped children used (the archiver's archive_command runs)
+            ticks += sum(int(f) for f in fields[11:15])
     return ticks / os.sysconf("SC_CLK_TCK")

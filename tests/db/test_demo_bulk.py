@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import psycopg
 import pytest
+from psycopg import sql
 
 from smartstart.config import Settings
 from smartstart.db import demo, demo_bulk, migrate
 from smartstart.errors import SmartStartError
-from tests.domain.test_analytics import assert_exact
+from smartstart.pg.cluster import Cluster
+from tests.conftest import _create_db as create_db
+from tests.conftest import drop_db, settings_for
+from tests.domain.test_analytics import SUMMARY, assert_exact
 
 Conn = psycopg.Connection[Any]
 DEMO = f"%@{demo.DEMO_DOMAIN}"
@@ -103,10 +108,78 @@ def test_a_broken_invariant_rolls_everything_back(
     before = _schema(conn)
     counts = 'SELECT (SELECT count(*) FROM "User"), (SELECT count(*) FROM audit_log)'
     rows = conn.execute(counts).fetchone()
-    monkeypatch.setattr(
-        demo_bulk, "_CHECKS", "SELECT 0, 3, 0 WHERE %(low)s <= %(high)s AND %(n)s > 0"
+    # Every 50th user loses its primary role's row: what the paused trigger would have added.
+    skipping = demo_bulk._INSERT_ROLES.replace(
+        "ON r.name = d.role", "ON r.name = d.role AND d.number %% 50 <> 0"
     )
-    with pytest.raises(SmartStartError, match="users without their primary role: 3"):
+    assert skipping != demo_bulk._INSERT_ROLES
+    monkeypatch.setattr(demo_bulk, "_INSERT_ROLES", skipping)
+    with pytest.raises(SmartStartError, match="users without their primary role: 4"):
         demo.demo_users(conn, 200, seed=1, rounds=4)
     assert conn.execute(counts).fetchone() == rows  # the audit entries too
     assert _schema(conn) == before
+
+
+_USER_COLUMNS = (
+    "id", "email", "username", "name", "firstName", "lastName", "password", "role", "status",
+    "reputation", "lastActive", "createdAt",
+)  # fmt: skip
+_STATE_COLUMNS = ("id", "userId", "stageId", "status", "startedAt", "completedAt")
+
+
+def _columns(names: tuple[str, ...]) -> sql.Composable:
+    return sql.SQL(", ").join(map(sql.Identifier, names))
+
+
+def _made(conn: Conn) -> dict[str, list[Any]]:
+    """The demo users' rows, their assignments and states, the role holders and summaries
+    (but the timestamps of the moment they were written)."""
+    users = sql.SQL('SELECT {}, level, xp FROM "User" WHERE email LIKE %s ORDER BY id').format(
+        _columns(_USER_COLUMNS)
+    )
+    states = sql.SQL(
+        'SELECT {}, "xpAwardedAt" IS NOT NULL FROM "UserJourneyState" s'
+        ' WHERE "userId" IN (SELECT id FROM "User" WHERE email LIKE %s) ORDER BY id'
+    ).format(_columns(_STATE_COLUMNS))
+    return {
+        "users": conn.execute(users, [DEMO]).fetchall(),
+        "roles": conn.execute('SELECT "userId", "roleId" FROM "UserRole" ORDER BY 1, 2').fetchall(),
+        "states": conn.execute(states, [DEMO]).fetchall(),
+        "holders": conn.execute(
+            'SELECT "roleId", sum(holders), sum(primaries) FROM role_holders GROUP BY 1 ORDER BY 1'
+        ).fetchall(),
+        "summaries": conn.execute(SUMMARY).fetchall(),
+    }
+
+
+def test_bulk_rows_and_summaries_equal_the_triggers_replaying_them(
+    bulk: None, seeded_conn: Conn, pg_cluster: Cluster, seeded_template: str
+) -> None:
+    """The bulk path's users, replayed row by row through every trigger into a twin
+    database (XP paid by the award trigger, levels, primary roles, role holders and
+    analytics summaries by theirs), come out the same."""
+    demo.demo_users(seeded_conn, 300, seed=3, rounds=4, audit_per_user=0)
+    bulk_made = _made(seeded_conn)
+    assert len(bulk_made["users"]) == 300 and len(bulk_made["states"]) > 300
+    twin = f"twin_{os.getpid()}"
+    create_db(pg_cluster, twin, seeded_template)
+    try:
+        with psycopg.connect(settings_for(pg_cluster, twin).url_for(), autocommit=True) as c:
+            with c.transaction(), c.cursor() as cur:
+                names = _columns(_USER_COLUMNS)
+                with cur.copy(sql.SQL('COPY "User" ({}) FROM STDIN').format(names)) as copy:
+                    for row in bulk_made["users"]:
+                        copy.write_row(row[: len(_USER_COLUMNS)])
+                # Row by row, in order: each completed one pays its stage's XP to its user.
+                cur.executemany(
+                    sql.SQL('INSERT INTO "UserJourneyState" ({}) VALUES ({})').format(
+                        _columns(_STATE_COLUMNS),
+                        sql.SQL(", ").join(sql.Placeholder() * len(_STATE_COLUMNS)),
+                    ),
+                    [row[: len(_STATE_COLUMNS)] for row in bulk_made["states"]],
+                )
+            replayed = _made(c)
+    finally:
+        drop_db(pg_cluster, twin)
+    for part, rows in bulk_made.items():
+        assert replayed[part] == rows, part
