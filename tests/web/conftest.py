@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -34,6 +36,23 @@ def form_csrf(html: str) -> str:
     found = CSRF_FIELD.search(html)
     assert found, "no CSRF field on the page"
     return found.group(1)
+
+
+BACKUP_STARTED = re.compile(r"Writing (\S+): its progress is shown below")
+
+
+def create_backup(web: TestClient, csrf: str, settings: Settings, note: str = "") -> str:
+    """Start a backup on the Backups page and wait until it is listed; its file name."""
+    started = web.post("/admin/backups", data={"csrf": csrf, "note": note})
+    found = BACKUP_STARTED.search(started.text)
+    assert found, started.text
+    name = found.group(1)
+    manifest = Path(settings.home_dir) / "backups" / f"{name}.json"
+    deadline = time.monotonic() + 120
+    while not manifest.exists():
+        assert time.monotonic() < deadline, f"{name} was not written"
+        time.sleep(0.1)
+    return name
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from smartstart.config import Settings
 from smartstart.pg.cluster import Cluster
 from smartstart.pg.restore import LOCK_KEY
 from tests.api.test_backups_api import leftovers  # noqa: F401 - fixture
-from tests.web.conftest import kept_databases
+from tests.web.conftest import create_backup, kept_databases
 
 Browse = Callable[..., dict[str, Any]]
 BrowseWith = Callable[[set[str]], dict[str, Any]]
@@ -31,10 +31,7 @@ def backup_dir(settings: Settings) -> Path:
 
 
 def make_backup(client: TestClient, user: dict[str, Any], note: str = "web test") -> str:
-    made = client.post("/admin/backups", data={"csrf": user["csrf"], "note": note})
-    found = re.search(r"Backup (\S+) written", made.text)
-    assert found, made.text
-    return found.group(1)
+    return create_backup(client, user["csrf"], client.app.state.settings, note)
 
 
 @pytest.fixture
@@ -71,6 +68,50 @@ def audit_actions(settings: Settings, action: str) -> list[str]:
                 [action],
             )
         ]
+
+
+# -- create ------------------------------------------------------------------------------------
+
+
+def test_a_backup_being_written_shows_its_progress_and_blocks_another(
+    client: TestClient, browse_with: BrowseWith, seeded_settings: Settings
+) -> None:
+    user = browse_with(OPERATOR)
+    name = make_backup(client, user)  # the last backup's size is what progress is measured by
+    size = (backup_dir(seeded_settings) / name).stat().st_size
+    # A backup another process (this one: alive) is writing, a third of the way through.
+    partial = backup_dir(seeded_settings) / f".backup_20991231_000000.dump.partial-{os.getpid()}"
+    partial.write_bytes(b"x" * (size // 3))
+    dead = backup_dir(seeded_settings) / ".backup_20991231_000001.dump.partial-999999999"
+    dead.write_bytes(b"left by a killed writer")
+    try:
+        page = client.get("/admin/backups").text
+        assert "Writing backup_20991231_000000.dump" in page
+        assert f'<progress max="{size}" value="{size // 3}"' in page
+        assert '<meta http-equiv="refresh" content="2">' in page
+        assert "backup_20991231_000001" not in page
+        refused = client.post("/admin/backups", data={"csrf": user["csrf"]})
+        assert "backup_20991231_000000.dump is being written" in refused.text
+        assert len(list(backup_dir(seeded_settings).glob("backup_*.dump"))) == 1
+    finally:
+        partial.unlink()
+        dead.unlink()
+    assert 'http-equiv="refresh"' not in client.get("/admin/backups").text
+
+
+def test_a_failed_backup_is_shown_until_a_newer_one_is_made(
+    client: TestClient, browse_with: BrowseWith, seeded_settings: Settings
+) -> None:
+    user = browse_with(OPERATOR)
+    with psycopg.connect(seeded_settings.url_for(), autocommit=True) as conn:
+        conn.execute(
+            'INSERT INTO audit_log (actor, action, resource, "resourceId", details)'
+            " VALUES ('web:x', 'backup.create', 'backup', 'backup_x.dump',"
+            ' \'{"ok": false, "error": "pg_dump failed: disk full"}\')'
+        )
+    assert "pg_dump failed: disk full" in client.get("/admin/backups").text
+    make_backup(client, user)
+    assert "pg_dump failed" not in client.get("/admin/backups").text
 
 
 # -- download ----------------------------------------------------------------------------------

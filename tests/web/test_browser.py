@@ -219,10 +219,14 @@ def create_backup(page: Page, note: str) -> str:
     page.get_by_label("Note").fill(note)
     page.get_by_role("button", name="Create a backup").click()
     message = page.get_by_role("status")
-    expect(message).to_contain_text("written")
-    found = re.search(r"Backup (\S+) written", message.inner_text())
+    expect(message).to_contain_text("its progress is shown below")
+    found = re.search(r"Writing (\S+):", message.inner_text())
     assert found
-    return found.group(1)
+    name = found.group(1)
+    # The page refreshes itself while the backup is written, then lists it with its actions.
+    expect(page.get_by_role("button", name=f"Verify {name}")).to_be_visible(timeout=120_000)
+    expect(page.get_by_role("heading", name=f"Writing {name}")).to_have_count(0)
+    return name
 
 
 def test_an_operator_creates_and_verifies_a_backup(

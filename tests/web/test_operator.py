@@ -13,6 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from smartstart.config import Settings
+from tests.web.conftest import create_backup
 
 Browse = Callable[..., dict[str, Any]]
 
@@ -227,12 +228,18 @@ def test_backups_create_and_verify(
     client: TestClient, browse: Browse, seeded_settings: Settings
 ) -> None:
     admin = browse("SUPER_ADMIN")
-    made = client.post("/admin/backups", data={"csrf": admin["csrf"], "note": "from the web"})
-    found = re.search(r"Backup (\S+) written", made.text)
-    assert found, made.text
-    name = found.group(1)
+    name = create_backup(client, admin["csrf"], seeded_settings, "from the web")
     assert (Path(seeded_settings.home_dir) / "backups" / name).is_file()
-    assert "from the web" in made.text
+    listed = client.get("/admin/backups").text
+    assert name in listed and "from the web" in listed
+    assert 'http-equiv="refresh"' not in listed  # nothing is being written any more
+    with psycopg.connect(seeded_settings.url_for()) as conn:
+        row = conn.execute(
+            "SELECT actor, details->>'ok' FROM audit_log"
+            " WHERE action = 'backup.create' AND \"resourceId\" = %s",
+            [name],
+        ).fetchone()
+    assert row == (admin["id"], "true")  # who started it, and that it was written
     checked = client.post("/admin/backups/verify", data={"csrf": admin["csrf"], "file": name})
     assert f"{name} verified" in checked.text, checked.text
     missing = client.post("/admin/backups/verify", data={"csrf": admin["csrf"], "file": "../etc"})

@@ -408,6 +408,43 @@ class Listed:
     present: bool
 
 
+@dataclass(frozen=True)
+class Writing:
+    """A backup being written now: its final name, the writer's pid, bytes so far."""
+
+    name: str
+    pid: int
+    size: int
+    since: datetime
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
+def writing(directory: Path) -> list[Writing]:
+    """Backups being written into directory by a live process (any Brain worker or CLI)."""
+    found: list[Writing] = []
+    if not directory.is_dir():
+        return found
+    for tmp in directory.glob(f".*{PARTIAL_MARK}*"):
+        name, _, pid = tmp.name[1:].rpartition(PARTIAL_MARK)
+        if name.endswith(MANIFEST_SUFFIX) or not pid.isdigit() or not _alive(int(pid)):
+            continue  # a manifest's few bytes, or what a killed writer left
+        with contextlib.suppress(OSError):
+            st = tmp.stat()
+            found.append(
+                Writing(name, int(pid), st.st_size, datetime.fromtimestamp(st.st_ctime, UTC))
+            )
+    return sorted(found, key=lambda w: w.since)
+
+
 def list_backups(directory: Path) -> list[Listed]:
     """Backups with a manifest in directory, newest first."""
     found: list[Listed] = []

@@ -11,16 +11,19 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
 from starlette.responses import Response
 
 from smartstart import health
+from smartstart.config import Settings
 from smartstart.domain import audit
 from smartstart.domain.errors import Invalid, NotFound
 from smartstart.pg import browse
-from smartstart.web.core import View, page
+from smartstart.web.core import View, flash, page, redirect
 
 DATA_PAGE = 50
 # Never shown, whoever browses: password hashes and session token hashes.
@@ -90,45 +93,98 @@ def last_backup(view: View) -> Any | None:
 def backups_page(view: View) -> Response:
     """GET /admin/backups: every backup, newest first, with its verification."""
     from smartstart.cli.pitr import base_dir, current_window
+    from smartstart.db.backups import backup_dir
+    from smartstart.pg.backup import writing
     from smartstart.pg.basebackup import list_base_backups
     from smartstart.services import jobs
 
     window = current_window(view.settings)
+    backups = _backups(view)
     return view.render(
         "backups.html",
         title="Backups",
-        backups=_backups(view),
+        backups=backups,
+        writing=writing(backup_dir(view.settings)),
+        expected=backups[0].manifest.size if backups else None,
+        failed=_last_failure(view, backups[0].manifest.started_at if backups else None),
         window=window,
         bases=window.base_backups if window else list_base_backups(base_dir(view.settings)),
         schedule=jobs.status(view.settings),
     )
 
 
+def _last_failure(view: View, newest: str | None) -> dict[str, Any] | None:
+    """The web's last backup attempt, when it failed after the newest backup was made."""
+    row = view.conn.execute(
+        "SELECT details, \"createdAt\" FROM audit_log WHERE action = 'backup.create'"
+        " ORDER BY id DESC LIMIT 1"
+    ).fetchone()
+    if row is None or not isinstance(row[0], dict) or row[0].get("ok") is not False:
+        return None
+    at = row[1] if row[1].tzinfo else row[1].replace(tzinfo=UTC)  # stored in UTC
+    if newest is not None and at < datetime.fromisoformat(newest):
+        return None
+    return {"error": row[0].get("error", "unknown error"), "at": at}
+
+
 @page("db:backup")
 def backup_create(view: View) -> Response:
-    """POST /admin/backups: a new backup (custom format), as `smartstart db backup` makes."""
-    from smartstart.db.backups import backup_dir, tools
+    """POST /admin/backups: start a backup (custom format, as `smartstart db backup` makes)."""
+    from smartstart.db.backups import backup_dir
     from smartstart.pg import backup as pgb
 
+    directory = backup_dir(view.settings)
+    busy = pgb.writing(directory)
+    if busy:
+        told = f"{busy[0].name} is being written; start another when it is done."
+        return flash(view.request, redirect("/admin/backups"), told, "error")
     note = view.field("note").strip() or None
-    path = pgb.choose_path(None, backup_dir(view.settings), "custom", False)
-    manifest = pgb.backup(
-        view.settings.url_for(),
-        path,
-        tools(view.settings),
-        note=note,
-        who=f"web:{view.principal.email}",
-    )
-    audit.record(
-        view.conn,
-        view.actor,
-        "backup.create",
-        resource="backup",
-        resource_id=manifest.file,
-        size=manifest.size,
-        sha256=manifest.sha256,
-    )
-    return view.done("/admin/backups", f"Backup {manifest.file} written.")
+    if note is not None and len(note) > pgb.NOTE_MAX:
+        raise Invalid(f"the note is {len(note)} characters; at most {pgb.NOTE_MAX}")
+    path = pgb.choose_path(None, directory, "custom", False)
+    # A dump takes minutes at scale: it runs beside the page, which shows its progress
+    # (the partial file's growth, seen by every worker) and refreshes until it is listed.
+    threading.Thread(
+        target=_write_backup,
+        args=(view.settings, path, note, view.actor, f"web:{view.principal.email}"),
+        name="web-backup",
+    ).start()
+    _wait_until_visible(directory, path.name)
+    return view.done("/admin/backups", f"Writing {path.name}: its progress is shown below.")
+
+
+def _wait_until_visible(directory: Path, name: str) -> None:
+    """Until the new backup's partial file (or the backup) exists, for the next page load."""
+    from smartstart.pg import backup as pgb
+
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        if (directory / name).exists() or any(w.name == name for w in pgb.writing(directory)):
+            return
+        time.sleep(0.02)
+
+
+def _write_backup(settings: Settings, path: Path, note: str | None, actor: Any, who: str) -> None:
+    """The backup and its audit row (with the outcome), on a connection of its own."""
+    import psycopg
+
+    from smartstart.db.backups import tools
+    from smartstart.errors import SmartStartError
+    from smartstart.pg import backup as pgb
+
+    outcome: dict[str, Any]
+    try:
+        manifest = pgb.backup(settings.url_for(), path, tools(settings), note=note, who=who)
+        outcome = {"ok": True, "size": manifest.size, "sha256": manifest.sha256}
+    except (SmartStartError, OSError) as e:
+        outcome = {"ok": False, "error": str(e)[:500]}
+    try:
+        with psycopg.connect(settings.url_for()) as conn:
+            audit.record(
+                conn, actor, "backup.create", resource="backup", resource_id=path.name, **outcome
+            )
+    except psycopg.Error:
+        pass  # the database went away meanwhile; the manifest still says who made it
 
 
 @page("db:backup")
