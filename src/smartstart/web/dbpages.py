@@ -8,6 +8,7 @@ backup|verify`.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from dataclasses import dataclass
@@ -183,8 +184,8 @@ def _write_backup(settings: Settings, path: Path, note: str | None, actor: Any, 
             audit.record(
                 conn, actor, "backup.create", resource="backup", resource_id=path.name, **outcome
             )
-    except psycopg.Error:
-        pass  # the database went away meanwhile; the manifest still says who made it
+    except psycopg.Error as e:  # the database went away meanwhile; the manifest says who
+        logging.getLogger(__name__).warning("backup %s: not audited: %s", path.name, e)
 
 
 @page("db:backup")
