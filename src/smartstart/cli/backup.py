@@ -122,9 +122,37 @@ def backup(
 def _run_backup(
     s: Settings, path: Path, tools: Tools, fmt: str, compress: bool, note: str | None
 ) -> Manifest:
+    """The backup, audited (`backup.create`; a failure too, with its error)."""
+    from smartstart.db import backups
+    from smartstart.domain.actor import Actor
+
+    actor = Actor.operator()
+    with backups.failure_audited(s, actor, "backup.create", path.name, format=fmt):
+        made = _dump(s, path, tools, fmt, compress, note, actor.label)
+    why = backups.audit_quietly(
+        s,
+        actor,
+        "backup.create",
+        path.name,
+        outcome="ok",
+        format=fmt,
+        compressed=made.compressed,
+        size=made.size,
+        sha256=made.sha256,
+        revision=made.revision,
+        note=note,
+    )
+    if why is not None:
+        typer.echo(f"warning: {why}", err=True)
+    return made
+
+
+def _dump(
+    s: Settings, path: Path, tools: Tools, fmt: str, compress: bool, note: str | None, who: str
+) -> Manifest:
     from smartstart.pg import backup as pgb
 
-    kwargs: dict[str, Any] = {"fmt": fmt, "compress": compress, "note": note, "who": _who()}
+    kwargs: dict[str, Any] = {"fmt": fmt, "compress": compress, "note": note, "who": who}
     if not console.is_terminal:
         return pgb.backup(s.url_for(), path, tools, **kwargs)
     from rich.progress import DownloadColumn, Progress, SpinnerColumn, TimeElapsedColumn

@@ -24,7 +24,7 @@ from pathlib import Path
 import psycopg
 
 from smartstart.errors import SmartStartError
-from smartstart.pg import archive
+from smartstart.pg import archive, restoring
 from smartstart.pg.archive import OnPath, conf_string
 from smartstart.pg.backup import PARTIAL_MARK, _fsync_dir
 from smartstart.pg.basebackup import ListedBase, PitrError, list_base_backups, manifest_path
@@ -372,7 +372,11 @@ def restore(
                     + "; ".join(problems[:5])
                 )
             say("swapping the recovered data directory in")
-            _swap(cluster, staging, plan.keep_as)
+            to = "the end of the WAL archive"
+            if plan.target is not None and not plan.replay_to_end:
+                to = _stamp(plan.target)
+            with restoring.marked(cluster.home, "pitr", f"point-in-time recovery to {to}"):
+                _swap(cluster, staging, plan.keep_as)
             lap("swap")
         finally:
             shutil.rmtree(staging, ignore_errors=True)
