@@ -23,6 +23,7 @@ from smartstart.config import Settings
 from smartstart.errors import SmartStartError
 
 if TYPE_CHECKING:
+    from smartstart.domain.actor import Actor
     from smartstart.pg.backup import Listed, Manifest, Tools
 
 
@@ -129,12 +130,11 @@ def _run_backup(
     actor = Actor.operator()
     with backups.failure_audited(s, actor, "backup.create", path.name, format=fmt):
         made = _dump(s, path, tools, fmt, compress, note, actor.label)
-    why = backups.audit_quietly(
+    audit_done(
         s,
         actor,
         "backup.create",
         path.name,
-        outcome="ok",
         format=fmt,
         compressed=made.compressed,
         size=made.size,
@@ -142,9 +142,17 @@ def _run_backup(
         revision=made.revision,
         note=note,
     )
+    return made
+
+
+def audit_done(s: Settings, actor: Actor, action: str, resource_id: str, **details: Any) -> None:
+    """The audit row of work that is done (`outcome: ok`); a row that cannot be written is a
+    warning line, not a failure of the work."""
+    from smartstart.db import backups
+
+    why = backups.audit_quietly(s, actor, action, resource_id, outcome="ok", **details)
     if why is not None:
         typer.echo(f"warning: {why}", err=True)
-    return made
 
 
 def _dump(

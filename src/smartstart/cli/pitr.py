@@ -69,7 +69,7 @@ def backup_physical(s: Settings, note: str | None, who: str, as_json: bool) -> N
     """`db backup --physical`."""
     import psycopg
 
-    from smartstart.cli.backup import _size
+    from smartstart.cli.backup import _size, audit_done
     from smartstart.db import backups
     from smartstart.domain.actor import Actor
     from smartstart.pg.backup import alembic_revision
@@ -90,12 +90,11 @@ def backup_physical(s: Settings, note: str | None, who: str, as_json: bool) -> N
     ):
         made = base_backup(cluster, base_dir(s), who=who, note=note, revision=revision)
     m = made.manifest
-    why = backups.audit_quietly(
+    audit_done(
         s,
         actor,
         "backup.create",
         made.path.name,
-        outcome="ok",
         format="physical",
         size=m.size,
         start_wal=m.start_wal,
@@ -104,8 +103,6 @@ def backup_physical(s: Settings, note: str | None, who: str, as_json: bool) -> N
         seconds=m.seconds,
         note=note,
     )
-    if why is not None:
-        typer.echo(f"warning: {why}", err=True)
     if as_json:
         print_json({"path": str(made.path), **asdict(m)})
         return
@@ -276,6 +273,7 @@ def _audited_restore(s: Settings, cluster: Cluster, plan: RestorePlan) -> Restor
     The row is written after the swap, into the recovered database: one written before
     would be history after the target, set aside with the old data directory. A failure
     is audited in the database as it then is: the current one, untouched or put back."""
+    from smartstart.cli.backup import audit_done
     from smartstart.db import backups
     from smartstart.domain.actor import Actor
     from smartstart.pg import pitr
@@ -290,18 +288,15 @@ def _audited_restore(s: Settings, cluster: Cluster, plan: RestorePlan) -> Restor
             _platform_check(s),
             say=lambda line: typer.echo(f"• {line}", err=True),
         )
-    why = backups.audit_quietly(
+    audit_done(
         s,
         actor,
         "backup.restore",
         name,
-        outcome="ok",
         kind="pitr",
         **target,
         replayed_to=done.replayed_to and done.replayed_to.isoformat(),
         kept=str(done.kept),
         seconds=done.seconds,
     )
-    if why is not None:
-        typer.echo(f"warning: {why}", err=True)
     return done
