@@ -84,6 +84,9 @@ def test_a_brain_whose_database_is_being_restored_says_so(
             assert (status, retry_after, error["code"]) == (503, "5", "restoring")
             assert "point-in-time recovery to 2026-11-29 12:00" in error["message"]
             assert error["details"]["reason"] == "pitr" and error["details"]["since"]
+            ready = client.get("/readyz")
+            assert ready.status_code == 503
+            assert "restoring: point-in-time recovery to" in ready.json()["reason"]
         # Just ended: the pools' reconnection still owes its failures to the restore.
         assert answer()[2]["code"] == "restoring"
         mark = json.loads((tmp_path / restoring.MARK).read_text())
