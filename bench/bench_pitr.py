@@ -117,8 +117,9 @@ def _cli(cli_env: dict[str, str], *args: str) -> float:
     proc = subprocess.run(
         [str(SMARTSTART), *args], env=cli_env, capture_output=True, text=True, check=False
     )
-    if proc.returncode != 0:
-        raise SystemExit(f"smartstart {' '.join(args)} failed: {proc.stderr.strip()}")
+    if proc.returncode != 0:  # said, and the in-process results still printed
+        print(f"smartstart {' '.join(args)} failed: {proc.stderr.strip()}", flush=True)
+        return float("nan")
     return time.perf_counter() - started
 
 
@@ -146,6 +147,9 @@ def main() -> int:
 
         home = Path(DIR)
         settings = bench_settings(home, _free_port())
+        # What an earlier run recorded (its port): this run's settings are recorded instead,
+        # so that the command run below agrees with them.
+        (home / "cluster.json").unlink(missing_ok=True)
     # Durable defaults, as in production, and archiving as `smartstart up` configures it.
     cluster = Cluster.from_settings(settings)
     try:
