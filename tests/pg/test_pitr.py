@@ -498,3 +498,16 @@ def test_a_served_brain_answers_through_a_pitr_swap_and_recovers_by_itself(cli: 
             assert body["error"]["code"] == "restoring", body
             assert "point-in-time recovery to" in body["error"]["message"], body
             assert body["error"]["details"]["reason"] == "pitr" and retry_after == "5", body
+
+
+def test_a_target_before_segments_without_commits_is_not_replayed_past(cli: Cluster) -> None:
+    """After the last commit, WAL with none in it (a VACUUM, checkpoints): the restore must
+    still stop at the target, not take "no commit seen lately" for "nothing to exclude"."""
+    target = _new_timeline_target(cli, "pitr_quiet_tail")  # row 2 is after the target
+    with cli.connect() as conn:
+        for _ in range(10):  # more segments than any "newest few" a scan might stop at
+            conn.execute("CHECKPOINT")
+            conn.execute("SELECT pg_switch_wal()")
+    result = run("db", "restore", "--to-time", target.isoformat(), "--yes")
+    assert result.exit_code == 0, result.output
+    assert _ids(cli, "pitr_quiet_tail") == [1]
