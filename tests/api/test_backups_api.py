@@ -160,6 +160,37 @@ def test_restore_needs_confirmation_and_dry_run_changes_nothing(
     assert refused.status_code == 422 and refused.json()["error"]["details"]["field"] == "confirm"
 
 
+def test_a_failed_restore_is_audited_with_who_and_why(
+    client: TestClient,
+    admin_headers: dict[str, str],
+    seeded_settings: Settings,
+    db: psycopg.Connection[Any],
+    leftovers: None,
+) -> None:
+    import json
+
+    made = create(client, admin_headers)
+    manifest = seeded_settings.home_dir / "backups" / f"{made['id']}.json"
+    m = json.loads(manifest.read_text())
+    m["rows"]["User"] += 1  # what loads no longer matches: refused before the swap
+    manifest.write_text(json.dumps(m))
+    r = client.post(
+        f"/api/admin/backups/{made['id']}/restore",
+        json={"confirm": made["id"]},
+        headers=admin_headers,
+    )
+    assert r.status_code == 422 and "rows of User" in r.json()["error"]["message"], r.text
+    admin = db.execute('SELECT id FROM "User" WHERE email = %s', [ADMIN]).fetchone()
+    rows = db.execute(
+        "SELECT actor, details FROM audit_log WHERE action = 'backup.restore'"
+        ' AND "resourceId" = %s',
+        [made["id"]],
+    ).fetchall()
+    assert admin is not None and len(rows) == 1, rows
+    assert rows[0][0] == admin[0] and rows[0][1]["outcome"] == "failed"
+    assert "rows of User" in rows[0][1]["error"]
+
+
 def test_prune_validates_and_keeps_the_newest_verified(
     client: TestClient, admin_headers: dict[str, str]
 ) -> None:
@@ -230,5 +261,6 @@ def test_a_served_brain_answers_through_a_restore_and_recovers_by_itself(
     switched = [n != "Mutated" for n in names]
     assert switched == sorted(switched) and switched[-1], names
     for status, body in seen:
-        if status == 503:
-            assert body["error"]["code"] == "database_unavailable", body
+        if status == 503:  # the restore's marker says why (pg.restoring)
+            assert body["error"]["code"] == "restoring", body
+            assert body["error"]["details"]["reason"] == "logical", body

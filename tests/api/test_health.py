@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 from fastapi.testclient import TestClient
 
@@ -57,6 +59,54 @@ def test_api_answers_503_quickly_when_the_database_is_down(db_settings: Settings
     assert resp.json()["error"]["code"] == "database_unavailable"
     assert resp.headers["Retry-After"] == "5"
     assert elapsed < 5
+
+
+def test_a_brain_whose_database_is_being_restored_says_so(
+    db_settings: Settings, tmp_path: Path
+) -> None:
+    """The restore's marker turns the outage's 503 into `restoring`, while it is live."""
+    import json
+    import subprocess
+    import sys
+
+    from smartstart.pg import restoring
+
+    broken = db_settings.model_copy(update={"pg_port": 1, "home": tmp_path})
+
+    def answer() -> tuple[int, str | None, dict[str, Any]]:
+        resp = client.get("/api/users/x", headers={"Authorization": "Bearer t"})
+        return resp.status_code, resp.headers.get("Retry-After"), resp.json()["error"]
+
+    with TestClient(create_app(broken, pool_timeout=0.2)) as client:
+        assert answer()[2]["code"] == "database_unavailable"
+        with restoring.marked(tmp_path, "pitr", "point-in-time recovery to 2026-11-29 12:00"):
+            status, retry_after, error = answer()
+            assert (status, retry_after, error["code"]) == (503, "5", "restoring")
+            assert "point-in-time recovery to 2026-11-29 12:00" in error["message"]
+            assert error["details"]["reason"] == "pitr" and error["details"]["since"]
+            ready = client.get("/readyz")
+            assert ready.status_code == 503
+            assert "restoring: point-in-time recovery to" in ready.json()["reason"]
+        # Just ended: the pools' reconnection still owes its failures to the restore.
+        assert answer()[2]["code"] == "restoring"
+        mark = json.loads((tmp_path / restoring.MARK).read_text())
+        (tmp_path / restoring.MARK).write_text(
+            json.dumps({**mark, "ended": time.time() - restoring.GRACE - 1})
+        )
+        assert answer()[2]["code"] == "database_unavailable"
+        # A restore killed before it could say it ended: its process is gone.
+        dead = subprocess.run(
+            [sys.executable, "-c", "import os; print(os.getpid())"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        (tmp_path / restoring.MARK).write_text(
+            json.dumps({**mark, "ended": None, "pid": int(dead.stdout)})
+        )
+        assert answer()[2]["code"] == "database_unavailable"
+        (tmp_path / restoring.MARK).write_text("not json\0")
+        assert answer()[2]["code"] == "database_unavailable"
 
 
 def test_docs_are_served_without_a_cdn(db_settings: Settings) -> None:

@@ -65,6 +65,15 @@ def databases(cluster: Cluster, settings: Settings) -> set[str]:
         }
 
 
+def audited(settings: Settings, action: str) -> list[tuple[Any, ...]]:
+    """(actor, resourceId, details) of settings' database's audit rows for action."""
+    with psycopg.connect(settings.url_for()) as conn:
+        return conn.execute(
+            'SELECT actor, "resourceId", details FROM audit_log WHERE action = %s ORDER BY id',
+            [action],
+        ).fetchall()
+
+
 def new_database(cluster: Cluster, name: str, template: str = "template1") -> Settings:
     """An (empty, or copied) database owned by the platform user."""
     with cluster.connect() as conn:
@@ -123,6 +132,10 @@ def test_backup_mutate_restore_gives_identical_rows(
 ) -> None:
     before = content(target)
     path = backup(tmp_path / "b", *options)
+    (created,) = audited(target, "backup.create")
+    assert created[0].startswith("cli:") and created[1] == path.name
+    assert created[2]["outcome"] == "ok" and created[2]["sha256"]
+    assert created[2]["format"] == ("plain" if options else "custom")
     mutate(target)
     mutated = content(target)
     assert mutated != before
@@ -138,10 +151,14 @@ def test_backup_mutate_restore_gives_identical_rows(
     assert migrate.check(target.sqlalchemy_url())["ok"]
     with psycopg.connect(target.url_for()) as conn:
         assert conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'pg_stat_statements'")
-        row = conn.execute(
-            "SELECT actor, details->>'kept_as' FROM audit_log WHERE action = 'backup.restore'"
-        ).fetchone()
-    assert row is not None and row[0].startswith("cli:") and row[1] == kept[0]
+    # In the restored database (the dump predates its own backup.create row).
+    (restored,) = audited(target, "backup.restore")
+    assert restored[0].startswith("cli:") and restored[1] == path.name
+    assert restored[2]["kept_as"] == kept[0] and restored[2]["outcome"] == "ok"
+    assert audited(target, "backup.create") == []
+    assert [r[1] for r in audited(settings_for(pg_cluster, kept[0]), "backup.create")] == [
+        path.name
+    ]
 
 
 def test_dry_run_describes_and_changes_nothing(
@@ -453,3 +470,7 @@ def test_rows_that_differ_from_the_manifest_are_refused(
     mutated = content(target)
     one_error_line(run("db", "restore", str(path), "--yes"), "rows of User")
     _assert_untouched(target, pg_cluster, mutated)
+    # The attempt is audited in the database it left untouched.
+    (failed,) = audited(target, "backup.restore")
+    assert failed[0].startswith("cli:") and failed[1] == path.name
+    assert failed[2]["outcome"] == "failed" and "rows of User" in failed[2]["error"]

@@ -345,3 +345,169 @@ def test_an_existing_cluster_archives_from_its_next_start() -> None:
     finally:
         old.destroy()
         shutil.rmtree(home, ignore_errors=True)
+
+
+def _audit_rows(cluster: Cluster, action: str, kind: str) -> list[tuple[Any, ...]]:
+    """(actor, resourceId, details) of the platform database's rows for action and kind."""
+    with cluster.connect("smartstart_db") as conn:
+        return conn.execute(
+            'SELECT actor, "resourceId", details FROM audit_log'
+            " WHERE action = %s AND (details->>'kind' = %s OR details->>'format' = %s)"
+            " ORDER BY id",
+            [action, kind, kind],
+        ).fetchall()
+
+
+def _new_timeline_target(cluster: Cluster, name: str) -> datetime:
+    """A base backup, then a moment after it with a write (into database name's probe) on
+    each side of it."""
+    _base_backup("for this test")
+    _probe(cluster, name)
+    with cluster.connect(name) as conn:
+        conn.execute("INSERT INTO probe VALUES (1, 'before the target')")
+    time.sleep(0.2)
+    target = _server_now(cluster, name)
+    time.sleep(0.2)
+    with cluster.connect(name) as conn:
+        conn.execute("INSERT INTO probe VALUES (2, 'after the target')")
+    return target
+
+
+def test_base_backups_and_pitr_restores_are_audited_in_the_database_they_leave(
+    cli: Cluster,
+) -> None:
+    made = _base_backup("audited")
+    name = Path(made["path"]).name
+    created = [r for r in _audit_rows(cli, "backup.create", "physical") if r[1] == name]
+    assert len(created) == 1, created
+    actor, _, details = created[0]
+    assert actor.startswith("cli:") and details["outcome"] == "ok"
+    assert details["start_wal"] == made["start_wal"] and details["note"] == "audited"
+
+    target = _new_timeline_target(cli, "pitr_audited")
+    base = Path(list_base_backups(cli.home / "basebackups")[0].path).name
+    for _ in range(2):
+        result = run("db", "restore", "--to-time", target.isoformat(), "--yes")
+        assert result.exit_code == 0, result.output
+        # Written after the swap, into the recovered database: the previous restore's row
+        # (after the target, on the set-aside history) is gone, this one's is there.
+        rows = [r for r in _audit_rows(cli, "backup.restore", "pitr") if r[1] == base]
+        assert len(rows) == 1, rows
+        actor, _, details = rows[0]
+        assert actor.startswith("cli:") and details["outcome"] == "ok"
+        assert datetime.fromisoformat(details["target"]) == target
+        assert details["kept"].startswith(str(cli.home / pitr.KEPT_PREFIX))
+        assert details["replayed_to"] is not None and details["seconds"] > 0
+        assert _ids(cli, "pitr_audited") == [1]
+
+
+def test_a_failed_pitr_restore_is_audited_and_changes_nothing(cli: Cluster) -> None:
+    target = _new_timeline_target(cli, "pitr_failed")
+    pitr.flush_archive(cli)
+    stop_wal = list_base_backups(cli.home / "basebackups")[0].manifest.stop_wal
+    # The server's OS user cannot read the WAL after the base backup: the replay stops
+    # short of the target, and PostgreSQL refuses to promote there.
+    hidden = [
+        p
+        for p in (cli.home / "wal").iterdir()
+        if len(p.name) == 24 and p.name[8:] > stop_wal[8:] and p.name[:8] == stop_wal[:8]
+    ]
+    assert hidden
+    before = cli.status().pid
+    for p in hidden:
+        p.chmod(0o000)
+    try:
+        result = run("db", "restore", "--to-time", target.isoformat(), "--yes")
+    finally:
+        for p in hidden:
+            p.chmod(0o644)
+    assert result.exit_code == 1, result.output
+    assert "recovery failed" in result.stderr and "Traceback" not in result.output
+    assert cli.status().pid == before  # never stopped: the swap did not run
+    assert _ids(cli, "pitr_failed") == [1, 2]
+    failed = [r for r in _audit_rows(cli, "backup.restore", "pitr") if r[2]["outcome"] == "failed"]
+    assert failed, "the failed restore was not audited"
+    actor, _, details = failed[-1]
+    assert actor.startswith("cli:") and "recovery failed" in details["error"]
+    assert datetime.fromisoformat(details["target"]) == target
+
+
+def _watch(url: str, token: str, user_id: str, stop: Any) -> list[Any]:
+    """GET /api/users/{id} in a loop until stop is set: (status, Retry-After, body) of each."""
+    import httpx
+
+    seen: list[Any] = []
+    with httpx.Client(
+        base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=60
+    ) as http:
+        while not stop.is_set():
+            r = http.get(f"/api/users/{user_id}")
+            seen.append((r.status_code, r.headers.get("retry-after"), r.json()))
+    return seen
+
+
+def test_a_served_brain_answers_through_a_pitr_swap_and_recovers_by_itself(cli: Cluster) -> None:
+    import threading
+
+    import httpx
+
+    from smartstart.api.app import create_app
+    from smartstart.domain import sessions
+    from tests.api.conftest import served
+
+    _base_backup("before the Brain's test")
+    with cli.connect("smartstart_db") as conn:
+        row = conn.execute(
+            """UPDATE "User" SET "firstName" = 'Before' WHERE role = 'SUPER_ADMIN'"""
+            " RETURNING id"
+        ).fetchone()
+        assert row is not None
+        uid = str(row[0])
+        token, _ = sessions.create(conn, uid, lifetime=timedelta(hours=1))
+    time.sleep(0.2)
+    target = _server_now(cli, "smartstart_db")
+    time.sleep(0.2)
+    with cli.connect("smartstart_db") as conn:
+        conn.execute("""UPDATE "User" SET "firstName" = 'Mutated' WHERE id = %s""", [uid])
+    # A short wait for a connection: requests meet the stopped server and answer 503.
+    with served(create_app(_settings(cli), pool_timeout=0.5)) as url:
+        stop = threading.Event()
+        seen: list[Any] = []
+        watcher = threading.Thread(target=lambda: seen.extend(_watch(url, token, uid, stop)))
+        watcher.start()
+        try:
+            time.sleep(0.5)
+            result = run("db", "restore", "--to-time", target.isoformat(), "--yes")
+            time.sleep(0.5)
+        finally:
+            stop.set()
+            watcher.join()
+        assert result.exit_code == 0, result.output
+        # Recovered without help: the next answer is the restored row.
+        with httpx.Client(base_url=url, timeout=60) as http:
+            after = http.get(f"/api/users/{uid}", headers={"Authorization": f"Bearer {token}"})
+    assert after.status_code == 200 and after.json()["firstName"] == "Before", after.text
+    assert {status for status, _, _ in seen} <= {200, 503}, seen
+    names = [body["firstName"] for status, _, body in seen if status == 200]
+    assert names[0] == "Mutated"
+    # Never a mix: the old answer until the swap, the restored one after it.
+    switched = [n == "Before" for n in names]
+    assert switched == sorted(switched), names
+    for status, retry_after, body in seen:
+        if status == 503:
+            assert body["error"]["code"] == "restoring", body
+            assert "point-in-time recovery to" in body["error"]["message"], body
+            assert body["error"]["details"]["reason"] == "pitr" and retry_after == "5", body
+
+
+def test_a_target_before_segments_without_commits_is_not_replayed_past(cli: Cluster) -> None:
+    """After the last commit, WAL with none in it (a VACUUM, checkpoints): the restore must
+    still stop at the target, not take "no commit seen lately" for "nothing to exclude"."""
+    target = _new_timeline_target(cli, "pitr_quiet_tail")  # row 2 is after the target
+    with cli.connect() as conn:
+        for _ in range(10):  # more segments than any "newest few" a scan might stop at
+            conn.execute("CHECKPOINT")
+            conn.execute("SELECT pg_switch_wal()")
+    result = run("db", "restore", "--to-time", target.isoformat(), "--yes")
+    assert result.exit_code == 0, result.output
+    assert _ids(cli, "pitr_quiet_tail") == [1]

@@ -71,6 +71,11 @@ def readiness(settings: Settings) -> tuple[bool, dict[str, Any]]:
             failed = _failed_jobs(conn, settings) if row and row[0] == head else []
     except psycopg.Error as e:
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        from smartstart.pg import restoring
+
+        mark = restoring.current(settings.home_dir)
+        if mark is not None:
+            reason = f"restoring: {mark.what}, since {mark.since} ({reason})"
         return False, {"status": "unavailable", "reason": f"database unreachable: {reason}"}
     current = row[0] if row else None
     if current != head:

@@ -151,6 +151,29 @@ def _jsonable_errors(errors: Any) -> list[dict[str, Any]]:
     return out
 
 
+RESTORING_RETRY_AFTER = 5  # seconds: a swap takes a few (a stop, two renames, a start)
+
+
+def restoring_response(
+    request: Request, headers: Mapping[str, str] | None = None
+) -> JSONResponse | None:
+    """503 `restoring` when the database is out of reach because a restore is swapping it
+    in (pg.restoring's marker); None otherwise. Only the error path reads the marker."""
+    from smartstart.pg import restoring
+
+    settings = getattr(request.app.state, "settings", None)
+    mark = None if settings is None else restoring.current(settings.home_dir)
+    if mark is None:
+        return None
+    return error_response(
+        503,
+        "restoring",
+        f"the database is being restored ({mark.what}); try again shortly",
+        {"reason": mark.kind, "since": mark.since, "retry_after": RESTORING_RETRY_AFTER},
+        headers={"Retry-After": str(RESTORING_RETRY_AFTER), **(headers or {})},
+    )
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(DomainError)
     async def domain_error(_: Request, exc: DomainError) -> JSONResponse:
@@ -175,7 +198,7 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(StaleConnection)
     async def stale_connection(request: Request, exc: Exception) -> JSONResponse:
         await refresh_pools(request.app)
-        return error_response(
+        return restoring_response(request, {RETRY_HEADER: "stale"}) or error_response(
             503,
             "database_unavailable",
             "the database connection was lost; try again shortly",
@@ -228,8 +251,8 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(PoolTimeout)
     @app.exception_handler(psycopg.OperationalError)
-    async def database_unavailable(_: Request, exc: Exception) -> JSONResponse:
-        return error_response(
+    async def database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+        return restoring_response(request) or error_response(
             503,
             "database_unavailable",
             "the database is unavailable; try again shortly",

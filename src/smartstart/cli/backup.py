@@ -23,6 +23,7 @@ from smartstart.config import Settings
 from smartstart.errors import SmartStartError
 
 if TYPE_CHECKING:
+    from smartstart.domain.actor import Actor
     from smartstart.pg.backup import Listed, Manifest, Tools
 
 
@@ -122,9 +123,44 @@ def backup(
 def _run_backup(
     s: Settings, path: Path, tools: Tools, fmt: str, compress: bool, note: str | None
 ) -> Manifest:
+    """The backup, audited (`backup.create`; a failure too, with its error)."""
+    from smartstart.db import backups
+    from smartstart.domain.actor import Actor
+
+    actor = Actor.operator()
+    with backups.failure_audited(s, actor, "backup.create", path.name, format=fmt):
+        made = _dump(s, path, tools, fmt, compress, note, actor.label)
+    audit_done(
+        s,
+        actor,
+        "backup.create",
+        path.name,
+        format=fmt,
+        compressed=made.compressed,
+        size=made.size,
+        sha256=made.sha256,
+        revision=made.revision,
+        note=note,
+    )
+    return made
+
+
+def audit_done(s: Settings, actor: Actor, action: str, resource_id: str, **details: Any) -> None:
+    """The audit row of work that is done (`outcome: ok`); a row that cannot be written is a
+    warning line, not a failure of the work."""
+    from smartstart.db import backups
+
+    why = backups.audit_quietly(s, actor, action, resource_id, outcome="ok", **details)
+    if why is not None:
+        typer.echo(f"warning: {why}", err=True)
+
+
+def _dump(
+    s: Settings, path: Path, tools: Tools, fmt: str, compress: bool, note: str | None, who: str
+) -> Manifest:
     from smartstart.pg import backup as pgb
 
-    kwargs: dict[str, Any] = {"fmt": fmt, "compress": compress, "note": note, "who": _who()}
+    kwargs: dict[str, Any] = {"fmt": fmt, "compress": compress, "note": note, "who": who}
     if not console.is_terminal:
         return pgb.backup(s.url_for(), path, tools, **kwargs)
     from rich.progress import DownloadColumn, Progress, SpinnerColumn, TimeElapsedColumn

@@ -16,7 +16,7 @@ from smartstart.config import Settings
 if TYPE_CHECKING:
     from smartstart.pg.basebackup import ListedBase
     from smartstart.pg.cluster import Cluster
-    from smartstart.pg.pitr import Window
+    from smartstart.pg.pitr import Restored, RestorePlan, Window
 
 ToTimeOpt = Annotated[
     datetime | None,
@@ -69,7 +69,9 @@ def backup_physical(s: Settings, note: str | None, who: str, as_json: bool) -> N
     """`db backup --physical`."""
     import psycopg
 
-    from smartstart.cli.backup import _size
+    from smartstart.cli.backup import _size, audit_done
+    from smartstart.db import backups
+    from smartstart.domain.actor import Actor
     from smartstart.pg.backup import alembic_revision
     from smartstart.pg.basebackup import base_backup
 
@@ -81,9 +83,26 @@ def backup_physical(s: Settings, note: str | None, who: str, as_json: bool) -> N
                 revision = alembic_revision(conn)
         except psycopg.Error:
             revision = None  # the platform database may not exist yet: the backup still can
-    with console.status("pg_basebackup …") if console.is_terminal else _nothing():
+    actor = Actor.operator()
+    with (
+        backups.failure_audited(s, actor, "backup.create", "-", format="physical"),
+        console.status("pg_basebackup …") if console.is_terminal else _nothing(),
+    ):
         made = base_backup(cluster, base_dir(s), who=who, note=note, revision=revision)
     m = made.manifest
+    audit_done(
+        s,
+        actor,
+        "backup.create",
+        made.path.name,
+        format="physical",
+        size=m.size,
+        start_wal=m.start_wal,
+        stop_wal=m.stop_wal,
+        revision=m.revision,
+        seconds=m.seconds,
+        note=note,
+    )
     if as_json:
         print_json({"path": str(made.path), **asdict(m)})
         return
@@ -161,12 +180,14 @@ def show_window(win: Window) -> None:
 
 
 def _platform_check(s: Settings) -> Any:
-    """db check and the platform's integrity checks, run on the recovered cluster.
+    """db check and the platform's integrity checks, run on the recovered cluster; then its
+    RBAC version continued above the current one's (as a logical restore does).
 
     A check that cannot run refuses the swap; a finding (a CRIT integrity check) is shown,
     since the past being restored may well have had it."""
     from smartstart import health
     from smartstart.cli.backup import _schema_check
+    from smartstart.db.backups import continue_rbac_version
     from smartstart.domain import integrity
 
     def check(side: Cluster) -> list[str]:
@@ -178,6 +199,8 @@ def _platform_check(s: Settings) -> Any:
                 problems.append(f"{r.name}: {r.state.name} {r.reason}")
             elif r.state is not health.State.OK:
                 typer.echo(f"note: {r.name} is {r.state.name} in the recovered data", err=True)
+        if not problems:  # the main server still runs: its version is the one to pass
+            continue_rbac_version(s, on_side.url_for())
         return problems
 
     return check
@@ -223,13 +246,7 @@ def restore_to(
         err("dry run: nothing was changed", err=True)
         return
     confirm("The server restarts and everything after the target is set aside. Continue?", yes)
-    done = pitr.restore(
-        cluster,
-        plan,
-        archive_dir(s),
-        _platform_check(s),
-        say=lambda line: err(f"• {line}", err=True),
-    )
+    done = _audited_restore(s, cluster, plan)
     if as_json:
         print_json(
             {
@@ -248,3 +265,38 @@ def restore_to(
         highlight=False,
         soft_wrap=True,
     )
+
+
+def _audited_restore(s: Settings, cluster: Cluster, plan: RestorePlan) -> Restored:
+    """pitr.restore, audited as `backup.restore` (kind pitr) in the database it leaves.
+
+    The row is written after the swap, into the recovered database: one written before
+    would be history after the target, set aside with the old data directory. A failure
+    is audited in the database as it then is: the current one, untouched or put back."""
+    from smartstart.cli.backup import audit_done
+    from smartstart.db import backups
+    from smartstart.domain.actor import Actor
+    from smartstart.pg import pitr
+
+    actor, name = Actor.operator(), plan.base.path.name
+    target = {"target": plan.target and plan.target.isoformat(), "to_latest": plan.target is None}
+    with backups.failure_audited(s, actor, "backup.restore", name, kind="pitr", **target):
+        done = pitr.restore(
+            cluster,
+            plan,
+            archive_dir(s),
+            _platform_check(s),
+            say=lambda line: typer.echo(f"• {line}", err=True),
+        )
+    audit_done(
+        s,
+        actor,
+        "backup.restore",
+        name,
+        kind="pitr",
+        **target,
+        replayed_to=done.replayed_to and done.replayed_to.isoformat(),
+        kept=str(done.kept),
+        seconds=done.seconds,
+    )
+    return done

@@ -58,8 +58,10 @@ def logical_restore(s: Settings, file: Path, yes: bool, dry_run: bool) -> Restor
         if err_console.is_terminal
         else None
     )
-    done = backups.restore(s, plan, say=say or (lambda _: None))
-    backups.audit_restore(s, plan, done, Actor.operator())
+    actor = Actor.operator()
+    with backups.failure_audited(s, actor, "backup.restore", file.name, kind=plan.source.kind):
+        done = backups.restore(s, plan, say=say or (lambda _: None))
+    backups.audit_restore(s, plan, done, actor)
     return done
 
 

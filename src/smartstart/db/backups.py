@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import getpass
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +24,11 @@ if TYPE_CHECKING:
     from smartstart.pg.backup import Manifest, Tools
     from smartstart.pg.prune import PrunePlan
     from smartstart.pg.restore import Restored, RestorePlan
+
+
+_log = logging.getLogger(__name__)
+# The Brain's handlers get these; the CLI, which configures none, keeps its one error line.
+_log.addHandler(logging.NullHandler())
 
 
 def backup_dir(s: Settings) -> Path:
@@ -190,14 +196,23 @@ def prepare_restored(s: Settings) -> Callable[[str, Callable[[], list[str]]], li
                 problems = loaded.result() + schema + integrity.result()
         if problems:
             return problems
-        with psycopg.connect(s.url_for(dbname), autocommit=True) as conn:
-            conn.execute(
-                'UPDATE rbac_version SET version = greatest(version, %s) + 1, "changedAt" = now()',
-                [_rbac_version(s)],
-            )
+        continue_rbac_version(s, s.url_for(dbname))
         return []
 
     return prepare
+
+
+def continue_rbac_version(s: Settings, restored: str) -> None:
+    """Set the RBAC version of the restored database (its conninfo) above the current one's.
+
+    The Brain caches permissions for the newest version it has seen; a restored database
+    going back to an older version would, once it grew again, meet sets cached for the
+    same number with other grants."""
+    with psycopg.connect(restored, autocommit=True) as conn:
+        conn.execute(
+            'UPDATE rbac_version SET version = greatest(version, %s) + 1, "changedAt" = now()',
+            [_rbac_version(s)],
+        )
 
 
 def _integrity(s: Settings, dbname: str) -> list[str]:
@@ -232,9 +247,19 @@ def restore(
     s: Settings, plan: RestorePlan, say: Callable[[str], None] = lambda _: None
 ) -> Restored:
     """Restore plan's file in place of the platform database (the old one kept aside)."""
+    from smartstart.pg import restoring
     from smartstart.pg.restore import restore as run
 
-    return run(plan, admin_conninfo(s), s.url_for(), tools(s), prepare_restored(s), say=say)
+    what = f"{plan.source.path.name} switched in place of {plan.database}"
+    return run(
+        plan,
+        admin_conninfo(s),
+        s.url_for(),
+        tools(s),
+        prepare_restored(s),
+        say=say,
+        swapping=lambda: restoring.marked(s.home_dir, "logical", what),
+    )
 
 
 def plan_prune(
@@ -268,6 +293,38 @@ def audit(s: Settings, actor: Actor, action: str, resource_id: str, **details: o
         log.record(conn, actor, action, resource="backup", resource_id=resource_id, **details)
 
 
+def audit_quietly(
+    s: Settings, actor: Actor, action: str, resource_id: str, **details: object
+) -> str | None:
+    """`audit`, for when the work is done whatever the log says: why the row could not be
+    written (also logged), or None."""
+    try:
+        audit(s, actor, action, resource_id, **details)
+    except psycopg.Error as e:
+        why = f"not audited: {action} {resource_id} ({details.get('outcome', 'ok')}): " + (
+            str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        )
+        _log.warning("%s", why)
+        return why
+    return None
+
+
+@contextlib.contextmanager
+def failure_audited(
+    s: Settings, actor: Actor, action: str, resource_id: str, **details: object
+) -> Iterator[None]:
+    """Audit the block's failure (`outcome: failed` and the error) and let it propagate.
+
+    The row lands in the platform database as it is then: a failed restore leaves it
+    untouched (or puts it back), so that is the database the attempt was made on."""
+    try:
+        yield
+    except Exception as e:
+        error = str(e) or type(e).__name__
+        audit_quietly(s, actor, action, resource_id, outcome="failed", error=error, **details)
+        raise
+
+
 def audit_restore(s: Settings, plan: RestorePlan, done: Restored, actor: Actor) -> None:
     m = plan.source.manifest
     audit(
@@ -275,6 +332,7 @@ def audit_restore(s: Settings, plan: RestorePlan, done: Restored, actor: Actor) 
         actor,
         "backup.restore",
         plan.source.path.name,
+        outcome="ok",
         kind=done.kind,
         kept_as=done.kept_as,
         revision=m.revision if m else None,

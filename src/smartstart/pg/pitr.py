@@ -24,7 +24,7 @@ from pathlib import Path
 import psycopg
 
 from smartstart.errors import SmartStartError
-from smartstart.pg import archive
+from smartstart.pg import archive, restoring
 from smartstart.pg.archive import OnPath, conf_string
 from smartstart.pg.backup import PARTIAL_MARK, _fsync_dir
 from smartstart.pg.basebackup import ListedBase, PitrError, list_base_backups, manifest_path
@@ -36,8 +36,6 @@ KEPT_PREFIX = "pgdata.before_pitr_"
 _COMMIT = re.compile(
     r"desc: (?:COMMIT|ABORT)(?:_PREPARED)? (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d+)?) UTC"
 )
-# How many archived segments, newest first, are read to find the last commit.
-SCAN_SEGMENTS = 8
 # Recovery settings are appended to postgresql.auto.conf after this line, and cut off at it
 # once the side server has stopped.
 RECOVERY_MARK = "# SmartStart point-in-time recovery (removed after promotion)\n"
@@ -77,9 +75,13 @@ class Window:
 
 
 def last_commit(bin_dir: Path, archive_dir: Path, path: list[OnPath]) -> datetime | None:
-    """The time of the newest commit (or abort) on the newest timeline's WAL (pg_waldump)."""
+    """The time of the newest commit (or abort) on the newest timeline's WAL (pg_waldump).
+
+    Read newest segment first until one holds a commit: a VACUUM or a checkpoint writes
+    many segments without any, and a restore that took "no commit found" for "nothing to
+    exclude" would replay past its target."""
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("PG")}, "TZ": "UTC"}
-    for item in reversed(path[-SCAN_SEGMENTS:]):
+    for item in reversed(path):
         args = [str(bin_dir / "pg_waldump"), "-r", "Transaction", "-p", str(archive_dir)]
         args.append(item.segment.name)
         if item.end_lsn is not None:  # the rest of this segment is another history
@@ -360,7 +362,7 @@ def restore(
             try:
                 replayed = _replay(side)
                 lap("replay")
-                problems = check(side)
+                problems = _past(plan, replayed) or check(side)
                 lap("check")
             finally:
                 side.stop(mode="fast")
@@ -372,7 +374,11 @@ def restore(
                     + "; ".join(problems[:5])
                 )
             say("swapping the recovered data directory in")
-            _swap(cluster, staging, plan.keep_as)
+            to = "the end of the WAL archive"
+            if plan.target is not None and not plan.replay_to_end:
+                to = _stamp(plan.target)
+            with restoring.marked(cluster.home, "pitr", f"point-in-time recovery to {to}"):
+                _swap(cluster, staging, plan.keep_as)
             lap("swap")
         finally:
             shutil.rmtree(staging, ignore_errors=True)
@@ -383,6 +389,13 @@ def restore(
         seconds=round(time.perf_counter() - t0, 3),
         phases=phases,
     )
+
+
+def _past(plan: RestorePlan, replayed: datetime | None) -> list[str]:
+    """A replay that went beyond the target: refused (the last line of defence)."""
+    if plan.target is None or replayed is None or replayed <= plan.target:
+        return []
+    return [f"the replay went past the target (last transaction at {_stamp(replayed)})"]
 
 
 def _swap(cluster: Cluster, staging: Path, keep_as: Path) -> None:

@@ -402,6 +402,7 @@ def restore(
     jobs: int = 2,
     required_extensions: tuple[str, ...] = REQUIRED_EXTENSIONS,
     say: Callable[[str], None] = lambda _: None,
+    swapping: Callable[[], contextlib.AbstractContextManager[object]] = contextlib.nullcontext,
 ) -> Restored:
     """Restore plan's file into a new database, check it, then swap it into place.
 
@@ -410,7 +411,8 @@ def restore(
     conninfo, any database). prepare(dbname, as_loaded) migrates and checks the restored
     database, returning its problems; as_loaded compares the rows with the manifest, to be
     run before anything changes them. Any failure drops the new database; the current one is
-    untouched unless the swap itself runs."""
+    untouched unless the swap itself runs; swapping() is around the swap (pg.restoring's
+    marker, which the Brain reads when the database is out of reach)."""
     t0 = time.perf_counter()
     source = plan.source
     with exclusive(admin) as conn:
@@ -436,7 +438,8 @@ def restore(
             if not _exists(conn, plan.database):
                 keep_as = None
             say(f"switching {new} into place, keeping the old one as {keep_as}")
-            swap(conn, plan.database, new, keep_as)
+            with swapping():
+                swap(conn, plan.database, new, keep_as)
         except BaseException:
             _drop(conn, new)
             raise

@@ -278,12 +278,20 @@ def create_backup(
     actor = actor_for(request, principal)
     try:
         path = choose_path(None, _directory(settings), body.format, body.compress)
-        backups.take_backup(
-            settings, path, fmt=body.format, compress=body.compress, note=body.note, who=actor.label
-        )
+        with backups.failure_audited(
+            settings, actor, "backup.create", path.name, format=body.format
+        ):
+            backups.take_backup(
+                settings,
+                path,
+                fmt=body.format,
+                compress=body.compress,
+                note=body.note,
+                who=actor.label,
+            )
     except BackupError as e:
         raise _refused(e) from None
-    backups.audit(settings, actor, "backup.create", path.name, format=body.format)
+    backups.audit(settings, actor, "backup.create", path.name, outcome="ok", format=body.format)
     return _out(next(i for i in list_backups(path.parent) if i.path == path))
 
 
@@ -344,13 +352,17 @@ def restore_backup(
             "a restore replaces the database: send confirm with the backup's name",
             details={"field": "confirm"},
         )
+    actor = actor_for(request, principal)
     try:
-        done = backups.restore(settings, plan)
+        with backups.failure_audited(
+            settings, actor, "backup.restore", name, kind=plan.source.kind
+        ):
+            done = backups.restore(settings, plan)
     except BackupError as e:
         if "another restore" in str(e):
             raise Conflict(str(e), details={"reason": "busy"}) from None
         raise _refused(e) from None
-    backups.audit_restore(settings, plan, done, actor_for(request, principal))
+    backups.audit_restore(settings, plan, done, actor)
     return RestoreResult(
         id=name,
         database=done.database,
