@@ -360,6 +360,8 @@ def test_counts_follow_raw_sql_of_every_kind(crafted: tuple[Conn, dict[str, str]
         # XP, level, registration day (moves roles and states), last activity
         'UPDATE "User" SET xp = xp + 450',
         'UPDATE "User" SET "createdAt" = "createdAt" - interval \'1 day\' WHERE username < \'u4\'',
+        # every user in one statement, a few of them across midnight (the others stay)
+        'UPDATE "User" SET "createdAt" = "createdAt" + interval \'3 hours\'',
         'UPDATE "User" SET "lastActive" = "lastActive" + interval \'2 days\'',
         "UPDATE \"User\" SET role = 'GUEST' WHERE username = 'u2'",
         "UPDATE \"Role\" SET name = 'MEMBERS' WHERE name = 'MEMBER'",
