@@ -54,9 +54,10 @@ promtool:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
 	  else echo "promtool not found: install it (apt-get install prometheus)"; exit 1; fi; }
 
-# Two workers, each with its own throwaway cluster (tests/conftest.py); loadscope keeps a
-# module's tests on one worker, so module-scoped fixtures (clusters, Brains) start once;
-# modules go out longest first (tests/conftest.py MODULE_SECONDS), not by their test count.
+# Three workers on the two cores (the suite waits on servers, subprocesses and timeouts much
+# of the time: 184 s against 227 s with two), each with its own throwaway cluster
+# (tests/conftest.py); loadscope keeps a module's tests on one worker, so module-scoped
+# fixtures (clusters, Brains) start once; modules go out longest first (tests/conftest.py MODULE_SECONDS), not by their test count.
 # The web app's browser tests drive Debian's Chromium (Playwright cannot download its own here).
 browser:
 	@command -v chromium >/dev/null || { if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
@@ -71,7 +72,7 @@ test: install-test promtool browser
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 	@$(BIN)/mypy > $(VENV)/mypy.out 2>&1 & mypy=$$!; \
-	PYTHONDONTWRITEBYTECODE= $(BIN)/pytest -q -n 2 --dist loadscope --no-loadscope-reorder; \
+	PYTHONDONTWRITEBYTECODE= $(BIN)/pytest -q -n 3 --dist loadscope --no-loadscope-reorder; \
 	tests=$$?; wait $$mypy; typed=$$?; echo "mypy:"; cat $(VENV)/mypy.out; \
 	[ $$tests = 0 ] && [ $$typed = 0 ]
 
