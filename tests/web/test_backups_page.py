@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -455,3 +457,32 @@ def test_prune_shows_the_plan_then_deletes_it_keeping_the_newest_verified(
     assert not (backup_dir(seeded_settings) / f"{newest}.json").exists()
     assert (backup_dir(seeded_settings) / verified).is_file()
     assert audit_actions(seeded_settings, "backup.prune") == ["-"]
+
+
+def test_two_creates_at_once_start_one_backup_and_refuse_the_other(
+    client: TestClient, browse_with: BrowseWith, seeded_settings: Settings
+) -> None:
+    user = browse_with(OPERATOR)
+    before = set(backup_dir(seeded_settings).glob("backup_*"))
+    pages: list[str] = []
+
+    def create() -> None:
+        pages.append(client.post("/admin/backups", data={"csrf": user["csrf"]}).text)
+
+    racers = [threading.Thread(target=create) for _ in range(2)]
+    for racer in racers:
+        racer.start()
+    for racer in racers:
+        racer.join()
+    assert sorted("is being written" in page for page in pages) == [False, True]
+    started = [p for p in pages if "its progress is shown below" in p]
+    name = re.search(r"Writing (\S+):", started[0])
+    assert name
+    manifest = backup_dir(seeded_settings) / f"{name.group(1)}.json"
+    deadline = time.monotonic() + 120
+    while not manifest.exists():
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    made = set(backup_dir(seeded_settings).glob("backup_*.dump")) - before
+    assert [p.name for p in made] == [name.group(1)]
+    assert "failed" not in client.get("/admin/backups").text

@@ -128,6 +128,9 @@ def _last_failure(view: View, newest: str | None) -> dict[str, Any] | None:
     return {"error": row[0].get("error", "unknown error"), "at": at}
 
 
+_STARTING = threading.Lock()
+
+
 @page("db:backup")
 def backup_create(view: View) -> Response:
     """POST /admin/backups: start a backup (custom format, as `smartstart db backup` makes)."""
@@ -135,22 +138,25 @@ def backup_create(view: View) -> Response:
     from smartstart.pg import backup as pgb
 
     directory = backup_dir(view.settings)
-    busy = pgb.writing(directory)
-    if busy:
-        told = f"{busy[0].name} is being written; start another when it is done."
-        return flash(view.request, redirect("/admin/backups"), told, "error")
     note = view.field("note").strip() or None
     if note is not None and len(note) > pgb.NOTE_MAX:
         raise Invalid(f"the note is {len(note)} characters; at most {pgb.NOTE_MAX}")
-    path = pgb.choose_path(None, directory, "custom", False)
-    # A dump takes minutes at scale: it runs beside the page, which shows its progress
-    # (the partial file's growth, seen by every worker) and refreshes until it is listed.
-    threading.Thread(
-        target=_write_backup,
-        args=(view.settings, path, note, view.actor, f"web:{view.principal.email}"),
-        name="web-backup",
-    ).start()
-    _wait_until_visible(directory, path.name)
+    # Two requests at once: the second waits until the first's partial file is visible,
+    # then finds it and is refused (in another worker the window is the few ms until then).
+    with _STARTING:
+        busy = pgb.writing(directory)
+        if busy:
+            told = f"{busy[0].name} is being written; start another when it is done."
+            return flash(view.request, redirect("/admin/backups"), told, "error")
+        path = pgb.choose_path(None, directory, "custom", False)
+        # A dump takes minutes at scale: it runs beside the page, which shows its progress
+        # (the partial file's growth, seen by every worker) and refreshes until it is listed.
+        threading.Thread(
+            target=_write_backup,
+            args=(view.settings, path, note, view.actor, f"web:{view.principal.email}"),
+            name="web-backup",
+        ).start()
+        _wait_until_visible(directory, path.name)
     return view.done("/admin/backups", f"Writing {path.name}: its progress is shown below.")
 
 
