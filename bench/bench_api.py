@@ -234,6 +234,8 @@ def running(name: str, command: list[str], env: dict[str, str], log_dir: Path) -
     server = Server(name, port, process, log)
     try:
         wait_healthy(server)
+        if "serve" in command and "--workers" in command:  # ours: one socket per worker
+            wait_listening(server, int(command[command.index("--workers") + 1]))
         yield server
     finally:
         stop_server(server)
@@ -252,6 +254,23 @@ def wait_healthy(server: Server, timeout: float = 30.0) -> None:
             pass
         time.sleep(0.1)
     raise RuntimeError(f"{server.name} did not answer /healthz in {timeout:.0f} s")
+
+
+def wait_listening(server: Server, sockets: int, timeout: float = 30.0) -> None:
+    """Until `sockets` sockets listen on the port: each worker listens once it is loaded,
+    and a load that keeps its connections alive would otherwise pin them all to the first.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        rows = Path("/proc/net/tcp").read_text().splitlines()[1:]
+        found = sum(
+            r.split()[3] == "0A" and int(r.split()[1].split(":")[1], 16) == server.port
+            for r in rows
+        )
+        if found >= sockets:
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"{server.name}: {sockets} workers did not all listen in {timeout:.0f} s")
 
 
 def stop_server(server: Server) -> None:

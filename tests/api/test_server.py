@@ -50,6 +50,15 @@ def wait_for(condition: Callable[[], Any], what: str, timeout: float = 30) -> An
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def listeners(port: int) -> int:
+    """How many sockets listen on the TCP port (IPv4), whoever holds them."""
+    count = 0
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        local, state = line.split()[1], line.split()[3]
+        count += state == "0A" and int(local.split(":")[1], 16) == port
+    return count
+
+
 def port_free(port: int) -> bool:
     with socket.socket() as s:
         try:
@@ -111,14 +120,24 @@ def test_workers_share_the_port_and_a_dead_one_is_replaced(
         return found if len(found) == 2 else None
 
     workers = wait_for(two_workers, "2 workers")
+    wait_for(lambda: listeners(port) == 2, "both workers to listen")
     victim = min(workers)
     os.kill(victim, signal.SIGKILL)
     # Until the victim has exited, the kernel still queues connections on its socket
     # (they are reset when it closes): wait for that, not for its replacement.
     wait_for(lambda: victim not in children(proc.pid), "the victim to exit")
-    # The other worker keeps answering meanwhile.
+    # The other worker answers every request, while the replacement loads too: it listens
+    # only once it can serve, so no connection waits on it (or is reset if it fails).
+    answers: list[int] = []
+    deadline = time.monotonic() + 60
     with httpx.Client(limits=httpx.Limits(max_keepalive_connections=0)) as c:
-        assert all(c.get(f"{base}/healthz").status_code == 200 for _ in range(20))
+        while len(answers) < 20 or listeners(port) < 2:
+            assert time.monotonic() < deadline, (tmp_path / "brain.log").read_text()
+            try:
+                answers.append(c.get(f"{base}/healthz").status_code)
+            except httpx.TransportError as e:
+                raise AssertionError(f"{e!r}\n" + (tmp_path / "brain.log").read_text()) from e
+    assert set(answers) == {200}
     replaced = wait_for(
         lambda: (found := two_workers()) and victim not in found and found,
         "the dead worker's replacement",
@@ -299,3 +318,51 @@ def test_the_serving_process_freezes_its_startup_heap(
     finally:
         gc.unfreeze()
     assert seen["frozen"] > 10_000
+
+
+def test_only_the_first_worker_gets_the_claimed_socket(
+    monkeypatch: pytest.MonkeyPatch, own_signals: None, seeded_settings: Settings, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(server, "RESTART_DELAY", 0.01)
+    settings = supervised(seeded_settings, 3)
+    claimed = server.claim(settings)
+    got = tmp_path / "sockets"
+
+    def record(sock: socket.socket | None) -> None:
+        with got.open("a") as f:
+            f.write(f"{'none' if sock is None else sock.getsockname()[1]}\n")
+
+    with pytest.raises(SmartStartError, match="kept exiting"):  # its workers just return
+        server.Supervisor(settings, record, claimed).run()
+    # (the restarts' records follow the first three)
+    assert got.read_text().splitlines()[:3] == [str(settings.api_port), "none", "none"]
+    assert claimed.fileno() == -1  # closed in the supervisor: the worker owned it
+
+
+def test_a_late_worker_listens_only_once_loaded(
+    monkeypatch: pytest.MonkeyPatch, seeded_settings: Settings
+) -> None:
+    import gc
+
+    import uvicorn
+
+    settings = supervised(seeded_settings, 2)
+    seen: dict[str, Any] = {}
+
+    def fake_run(self: uvicorn.Server, sockets: Any = None) -> None:
+        seen["frozen"] = gc.get_freeze_count()
+        seen["port"] = [s.getsockname()[1] for s in sockets]
+        seen["listening"] = listeners(settings.api_port)
+        for s in sockets:
+            s.close()
+        self.started = True
+
+    monkeypatch.setattr(uvicorn.Server, "run", fake_run)
+    assert listeners(settings.api_port) == 0
+    gc.unfreeze()
+    try:
+        server._run_worker(settings, None)
+    finally:
+        gc.unfreeze()
+    assert seen["frozen"] > 10_000  # the app was loaded before the socket was made
+    assert seen["port"] == [settings.api_port] and seen["listening"] == 1

@@ -49,10 +49,17 @@ def serve(settings: Settings, sock: socket.socket | None = None) -> None:
     from smartstart.api import metrics
 
     metrics.prepare_workers(settings)  # before the fork: one /metrics for all workers
-    Supervisor(settings, lambda s: _run_uvicorn(settings, sockets=[s]), sock).run()
+    Supervisor(settings, lambda s: _run_worker(settings, s), sock).run()
 
 
-def _run_uvicorn(settings: Settings, sockets: list[socket.socket] | None) -> None:
+def _run_worker(settings: Settings, sock: socket.socket | None) -> None:
+    """One supervised worker: on the claimed socket, or on one of its own once loaded."""
+    _run_uvicorn(settings, sockets=[sock] if sock is not None else None, listen_late=True)
+
+
+def _run_uvicorn(
+    settings: Settings, sockets: list[socket.socket] | None, *, listen_late: bool = False
+) -> None:
     import uvicorn
 
     from smartstart.api.app import create_app
@@ -63,6 +70,19 @@ def _run_uvicorn(settings: Settings, sockets: list[socket.socket] | None) -> Non
     # which otherwise stopped a loaded worker for 90-190 ms now and then (the p99). No
     # gc.collect() first: it would cost ~70 ms of startup to free ~120 objects.
     gc.freeze()
+    if listen_late and sockets is None:
+        # Listening only now, loaded: the kernel hands a share of new connections to
+        # each socket on the port, and those queued on a worker still loading waited
+        # seconds for it (or were reset if it failed to start) while another was idle.
+        try:
+            sockets = [listen(settings.api_host, settings.api_port)]
+        except OSError as e:
+            print(
+                f"worker [{os.getpid()}]: cannot listen on port {settings.api_port}: {e}",
+                file=sys.stderr,
+                flush=True,
+            )
+            sys.exit(3)
     server = uvicorn.Server(uvicorn_config(settings, app))
     # Like uvicorn.run: uvicorn re-raises the signal that stopped it once it has shut
     # down, and Ctrl-C is then no error; a server that never started is one.
@@ -158,12 +178,16 @@ def worker_state(settings: Settings, supervisor: int | None = None) -> WorkerSta
 
 
 class Supervisor:
-    """Forks `settings.api_workers` workers running `target(socket)`, and keeps them running."""
+    """Forks `settings.api_workers` workers running `target(socket)`, and keeps them running.
+
+    The first worker gets the claimed socket; the others, and every replacement, get None
+    and listen on the port themselves once they can serve.
+    """
 
     def __init__(
         self,
         settings: Settings,
-        target: Callable[[socket.socket], None],
+        target: Callable[[socket.socket | None], None],
         sock: socket.socket | None = None,
     ) -> None:
         self.settings = settings
@@ -182,16 +206,10 @@ class Supervisor:
         print(f"supervisor [{os.getpid()}]: {message}", file=sys.stderr, flush=True)
 
     def spawn(self, number: int) -> None:
-        try:
-            sock = self.first_socket or listen(self.settings.api_host, self.settings.api_port)
-        except OSError as e:
-            self.log(f"worker {number}: cannot listen on port {self.settings.api_port}: {e}")
-            self.exited(number)
-            return
-        self.first_socket = None
+        sock, self.first_socket = self.first_socket, None
         # The worker owns its socket: closed here, it goes away with the worker, and the
         # kernel stops handing that worker's share of connections to nobody.
-        with sock:
+        with sock or contextlib.nullcontext():
             pid = process.fork(lambda: self.target(sock))
         self.workers[pid] = number
         self.log(f"worker {number} started (pid {pid})")
