@@ -40,6 +40,9 @@ CACHE = Path(
     or Path(__file__).resolve().parent / ".cache" / f"listings-{USERS}"
 )
 SAMPLES = int(os.environ.get("BENCH_LISTINGS_SAMPLES", "30"))
+# "Any substring of 3 or more characters": this many drawn from the users' own text.
+SEARCH_TERMS = int(os.environ.get("BENCH_LISTINGS_SEARCH_TERMS", "150"))
+SEARCH_SAMPLES = 7
 WARMUP = 3
 DEPTH = 5  # "5 pages deep": the page after following next_cursor four times
 P50_MS, P99_MS = 20.0, 50.0
@@ -294,7 +297,59 @@ def _measure_api(db: Database, token: str) -> tuple[list[Row], list[str]]:
             rows.append(Row(label, page1, page5))
             five = f"{page5[0]:7.1f} {page5[1]:7.1f}" if page5 else "      (one page)"
             print(f"  {label:42} {page1[0]:7.1f} {page1[1]:7.1f}   {five}", flush=True)
+        rows.append(_measure_any_substring(db, base, token))
     return rows, wrong
+
+
+def _search_terms(db: Database, count: int) -> list[str]:
+    """Substrings of 3-8 characters of random users' searched fields (a fixed draw)."""
+    import random
+
+    import psycopg
+
+    with psycopg.connect(db.dsn) as conn:
+        texts = [
+            str(r[0])
+            for r in conn.execute(
+                'SELECT "searchText" FROM "User" TABLESAMPLE SYSTEM (0.1) REPEATABLE (8)'
+            ).fetchall()
+        ]
+    rnd = random.Random(8)
+    terms: set[str] = set()
+    while len(terms) < count and texts:
+        field = rnd.choice(rnd.choice(texts).split("\n"))
+        size = rnd.randint(3, 8)
+        if len(field) >= size:
+            start = rnd.randrange(len(field) - size + 1)
+            terms.add(field[start : start + size])
+    return sorted(terms)
+
+
+def _measure_any_substring(db: Database, base: str, token: str) -> Row:
+    """`GET /api/users?q=…` for many substrings: p50 and p99 of each, the worst reported."""
+    per_term: list[tuple[float, float, str]] = []
+    for term in _search_terms(db, SEARCH_TERMS):
+        path = "/api/users?q=" + urllib.parse.quote(term)
+        status, _ = get_json(base + path, token)
+        if status != 200:
+            print(f"  q={term!r}: HTTP {status}")
+            continue
+        p50, p99 = _p(_timed(lambda p=path: get_json(base + p, token), SEARCH_SAMPLES))  # type: ignore[misc]
+        per_term.append((p50, p99, term))
+    per_term.sort()
+    p50s = [t[0] for t in per_term]
+    worst = ", ".join(f"{t[2]!r} {t[0]:.1f}" for t in per_term[-5:])
+    print(
+        f"  any substring: {len(per_term)} drawn, their p50s: median {statistics.median(p50s):.1f},"
+        f" p90 {p50s[int(0.9 * len(p50s))]:.1f}, max {p50s[-1]:.1f}; over {P50_MS:g} ms:"
+        f" {sum(p > P50_MS for p in p50s)}; slowest: {worst}",
+        flush=True,
+    )
+    return Row(
+        f"users q=<{len(per_term)} substrings> (the slowest)",
+        (p50s[-1], max(t[1] for t in per_term)),
+        None,
+    )
 
 
 def _measure_cli(db: Database) -> None:

@@ -6,11 +6,11 @@ from typing import Any
 
 import psycopg
 import pytest
+from psycopg import sql
 
 from smartstart.config import Settings
 from smartstart.db import demo
-from smartstart.db.models import SEARCH_TEXT
-from smartstart.domain import users
+from smartstart.domain import users, usersearch
 from smartstart.domain.errors import Invalid
 
 Conn = psycopg.Connection[Any]
@@ -68,17 +68,22 @@ def test_search_of_one_character_is_refused(
     assert refused.value.details == {"field": "q", "min_length": 2}
 
 
-def test_search_expression_is_the_trigram_index_expression(seeded_conn: Conn) -> None:
-    # list_users filters on models.SEARCH_TEXT; the migration indexed the same text.
+def test_search_conditions_are_served_by_the_trigram_index(seeded_conn: Conn) -> None:
+    # list_users' conditions name the index's expression (migration 0011) exactly.
+    match, params = usersearch.conditions("kim.9")
+    where = sql.SQL(" AND ").join(match)
     with seeded_conn.transaction():
-        seeded_conn.execute("SET LOCAL enable_seqscan = off")
+        for walk in ("seqscan", "indexscan", "indexonlyscan"):
+            seeded_conn.execute(f"SET LOCAL enable_{walk} = off")
         plan = "\n".join(
             r[0]
             for r in seeded_conn.execute(
-                f'EXPLAIN SELECT id FROM "User" u WHERE {SEARCH_TEXT} ILIKE %s', ["%abc%"]
+                sql.SQL('EXPLAIN SELECT id FROM "User" u WHERE {}').format(where), params
             ).fetchall()
         )
-    assert "User_search_trgm_idx" in plan
+    assert "User_searchText_trgm_idx" in plan
+    # The separators are inside the trigrams: "kim.9" is one word, not "kim" and "9".
+    assert "replace(" in plan and "kimþ9" in plan
 
 
 @pytest.mark.parametrize("role", ["SUPER_ADMIN", "MODERATOR"])

@@ -14,6 +14,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     CheckConstraint,
+    Computed,
     Date,
     DateTime,
     Double,
@@ -37,6 +38,7 @@ from smartstart.db.vocabulary import LEVELS as LEVELS
 from smartstart.db.vocabulary import SEARCH_TEXT as SEARCH_TEXT
 from smartstart.db.vocabulary import USER_STATUSES as USER_STATUSES
 from smartstart.db.vocabulary import level_for as level_for
+from smartstart.db.vocabulary import trigram_text
 
 GEN_ID = text("gen_random_uuid()::text")
 NOW = func.now()
@@ -103,7 +105,6 @@ class User(Base):
         CheckConstraint("email ~ '^[^@\\s]+@[^@\\s]+$'", name="email"),
         Index("User_email_lower_key", func.lower(text("email")), unique=True),
         Index("User_email_idx", "email"),
-        Index("User_createdAt_idx", "createdAt"),
         Index("User_status_lastActive_idx", "status", "lastActive"),
         # Users of a role or a level, newest first (migration 0005).
         Index("User_role_createdAt_id_idx", "role", "createdAt", "id"),
@@ -111,12 +112,19 @@ class User(Base):
         Index("User_xp_id_idx", "xp", "id"),
         # db health's primary-role proof: a merge anti-join with "UserRole_pkey" (0009).
         Index("User_id_role_idx", "id", postgresql_include=["role"]),
-        # Substring search (`list_users` q): pg_trgm over one text of the searched fields.
+        # Substring search (`list_users` q), migration 0011: the rare matches through
+        # pg_trgm, a page of common ones by walking creation order without the table.
         Index(
-            "User_search_trgm_idx",
-            text(SEARCH_TEXT),
+            "User_searchText_trgm_idx",
+            text(trigram_text('"searchText"')),
             postgresql_using="gin",
             postgresql_ops={"search_text": "gin_trgm_ops"},
+        ),
+        Index(
+            "User_createdAt_id_searchText_idx",
+            "createdAt",
+            "id",
+            postgresql_include=["searchText"],
         ),
         Index(
             "User_email_prefix_idx",
@@ -153,6 +161,10 @@ class User(Base):
     )
     createdAt: Mapped[datetime] = _created()
     updatedAt: Mapped[datetime] = _updated()
+    # What `list_users` searches, lower-cased (never written: PostgreSQL computes it).
+    searchText: Mapped[str] = mapped_column(
+        Text, Computed(f"lower({SEARCH_TEXT})", persisted=True), nullable=False
+    )
 
 
 class UserRole(Base):

@@ -33,8 +33,8 @@ from psycopg import sql
 from psycopg.rows import dict_row
 
 from smartstart.config import Settings
-from smartstart.db.vocabulary import LEVELS, SEARCH_TEXT
-from smartstart.domain import guards, paging, passwords
+from smartstart.db.vocabulary import LEVELS
+from smartstart.domain import guards, paging, passwords, usersearch
 from smartstart.domain import userfields as fields
 from smartstart.domain.actor import Actor
 from smartstart.domain.authorize import authorize
@@ -51,6 +51,7 @@ from smartstart.domain.userfields import MAX_REASON_LENGTH as MAX_REASON_LENGTH
 from smartstart.domain.userfields import MAX_SEARCH_LENGTH as MAX_SEARCH_LENGTH
 from smartstart.domain.userfields import UPDATE_FIELDS as UPDATE_FIELDS
 from smartstart.domain.userfields import login_identifier as login_identifier
+from smartstart.domain.usersearch import escape_like
 from smartstart.domain.xp import add_reputation as add_reputation
 from smartstart.domain.xp import add_xp as add_xp
 from smartstart.domain.xp import set_reputation as set_reputation
@@ -131,11 +132,6 @@ class UserFilter:
 # -- reads ------------------------------------------------------------------------
 
 
-def escape_like(text: str) -> str:
-    """text with LIKE's wildcards and escape character taken literally (ESCAPE '\\')."""
-    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-
-
 def list_users(
     conn: psycopg.Connection[Any],
     filters: UserFilter | None = None,
@@ -166,10 +162,11 @@ def list_users(
             f"search needs at least {MIN_SEARCH} characters",
             details={"field": "q", "min_length": MIN_SEARCH},
         )
-    if q and len(q) >= MIN_SUBSTRING_SEARCH:
-        # The expression of the trigram index (migration 0004), so the index serves it.
-        clauses.append(sql.SQL(SEARCH_TEXT + " ILIKE %s"))
-        params.append(f"%{escape_like(q)}%")
+    substring = bool(q) and len(q or "") >= MIN_SUBSTRING_SEARCH
+    if q and substring:
+        match, match_params = usersearch.conditions(q)
+        clauses.extend(match)
+        params.extend(match_params)
     elif q:
         # Too short for trigrams: a substring would read every row; a prefix uses an index.
         clauses.append(sql.SQL("(lower(u.email) LIKE %s OR lower(u.username) LIKE %s)"))
@@ -210,12 +207,17 @@ def list_users(
         clauses.append(sql.SQL("({}, u.id) {} (%s, %s)").format(key, op))
         params.extend(after)
     direction = sql.SQL("ASC") if order == "asc" else sql.SQL("DESC")
-    query, params = _users_query(conn, role, clauses, params, key, direction, limit + 1)
-    with conn.cursor(row_factory=dict_row) as cur:
-        # Never prepared: a generic plan cannot tell a rare role or search from a common
-        # one, and would walk a million rows for the rare ones (planning costs ~0.2 ms).
-        cur.execute(query, params, prepare=False)
-        rows = cur.fetchall()
+    if q and substring and sort == "createdAt" and f == UserFilter(q=f.q):
+        # The search box's own listing: found in two steps whatever the substring.
+        rows = usersearch.newest_matching(conn, q, _SELECT, after, order == "asc", limit + 1)
+    else:
+        query, params = _users_query(conn, role, clauses, params, key, direction, limit + 1)
+        with conn.cursor(row_factory=dict_row) as cur:
+            # Never prepared: a generic plan cannot tell a rare role or search from a
+            # common one, and would walk a million rows for the rare ones (planning
+            # costs ~0.2 ms).
+            cur.execute(query, params, prepare=False)
+            rows = cur.fetchall()
     page = keyset.page(settings, rows, limit, lambda r: (r["_key"], r["id"]))
     for row in page.items:
         del row["_key"]

@@ -1,0 +1,142 @@
+"""Substring search of users: the conditions, and the newest-first page found in two steps.
+
+A page of the newest users matching a substring is cheap one of two ways, and which
+one depends on how many users match: a common substring is met soon walking creation
+order (the covering index `"User_createdAt_id_searchText_idx"` holds the searched text,
+so the walk reads no table row); a rare one is read from the trigram index, its matches
+sorted. The planner's estimate of a substring's frequency is a guess (at a million
+users it guessed 100 for 28,000 matches and sorted them all: 120-300 ms), so the choice
+is made by trying: walk at most `WALK_ROWS` users; when that did not fill the page, the
+substring is rare (fewer than one user in ~1,000 among the newest) and its trigram
+matches are few. At 1,000,000 users each step costs at most a few milliseconds
+(docs/benchmarks.md, "Search: any substring").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
+from typing import Any, Protocol
+
+import psycopg
+from psycopg import pq, sql
+from psycopg.rows import dict_row
+
+from smartstart.db.vocabulary import trigram_text
+
+# Users walked before the search counts as rare: ~3 ms of index-only walk at 1M users.
+WALK_ROWS = 10000
+# The index's expression, and the pattern made the same way (folded when planned).
+_TRIGRAM_MATCH = trigram_text('u."searchText"') + " LIKE " + trigram_text("lower(%s)")
+# The plans the trigram step must not take: a walk or a scan of every user.
+_NOT_THESE = ("enable_seqscan", "enable_indexscan", "enable_indexonlyscan")
+
+
+def escape_like(text: str) -> str:
+    """text with LIKE's wildcards and escape character taken literally (ESCAPE '\\')."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def conditions(q: str) -> tuple[list[sql.Composable], list[Any]]:
+    """WHERE conditions (on `"User" u`) for users with q in a searched field, any case.
+
+    The first is the match; the second, implied by it, is what the trigram index serves.
+    """
+    pattern = f"%{escape_like(q)}%"
+    return [
+        sql.SQL('u."searchText" LIKE lower(%s)'),
+        sql.SQL(_TRIGRAM_MATCH),
+    ], [pattern, pattern]
+
+
+def newest_matching(
+    conn: psycopg.Connection[Any],
+    q: str,
+    columns: sql.Composable,
+    after: tuple[Any, ...] | None,
+    ascending: bool,
+    rows: int,
+) -> list[dict[str, Any]]:
+    """Up to `rows` users matching q in creation order (after the keyset `after`).
+
+    Each row has `columns` and `"_key"` (its "createdAt"), as `list_users` reads them.
+    """
+    direction = sql.SQL("ASC" if ascending else "DESC")
+    keyset: list[Any] = list(after or ())
+    after_sql: tuple[sql.Composable, sql.Composable] = sql.SQL(""), sql.SQL("")
+    if keyset:
+        op = sql.SQL(">" if ascending else "<")
+        after_sql = (
+            sql.SQL(' WHERE (u."createdAt", u.id) {} (%s, %s)').format(op),
+            sql.SQL(' AND (u."createdAt", u.id) {} (%s, %s)').format(op),
+        )
+    pattern = f"%{escape_like(q)}%"
+
+    def read(template: str, params: list[Any], **parts: sql.Composable) -> list[dict[str, Any]]:
+        query = sql.SQL(template).format(cols=columns, dir=direction, **parts)
+        with conn.cursor(row_factory=dict_row) as cur:
+            cur.execute(query, params, prepare=False)
+            return cur.fetchall()
+
+    found = _walk(read, after_sql[0], [*keyset, WALK_ROWS, pattern, rows])
+    if len(found) == rows:
+        return found
+    match, match_params = conditions(q)
+    with _only_bitmaps(conn):
+        return _from_trigrams(read, match, after_sql[1], [*match_params, *keyset, rows])
+
+
+class Read(Protocol):
+    """Runs a statement template of the page's columns and order: its rows."""
+
+    def __call__(
+        self, template: str, params: list[Any], **parts: sql.Composable
+    ) -> list[dict[str, Any]]: ...
+
+
+def _walk(read: Read, after: sql.Composable, params: list[Any]) -> list[dict[str, Any]]:
+    """The first matches among the next WALK_ROWS users in creation order (index-only)."""
+    return read(
+        'SELECT {cols}, u."createdAt" AS "_key" FROM ('
+        " SELECT w.id FROM ("
+        '  SELECT u.id, u."createdAt", u."searchText" FROM "User" u{after}'
+        '  ORDER BY u."createdAt" {dir}, u.id {dir} LIMIT %s'
+        ' ) w WHERE w."searchText" LIKE lower(%s)'
+        ' ORDER BY w."createdAt" {dir}, w.id {dir} LIMIT %s'
+        ') m JOIN "User" u ON u.id = m.id ORDER BY u."createdAt" {dir}, u.id {dir}',
+        params,
+        after=after,
+    )
+
+
+def _from_trigrams(
+    read: Read, match: list[sql.Composable], after: sql.Composable, params: list[Any]
+) -> list[dict[str, Any]]:
+    """The first matches in creation order, from all the matches the trigram index finds."""
+    return read(
+        'SELECT {cols}, u."createdAt" AS "_key" FROM "User" u WHERE {match}{after}'
+        ' ORDER BY u."createdAt" {dir}, u.id {dir} LIMIT %s',
+        params,
+        match=sql.SQL(" AND ").join(match),
+        after=after,
+    )
+
+
+@contextmanager
+def _only_bitmaps(conn: psycopg.Connection[Any]) -> Iterator[None]:
+    """The statements inside planned with bitmap scans only (the trigram index)."""
+    # set_config(…, true) lasts until the transaction ends: one is needed, and the
+    # caller's own statements after this one must get the planner back as it was.
+    with conn.transaction() if conn.autocommit else nullcontext():
+        previous = conn.execute(
+            "SELECT " + ", ".join(f"current_setting('{n}')" for n in _NOT_THESE)
+        ).fetchone()
+        conn.execute("SELECT " + ", ".join(f"set_config('{n}', 'off', true)" for n in _NOT_THESE))
+        try:
+            yield
+        finally:
+            if conn.info.transaction_status != pq.TransactionStatus.INERROR:
+                conn.execute(
+                    "SELECT " + ", ".join(f"set_config('{n}', %s, true)" for n in _NOT_THESE),
+                    list(previous or ()),
+                )

@@ -1,0 +1,175 @@
+"""Substring search in two steps (domain/usersearch.py): the same users as a plain filter."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import psycopg
+import pytest
+
+from smartstart.config import Settings
+from smartstart.domain import users, usersearch
+
+Conn = psycopg.Connection[Any]
+HASH = "$2b$04$" + "a" * 53
+
+
+def _add(conn: Conn, email: str, username: str, name: str) -> str:
+    first, _, last = name.partition(" ")
+    row = conn.execute(
+        'INSERT INTO "User" (email, username, name, "firstName", "lastName", password)'
+        " VALUES (%s, %s, %s, %s, %s, %s) RETURNING id",
+        [email, username, name, first, last, HASH],
+    ).fetchone()
+    assert row is not None
+    return str(row[0])
+
+
+def _all_pages(conn: Conn, settings: Settings, q: str, order: str, limit: int) -> list[str]:
+    found: list[str] = []
+    cursor = None
+    while True:
+        page = users.list_users(
+            conn, users.UserFilter(q=q), settings=settings, order=order, limit=limit, cursor=cursor
+        )
+        found += [u["id"] for u in page.items]
+        if page.next_cursor is None:
+            return found
+        cursor = page.next_cursor
+
+
+def _expected(conn: Conn, q: str, order: str) -> list[str]:
+    """What a plain scan finds: q in any searched field, any case, in creation order."""
+    rows = conn.execute(
+        'SELECT id, "createdAt", email, username, name, "firstName", "lastName" FROM "User"'
+    ).fetchall()
+    needle = q.lower()
+    hits = [r for r in rows if any(needle in (f or "").lower() for f in r[2:])]
+    hits.sort(key=lambda r: (r[1], r[0]), reverse=order == "desc")
+    return [r[0] for r in hits]
+
+
+@pytest.fixture
+def many_users(seeded_conn: Conn) -> Conn:
+    """300 users whose names make common, rare and absent substrings, made in a shuffled order."""
+    rnd = random.Random(5)
+    firsts = ["maya", "kim", "ana", "omar", "lena", "jo"]
+    lasts = ["kim", "okafor", "garcia", "lee", "tan"]
+    rows = []
+    for i in range(300):
+        first, last = rnd.choice(firsts), rnd.choice(lasts)
+        rows.append((f"{first}.{last}.{i}@ex.example", f"{first}_{last}{i}", f"{first} {last}"))
+    rnd.shuffle(rows)
+    for email, username, name in rows:
+        _add(seeded_conn, email, username, name.title())
+    # The same instant for some: the id breaks the tie in the keyset.
+    seeded_conn.execute(
+        'UPDATE "User" SET "createdAt" = \'2026-01-01T00:00:00Z\' WHERE username LIKE %s',
+        ["jo\\_%"],
+    )
+    return seeded_conn
+
+
+@pytest.mark.parametrize("walk", [5, 40, 10_000])
+@pytest.mark.parametrize("order", ["desc", "asc"])
+@pytest.mark.parametrize("q", ["kim", "a.k", "ka.1", "o_g", "KIM.1", "garcia.29", "zz.qx"])
+def test_every_page_holds_what_a_plain_scan_finds(
+    many_users: Conn,
+    seeded_settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+    walk: int,
+    order: str,
+    q: str,
+) -> None:
+    # A short walk sends most pages to the trigram step, a long one keeps them in the walk.
+    monkeypatch.setattr(usersearch, "WALK_ROWS", walk)
+    assert _all_pages(many_users, seeded_settings, q, order, limit=7) == _expected(
+        many_users, q, order
+    )
+
+
+def test_both_steps_are_taken_and_agree(
+    many_users: Conn, seeded_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    taken: list[str] = []
+    walk, trigrams = usersearch._walk, usersearch._from_trigrams
+
+    def spy(name: str, real: Any) -> Any:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            taken.append(name)
+            return real(*args, **kwargs)
+
+        return call
+
+    monkeypatch.setattr(usersearch, "_walk", spy("walk", walk))
+    monkeypatch.setattr(usersearch, "_from_trigrams", spy("trigrams", trigrams))
+    monkeypatch.setattr(usersearch, "WALK_ROWS", 150)
+    common = users.list_users(
+        many_users, users.UserFilter(q="kim"), settings=seeded_settings, limit=20
+    )
+    assert taken == ["walk"] and len(common.items) == 20
+    taken.clear()
+    rare = users.list_users(many_users, users.UserFilter(q="garcia.29"), settings=seeded_settings)
+    assert taken == ["walk", "trigrams"]
+    assert [u["id"] for u in rare.items] == _expected(many_users, "garcia.29", "desc")
+
+
+def test_the_letters_standing_for_separators_are_not_separators(
+    seeded_conn: Conn, seeded_settings: Settings
+) -> None:
+    # The index has "." as "þ" and " " as "ÿ": only the text itself decides a match.
+    thor = _add(seeded_conn, "thor@ex.example", "thor", "Þór Ðan")
+    dot = _add(seeded_conn, "x.or@ex.example", "x_or", "Xy Z")
+    found = {
+        q: {
+            u["id"]
+            for u in users.list_users(
+                seeded_conn, users.UserFilter(q=q), settings=seeded_settings
+            ).items
+        }
+        for q in ("þór", "x.ór", ".or", "þor", "r ð", "rÿð", "x_o", "xºo")
+    }
+    assert found == {
+        "þór": {thor},
+        "x.ór": set(),
+        ".or": {dot},
+        "þor": set(),
+        "r ð": {thor},
+        "rÿð": set(),
+        "x_o": {dot},
+        "xºo": set(),
+    }
+
+
+@pytest.mark.parametrize("autocommit", [True, False])
+def test_the_planner_is_left_as_it_was(seeded_settings: Settings, autocommit: bool) -> None:
+    with psycopg.connect(seeded_settings.url_for(), autocommit=autocommit) as conn:
+        users.list_users(conn, users.UserFilter(q="zz.qx"), settings=seeded_settings)
+        settings = conn.execute(
+            "SELECT current_setting('enable_seqscan'), current_setting('enable_indexscan'),"
+            " current_setting('enable_indexonlyscan')"
+        ).fetchone()
+        assert settings == ("on", "on", "on")
+        if not autocommit:
+            conn.rollback()
+
+
+def test_wildcards_in_the_search_are_taken_literally(
+    seeded_conn: Conn, seeded_settings: Settings
+) -> None:
+    pct = _add(seeded_conn, "a%b@ex.example", "pct", "Per Cent")
+    _add(seeded_conn, "axxb@ex.example", "xx", "Ex Ex")
+    slash = _add(seeded_conn, "a\\b@ex.example", "bs", "Back Slash")
+    assert {
+        u["id"]
+        for u in users.list_users(
+            seeded_conn, users.UserFilter(q="a%b"), settings=seeded_settings
+        ).items
+    } == {pct}
+    assert {
+        u["id"]
+        for u in users.list_users(
+            seeded_conn, users.UserFilter(q="a\\b"), settings=seeded_settings
+        ).items
+    } == {slash}
