@@ -6,9 +6,9 @@ order (the covering index `"User_createdAt_id_searchText_idx"` holds the searche
 so the walk reads no table row); a rare one is read from the trigram index, its matches
 sorted. The planner's estimate of a substring's frequency is a guess (at a million
 users it guessed 100 for 28,000 matches and sorted them all: 120-300 ms), so the choice
-is made by trying: walk at most `WALK_ROWS` users; when that did not fill the page, the
-substring is rare (fewer than one user in ~1,000 among the newest) and its trigram
-matches are few. At 1,000,000 users each step costs at most a few milliseconds
+is made by trying: walk at most `WALK_PER_ROW` users per row of the page; when that did
+not fill the page, the substring is rare (fewer than one user in 500 among the newest)
+and its trigram matches are few. At 1,000,000 users each step costs at most a few milliseconds
 (docs/benchmarks.md, "Search: any substring").
 """
 
@@ -24,8 +24,12 @@ from psycopg.rows import dict_row
 
 from smartstart.db.vocabulary import trigram_text
 
-# Users walked before the search counts as rare: ~3 ms of index-only walk at 1M users.
-WALK_ROWS = 10000
+# Users walked, per row of the page, before the search counts as rare (~0.3 µs each,
+# index-only). A walk costs about a twelfth of what reading a trigram match from the table
+# does, which puts the break-even near 500 per row at a million users: a page of 50 walks
+# 25,500 (~8 ms); a rarer substring has fewer than ~2,000 matches to read (~8 ms).
+WALK_PER_ROW = 500
+MAX_WALK = 50_000
 # The index's expression, and the pattern made the same way (folded when planned).
 _TRIGRAM_MATCH = trigram_text('u."searchText"') + " LIKE " + trigram_text("lower(%s)")
 # The plans the trigram step must not take: a walk or a scan of every user.
@@ -78,7 +82,8 @@ def newest_matching(
             cur.execute(query, params, prepare=False)
             return cur.fetchall()
 
-    found = _walk(read, after_sql[0], [*keyset, WALK_ROWS, pattern, rows])
+    walk = min(WALK_PER_ROW * rows, MAX_WALK)
+    found = _walk(read, after_sql[0], [*keyset, walk, pattern, rows])
     if len(found) == rows:
         return found
     match, match_params = conditions(q)
@@ -95,7 +100,7 @@ class Read(Protocol):
 
 
 def _walk(read: Read, after: sql.Composable, params: list[Any]) -> list[dict[str, Any]]:
-    """The first matches among the next WALK_ROWS users in creation order (index-only)."""
+    """The first matches among the next users in creation order (index-only)."""
     return read(
         'SELECT {cols}, u."createdAt" AS "_key" FROM ('
         " SELECT w.id FROM ("
