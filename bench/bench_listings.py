@@ -311,7 +311,8 @@ def _search_terms(db: Database, count: int) -> list[str]:
         texts = [
             str(r[0])
             for r in conn.execute(
-                'SELECT "searchText" FROM "User" TABLESAMPLE SYSTEM (0.1) REPEATABLE (8)'
+                'SELECT concat_ws(chr(10), email, username, name, "firstName", "lastName")'
+                ' FROM "User" TABLESAMPLE SYSTEM (0.1) REPEATABLE (8)'
             ).fetchall()
         ]
     rnd = random.Random(8)

@@ -38,7 +38,7 @@ from smartstart.db.vocabulary import LEVELS as LEVELS
 from smartstart.db.vocabulary import SEARCH_TEXT as SEARCH_TEXT
 from smartstart.db.vocabulary import USER_STATUSES as USER_STATUSES
 from smartstart.db.vocabulary import level_for as level_for
-from smartstart.db.vocabulary import trigram_text
+from smartstart.db.vocabulary import search_key
 
 GEN_ID = text("gen_random_uuid()::text")
 NOW = func.now()
@@ -116,9 +116,9 @@ class User(Base):
         # pg_trgm, a page of common ones by walking creation order without the table.
         Index(
             "User_searchText_trgm_idx",
-            text(trigram_text('"searchText"')),
+            "searchText",
             postgresql_using="gin",
-            postgresql_ops={"search_text": "gin_trgm_ops"},
+            postgresql_ops={"searchText": "gin_trgm_ops"},
         ),
         Index(
             "User_createdAt_id_searchText_idx",
@@ -161,9 +161,9 @@ class User(Base):
     )
     createdAt: Mapped[datetime] = _created()
     updatedAt: Mapped[datetime] = _updated()
-    # What `list_users` searches, lower-cased (never written: PostgreSQL computes it).
+    # What `list_users` searches, as vocabulary.search_key makes it (PostgreSQL computes it).
     searchText: Mapped[str] = mapped_column(
-        Text, Computed(f"lower({SEARCH_TEXT})", persisted=True), nullable=False
+        Text, Computed(search_key(SEARCH_TEXT), persisted=True), nullable=False
     )
 
 

@@ -7,9 +7,9 @@ so the walk reads no table row); a rare one is read from the trigram index, its 
 sorted. The planner's estimate of a substring's frequency is a guess (at a million
 users it guessed 100 for 28,000 matches and sorted them all: 120-300 ms), so the choice
 is made by trying: walk at most `WALK_PER_ROW` users per row of the page; when that did
-not fill the page, the substring is rare (fewer than one user in 500 among the newest)
-and its trigram matches are few. At 1,000,000 users each step costs at most a few milliseconds
-(docs/benchmarks.md, "Search: any substring").
+not fill the page, the substring is rare (fewer than one user in 200 among the newest)
+and its trigram matches are few. At 1,000,000 users the median search takes ~2 ms and the
+slowest tens (docs/benchmarks.md, "Search: any substring").
 """
 
 from __future__ import annotations
@@ -22,16 +22,19 @@ import psycopg
 from psycopg import pq, sql
 from psycopg.rows import dict_row
 
-from smartstart.db.vocabulary import trigram_text
+from smartstart.db.vocabulary import search_key
 
 # Users walked, per row of the page, before the search counts as rare (~0.3 µs each,
-# index-only). A walk costs about a twelfth of what reading a trigram match from the table
-# does, which puts the break-even near 500 per row at a million users: a page of 50 walks
-# 25,500 (~8 ms); a rarer substring has fewer than ~2,000 matches to read (~8 ms).
-WALK_PER_ROW = 500
+# index-only): a page of 50 walks up to 10,200 users (~3 ms at a million); a rarer
+# substring has fewer than ~5,000 matches there. Of 200, 350 and 500 per row, measured on
+# the same 150 substrings at 1M users, 200 was fastest in total and in the slowest ones
+# (docs/benchmarks.md, "Search: any substring").
+WALK_PER_ROW = 200
 MAX_WALK = 50_000
-# The index's expression, and the pattern made the same way (folded when planned).
-_TRIGRAM_MATCH = trigram_text('u."searchText"') + " LIKE " + trigram_text("lower(%s)")
+# The pattern made as "searchText" is (folded when planned): the match, and what the
+# trigram index serves.
+_PATTERN = search_key("%s")
+_MATCH = 'u."searchText" LIKE ' + _PATTERN
 # The plans the trigram step must not take: a walk or a scan of every user.
 _NOT_THESE = ("enable_seqscan", "enable_indexscan", "enable_indexonlyscan")
 
@@ -42,15 +45,8 @@ def escape_like(text: str) -> str:
 
 
 def conditions(q: str) -> tuple[list[sql.Composable], list[Any]]:
-    """WHERE conditions (on `"User" u`) for users with q in a searched field, any case.
-
-    The first is the match; the second, implied by it, is what the trigram index serves.
-    """
-    pattern = f"%{escape_like(q)}%"
-    return [
-        sql.SQL('u."searchText" LIKE lower(%s)'),
-        sql.SQL(_TRIGRAM_MATCH),
-    ], [pattern, pattern]
+    """WHERE conditions (on `"User" u`) for users with q in a searched field, any case."""
+    return [sql.SQL(_MATCH)], [f"%{escape_like(q)}%"]
 
 
 def newest_matching(
@@ -106,11 +102,12 @@ def _walk(read: Read, after: sql.Composable, params: list[Any]) -> list[dict[str
         " SELECT w.id FROM ("
         '  SELECT u.id, u."createdAt", u."searchText" FROM "User" u{after}'
         '  ORDER BY u."createdAt" {dir}, u.id {dir} LIMIT %s'
-        ' ) w WHERE w."searchText" LIKE lower(%s)'
+        ' ) w WHERE w."searchText" LIKE {pattern}'
         ' ORDER BY w."createdAt" {dir}, w.id {dir} LIMIT %s'
         ') m JOIN "User" u ON u.id = m.id ORDER BY u."createdAt" {dir}, u.id {dir}',
         params,
         after=after,
+        pattern=sql.SQL(_PATTERN),
     )
 
 
