@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import functools
 import shutil
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from smartstart.health import HealthConfig
 from smartstart.pg import archive
 from smartstart.pg.cluster import REQUIRED_BINARIES, Cluster, find_bin_dir
 from tests.conftest import FAST_CONF, free_port, make_home
+from tests.pg.test_pitr import _until
 
 
 @pytest.fixture
@@ -37,13 +37,6 @@ def _without_library(home: Path) -> Path:
     home.joinpath("pgbin").chmod(0o755)
     bin_dir.chmod(0o755)
     return bin_dir
-
-
-def _until(predicate: Any, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not reached"
-        time.sleep(0.1)
 
 
 def _switch(cluster: Cluster) -> str:

@@ -48,7 +48,7 @@ COMMAND = "archive_command"
 # a crash can leave either behind.
 TEMPORARIES = ("archtemp.*", ".*.partial-*")
 # basic_archive refuses a directory whose path leaves no room for its temporary names
-# (MAXPGPATH 1024, less 64 for the name and 2): archiving would stop, not fail.
+# (MAXPGPATH 1024, less 64 for the name and 2): walcopy.py archives into such a one.
 _LIBRARY_MAX_PATH = 1024 - 64 - 2
 
 
