@@ -12,8 +12,9 @@ import time
 
 import psycopg
 
-from bench.cluster import DB_NAME, server_cpu, throwaway_cluster
+from bench.cluster import DB_NAME, archiver_cpu, server_cpu, throwaway_cluster
 from smartstart.db import demo, seed
+from smartstart.pg import pitr
 
 USERS = int(os.environ.get("BENCH_SEED_USERS", "100000"))
 AUDIT_PER_USER = int(os.environ.get("BENCH_SEED_AUDIT", str(demo.DEMO_AUDIT_PER_USER)))
@@ -34,6 +35,7 @@ def main() -> int:
             seed.seed(conn, db.settings)
             wal_before = conn.execute("SELECT pg_current_wal_lsn()").fetchone()
             cpu_before, client_before = server_cpu(db.cluster), time.process_time()
+            archiver_before = archiver_cpu(db.cluster)
             started = time.perf_counter()
             created = demo.demo_users(conn, USERS, seed=1, audit_per_user=AUDIT_PER_USER)
             elapsed = time.perf_counter() - started
@@ -45,6 +47,16 @@ def main() -> int:
                 " pg_size_pretty(pg_current_wal_lsn() - %s::pg_lsn)",
                 [wal_before[0] if wal_before else "0/0"],
             ).fetchone() or (0, 0, 0, 0, "?")
+        if ARCHIVE:  # the segments still waiting for the archiver are the seed's cost too
+            caught_up = time.perf_counter()
+            pitr.flush_archive(db.cluster, timeout=1800)
+            caught_up = time.perf_counter() - caught_up
+            with db.cluster.connect() as su:
+                via = su.execute("SHOW archive_library").fetchone() or ("",)
+            print(
+                f"  archive ({via[0] or 'archive_command'}) caught up {caught_up:.1f} s after;"
+                f" the archiver's CPU {archiver_cpu(db.cluster) - archiver_before:.1f} s"
+            )
         time.sleep(1.2)  # let the postmaster reap the companion backend, stats flushed
         with psycopg.connect(db.settings.url_for(), autocommit=True) as conn:
             functions = conn.execute(

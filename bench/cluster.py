@@ -103,3 +103,24 @@ def server_cpu(cluster: Any) -> float:
             # and what its own reaped children used (the archiver's archive_command runs)
             ticks += sum(int(f) for f in fields[11:15])
     return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def archiver_cpu(cluster: Any) -> float:
+    """CPU seconds used so far by the server's archiver and what it ran (archive_command)."""
+    from smartstart.pg.cluster import read_pid_file
+
+    pidfile = read_pid_file(cluster.data_dir)
+    if pidfile is None or not Path("/proc").is_dir():
+        return 0.0
+    for entry in Path("/proc").iterdir():
+        try:
+            if not entry.name.isdigit() or not (entry / "cmdline").read_bytes().startswith(
+                b"postgres: archiver"
+            ):
+                continue
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[1]) == pidfile.pid:
+            return sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+    return 0.0

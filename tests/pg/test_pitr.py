@@ -104,9 +104,13 @@ def _base_backup(note: str) -> dict[str, Any]:
 def test_status_says_archiving_is_on(cli: Cluster) -> None:
     result = run("status")
     assert result.exit_code == 0, result.output
-    assert "WAL archiving: on" in result.stdout
+    assert "WAL archiving: on (basic_archive)" in result.stdout
     conf = (cli.data_dir / archive.CONF_NAME).read_text()
     assert "archive_mode = on" in conf and str(cli.home / "wal") in conf
+    as_json = run("status", "--json")
+    assert as_json.exit_code == 0, as_json.output
+    (row,) = [r for r in json.loads(as_json.stdout)["items"] if r["service"] == "postgres"]
+    assert (row["archiving"], row["archiving_via"]) == ("on", "basic_archive")
 
 
 def test_restore_to_a_time_between_two_writes(cli: Cluster) -> None:
@@ -511,3 +515,32 @@ def test_a_target_before_segments_without_commits_is_not_replayed_past(cli: Clus
     result = run("db", "restore", "--to-time", target.isoformat(), "--yes")
     assert result.exit_code == 0, result.output
     assert _ids(cli, "pitr_quiet_tail") == [1]
+
+
+def test_a_restore_failing_its_checks_leaves_no_trace_in_the_archive(cli: Cluster) -> None:
+    """The side server replays with archiving off, whichever way the base backup archived
+    (basic_archive would win over the emptied archive_command): its new timeline's history
+    and partial segment stay out of the archive unless the restore is swapped in."""
+    target = _new_timeline_target(cli, "pitr_no_trace")
+    until = pitr.flush_archive(cli)
+    wal = cli.home / "wal"
+    plan = pitr.plan_restore(cli, cli.home / "basebackups", wal, target, until)
+    before = sorted(p.name for p in wal.iterdir())
+    seen: list[Any] = []
+
+    def check(side: Cluster) -> list[str]:
+        time.sleep(1)  # what an archiver on the side server would need to copy the history
+        with side.connect() as conn:
+            seen.append(
+                conn.execute(
+                    "SELECT current_setting('archive_library'), current_setting('archive_command'),"
+                    " archived_count, pg_is_in_recovery() FROM pg_stat_archiver"
+                ).fetchone()
+            )
+        return ["refused by the test"]
+
+    with pytest.raises(pitr.PitrError, match="refused by the test"):
+        pitr.restore(cli, plan, wal, check)
+    assert seen == [("", "", 0, False)]  # promoted, nothing archived
+    assert sorted(p.name for p in wal.iterdir()) == before
+    assert _ids(cli, "pitr_no_trace") == [1, 2]

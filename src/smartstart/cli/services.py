@@ -120,11 +120,12 @@ def status(as_json: JsonOpt = False) -> None:
             }
         )
     print_table(shown, ["service", "state", "pid", "port", "url", "version", "uptime", "workers"])
-    archiving = rows[0].get("archiving")
+    archiving, via = rows[0].get("archiving"), rows[0].get("archiving_via")
     if archiving:
         note = " (archive_mode needs a restart: smartstart db restart)"
         console.print(
-            f"WAL archiving: {archiving}{note if archiving == 'pending restart' else ''}",
+            f"WAL archiving: {archiving}{f' ({via})' if via else ''}"
+            f"{note if archiving == 'pending restart' else ''}",
             highlight=False,
         )
     if scheduled:

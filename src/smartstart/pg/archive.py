@@ -1,8 +1,10 @@
 """WAL archiving of the embedded cluster: its settings, the archive directory, its health.
 
-Every finished WAL segment is copied durably into the archive (`$SMARTSTART_HOME/wal/`) by
-walcopy.py; base backups plus that archive make point-in-time recovery (pg.pitr). Knows
-nothing of users or the platform schema.
+Every finished WAL segment is copied durably into the archive (`$SMARTSTART_HOME/wal/`): by
+PostgreSQL's contrib module basic_archive inside the archiver (`archive_library`, PostgreSQL
+15 and newer, when installed), else by walcopy.py as the `archive_command` (one process per
+segment). Base backups plus that archive make point-in-time recovery (pg.pitr). Knows nothing
+of users or the platform schema.
 """
 
 from __future__ import annotations
@@ -38,6 +40,16 @@ HISTORY = re.compile(r"^[0-9A-F]{8}\.history$")
 # How long a finished segment may wait for the archiver before it counts as behind.
 BEHIND_SECONDS = 10
 DEFAULT_SEGMENT_SIZE = 16 * 1024 * 1024
+# The archive library and the first major version that has archive_library.
+LIBRARY = "basic_archive"
+LIBRARY_SINCE = 15
+COMMAND = "archive_command"
+# basic_archive writes archtemp.<file>.<pid>.<time> first, walcopy.py .<file>.partial-<pid>:
+# a crash can leave either behind.
+TEMPORARIES = ("archtemp.*", ".*.partial-*")
+# basic_archive refuses a directory whose path leaves no room for its temporary names
+# (MAXPGPATH 1024, less 64 for the name and 2): walcopy.py archives into such a one.
+_LIBRARY_MAX_PATH = 1024 - 64 - 2
 
 
 def conf_string(value: str) -> str:
@@ -59,12 +71,71 @@ def restore_command(archive_dir: Path) -> str:
     return "cp " + _percent(shlex.quote(str(archive_dir))) + '/%f "%p"'
 
 
-def settings(python: str, script: Path, archive_dir: Path) -> dict[str, str]:
-    """The server settings that archive every WAL segment into archive_dir."""
+def library_settings(archive_dir: Path) -> dict[str, str]:
+    """The server settings that archive every WAL segment into archive_dir with basic_archive."""
+    return {
+        "archive_mode": "on",
+        "archive_library": conf_string(LIBRARY),
+        # Exactly one of the two: PostgreSQL 15 ignores archive_command while archive_library
+        # is set, 16 and later refuse to archive at all when both are.
+        "archive_command": "''",
+        "basic_archive.archive_directory": conf_string(str(archive_dir)),
+    }
+
+
+def command_settings(python: str, script: Path, archive_dir: Path, major: int) -> dict[str, str]:
+    """The server settings that archive every WAL segment into archive_dir with walcopy.py."""
     return {
         "archive_mode": "on",
         "archive_command": conf_string(archive_command(python, script, archive_dir)),
+        **no_library(major),
     }
+
+
+def no_library(major: int) -> dict[str, str]:
+    """archive_library emptied (it would win over archive_command); unknown before 15."""
+    return {"archive_library": "''"} if major >= LIBRARY_SINCE else {}
+
+
+def major_version(data_dir: Path) -> int:
+    """The data directory's major version (the server that runs it has the same)."""
+    text = (data_dir / "PG_VERSION").read_text().strip()
+    return int(text.split(".")[0]) if text.split(".")[0].isdigit() else 0
+
+
+def library_path(bin_dir: Path) -> Path | None:
+    """basic_archive's shared library in the installation of bin_dir, if it is installed.
+
+    The server loads it from its pkglibdir: pg_config of the same installation says where;
+    without one, the two places installations put it."""
+    dirs = [bin_dir.parent / "lib", bin_dir.parent / "lib" / "postgresql"]
+    if (bin_dir / "pg_config").is_file():
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            out = subprocess.run(
+                [str(bin_dir / "pg_config"), "--pkglibdir"],
+                capture_output=True,
+                text=True,
+                timeout=10,
+                check=True,
+            ).stdout.strip()
+            if out:
+                dirs = [Path(out)]
+    for directory in dirs:
+        for suffix in (".so", ".dylib"):
+            if (directory / (LIBRARY + suffix)).is_file():
+                return directory / (LIBRARY + suffix)
+    return None
+
+
+def method(cluster: Cluster, archive_dir: Path) -> str:
+    """basic_archive when the cluster's server has it, else archive_command (walcopy.py)."""
+    if (
+        major_version(cluster.data_dir) >= LIBRARY_SINCE
+        and len(os.fsencode(str(archive_dir))) < _LIBRARY_MAX_PATH
+        and library_path(cluster.bin_dir) is not None
+    ):
+        return LIBRARY
+    return COMMAND
 
 
 def _python(cluster: Cluster, configured: str) -> str:
@@ -98,6 +169,19 @@ def configure(cluster: Cluster, archive_dir: Path | None) -> None:
         return
     archive_dir.mkdir(parents=True, exist_ok=True)
     cluster._give(archive_dir, 0o700)
+    _clear_temporaries(archive_dir)
+    if method(cluster, archive_dir) == LIBRARY:
+        conf = library_settings(archive_dir)
+    else:
+        python = _python(cluster, _configured_python(cluster.data_dir / CONF_NAME))
+        script = _install_script(cluster)
+        conf = command_settings(python, script, archive_dir, major_version(cluster.data_dir))
+    _write_conf(cluster, [f"{k} = {v}" for k, v in conf.items()])
+    _append_once(cluster.data_dir / "pg_hba.conf", HBA_LINE)
+
+
+def _install_script(cluster: Cluster) -> Path:
+    """walcopy.py where the server's OS user can read it (our package may be out of its reach)."""
     bin_dir = cluster.home / "bin"
     bin_dir.mkdir(exist_ok=True)
     bin_dir.chmod(0o755)
@@ -106,9 +190,15 @@ def configure(cluster: Cluster, archive_dir: Path | None) -> None:
     shutil.copyfile(Path(__file__).with_name(SCRIPT_NAME), tmp)
     tmp.chmod(0o644)
     os.replace(tmp, script)
-    python = _python(cluster, _configured_python(cluster.data_dir / CONF_NAME))
-    _write_conf(cluster, [f"{k} = {v}" for k, v in settings(python, script, archive_dir).items()])
-    _append_once(cluster.data_dir / "pg_hba.conf", HBA_LINE)
+    return script
+
+
+def _clear_temporaries(archive_dir: Path) -> None:
+    """Remove the half-written copies a crash left (the server is stopped: none is in use)."""
+    for pattern in TEMPORARIES:
+        for stale in archive_dir.glob(pattern):
+            with contextlib.suppress(FileNotFoundError):
+                stale.unlink()
 
 
 def _configured_python(conf: Path) -> str:
@@ -251,26 +341,62 @@ class Archiver:
     failing: bool
     last_archived_wal: str | None
     last_failed_wal: str | None
+    via: str = COMMAND  # basic_archive (archive_library) or archive_command
+
+
+# archive_library exists from PostgreSQL 15 (NULL before: archive_command it is).
+LIBRARY_SETTING = "coalesce(current_setting('archive_library', true), '')"
 
 
 def archiver(conn: psycopg.Connection[Any]) -> Archiver:
     row = conn.execute(
-        f"SELECT current_setting('archive_mode'), {FAILING}, last_archived_wal, last_failed_wal"
-        " FROM pg_stat_archiver"
+        f"SELECT current_setting('archive_mode'), {FAILING}, last_archived_wal, last_failed_wal,"
+        f" {LIBRARY_SETTING} FROM pg_stat_archiver"
     ).fetchone()
     assert row is not None
-    return Archiver(str(row[0]), bool(row[1]), row[2], row[3])
+    return Archiver(str(row[0]), bool(row[1]), row[2], row[3], str(row[4]) or COMMAND)
+
+
+@dataclass(frozen=True)
+class Status:
+    """What `smartstart status` says of WAL archiving."""
+
+    state: str  # on, off, failing, pending restart, on at the next start
+    via: str | None  # basic_archive or archive_command; None when off
+
+
+def status(cluster: Cluster) -> Status:
+    """The state of archiving and what copies the segments (as running, else as configured)."""
+    configured = configured_via(cluster.data_dir / CONF_NAME)
+    if not cluster.status().running:
+        if cluster.archive_dir is None:
+            return Status("off", None)
+        return Status("on at the next start", configured)
+    with cluster.connect() as conn:
+        now = archiver(conn)
+    if now.mode == "off":
+        if cluster.archive_dir is None:
+            return Status("off", None)
+        return Status("pending restart", configured)
+    return Status("failing" if now.failing else "on", now.via)
 
 
 def state(cluster: Cluster) -> str:
     """on, off, failing, or "pending restart" (configured, the running server not yet)."""
-    if not cluster.status().running:
-        return "off" if cluster.archive_dir is None else "on at the next start"
-    with cluster.connect() as conn:
-        now = archiver(conn)
-    if now.mode == "off":
-        return "off" if cluster.archive_dir is None else "pending restart"
-    return "failing" if now.failing else "on"
+    return status(cluster).state
+
+
+def configured_via(conf: Path) -> str | None:
+    """What the settings file makes archive the WAL at the next start (None: nothing)."""
+    try:
+        text = conf.read_text()
+    except FileNotFoundError:
+        return None
+    if re.search(rf"^archive_library = '{LIBRARY}'$", text, re.MULTILINE):
+        return LIBRARY
+    if re.search(r"^archive_command = '.+'$", text, re.MULTILINE):
+        return COMMAND
+    return None
 
 
 # -- health ---------------------------------------------------------------------------
@@ -286,9 +412,10 @@ def wal_archiving(conn: psycopg.Connection[Any]) -> Measurement:
                    AS pending_restart,
                a.archived_count, a.last_archived_wal, a.last_archived_time::text,
                a.failed_count, a.last_failed_wal, a.last_failed_time::text,
-               {FAILING} AS failing
+               {FAILING} AS failing,
+               coalesce(nullif({LIBRARY}, ''), 'archive_command') AS via
         FROM pg_stat_archiver a
-        """.replace("{FAILING}", FAILING),
+        """.replace("{FAILING}", FAILING).replace("{LIBRARY}", LIBRARY_SETTING),
     )
     if state["archive_mode"] == "off":
         if state["pending_restart"]:
@@ -325,11 +452,21 @@ def wal_archiving(conn: psycopg.Connection[Any]) -> Measurement:
     if state["failing"]:
         behind = max(behind, 1)
     fix = None
-    if behind:
+    if behind and state["failing"]:
         fix = (
-            f"WAL archiving failed for {state['last_failed_wal']} at {state['last_failed_time']}: "
-            "see the server log (smartstart logs postgres) for the archive_command's error, "
-            "and check that the archive directory is writable and has space"
+            f"WAL archiving failed for {state['last_failed_wal']} at "
+            f"{state['last_failed_time']} ({state['via']}): see the server log (smartstart logs "
+            "postgres) for the error, and check that the archive directory is writable and has "
+            "space"
+        )
+    elif behind:
+        # No failure recorded: the archiver is slow, or not configured (an operator's empty
+        # archive_command or basic_archive.archive_directory archives nothing, fails nothing).
+        fix = (
+            f"{behind} WAL segment(s) waiting over {BEHIND_SECONDS} s for the archiver "
+            f"({state['via']}) with no failure recorded: see the server log (smartstart logs "
+            "postgres); if it says archiving is not configured, see ALTER SYSTEM's "
+            "postgresql.auto.conf, then restart the server (smartstart db restart)"
         )
     details = ({**state, "waiting": waiting["ready"]},)
     return Measurement(float(behind), "segments", details, fix=fix)
@@ -342,6 +479,7 @@ CHECKS: tuple[Check, ...] = (
         wal_archiving,
         warn=1,
         crit=16,
-        advice="the archiver is behind: see the server log for the archive_command's error",
+        advice="the archiver is behind: see the server log for basic_archive's or the "
+        "archive_command's error",
     ),
 )

@@ -269,6 +269,7 @@ def _prepare(cluster: Cluster, plan: RestorePlan, staging: Path, archive_dir: Pa
         # The side server must not archive: a restore that fails its checks leaves no trace
         # in the archive. Segments wait (.ready) and the swapped-in server archives them.
         "archive_command": "''",
+        **archive.no_library(archive.major_version(staging)),
     }
     if not plan.replay_to_end and plan.target is not None:
         lines["recovery_target_time"] = conf_string(plan.target.isoformat(sep=" "))

@@ -117,11 +117,12 @@ class ServiceStatus(TypedDict):
     data_dir: str | None
     workers: NotRequired[WorkerState | None]
     archiving: NotRequired[str | None]  # WAL archiving of the embedded cluster (pg.archive)
+    archiving_via: NotRequired[str | None]  # basic_archive or archive_command
 
 
 def status_row(settings: Settings) -> ServiceStatus:
     """The database's line of `smartstart status`."""
-    archiving = None
+    archiving = archiving_via = None
     if settings.embedded:
         from smartstart.errors import SmartStartError
         from smartstart.pg import archive
@@ -132,7 +133,8 @@ def status_row(settings: Settings) -> ServiceStatus:
         uptime, data_dir = st.uptime_seconds, st.data_dir
         if st.state != "uninitialized":
             try:
-                archiving = archive.state(cluster)
+                archived = archive.status(cluster)
+                archiving, archiving_via = archived.state, archived.via
             except SmartStartError:
                 archiving = "unknown"
     else:
@@ -153,6 +155,7 @@ def status_row(settings: Settings) -> ServiceStatus:
         "uptime_seconds": uptime,
         "data_dir": data_dir,
         "archiving": archiving,
+        "archiving_via": archiving_via,
     }
 
 
