@@ -120,6 +120,50 @@ def test_a_broken_invariant_rolls_everything_back(
     assert _schema(conn) == before
 
 
+def test_a_duplicate_key_in_a_rebuilt_primary_key_rolls_everything_back(
+    bulk: None, seeded_conn: Conn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The journey states' primary key is dropped for the insert and built again after:
+    two states with one id make that build fail, and nothing of the run stays."""
+    conn = seeded_conn
+    before = _schema(conn)
+    counts = (
+        'SELECT (SELECT count(*) FROM "User"), (SELECT count(*) FROM "UserJourneyState"),'
+        ' (SELECT count(*) FROM "UserRole"), (SELECT count(*) FROM audit_log)'
+    )
+    rows = conn.execute(counts).fetchone()
+    twins = demo_bulk._INSERT_STATES.replace(
+        "row_number() OVER ()", "(row_number() OVER () / 2 + 1)"
+    )
+    assert twins != demo_bulk._INSERT_STATES
+    monkeypatch.setattr(demo_bulk, "_INSERT_STATES", twins)
+    with pytest.raises(psycopg.errors.UniqueViolation, match="UserJourneyState_pkey"):
+        demo.demo_users(conn, 200, seed=1, rounds=4)
+    assert conn.execute(counts).fetchone() == rows  # the audit entries too
+    assert _schema(conn) == before
+
+
+def test_bulk_tables_have_fresh_statistics(bulk: None, seeded_conn: Conn) -> None:
+    """The bulk transactions analyze what they filled before they commit (no ANALYZE after):
+    the planner's row counts and column statistics include the new rows."""
+    conn = seeded_conn
+    demo.demo_users(conn, 400, seed=5, rounds=4)
+    for table in ("User", "UserRole", "UserJourneyState", "audit_log"):
+        ident = sql.Identifier(table)
+        stored, estimated = conn.execute(
+            sql.SQL(
+                "SELECT (SELECT count(*) FROM {}), reltuples::bigint FROM pg_class"
+                " WHERE oid = %s::regclass"
+            ).format(ident),
+            [ident.as_string(conn)],
+        ).fetchone() or (0, -1)
+        assert stored == estimated and stored >= 400, table
+    roles = conn.execute(
+        "SELECT most_common_vals::text FROM pg_stats WHERE tablename = 'User' AND attname = 'role'"
+    ).fetchone()
+    assert roles is not None and "MEMBER" in roles[0]
+
+
 _USER_COLUMNS = (
     "id", "email", "username", "name", "firstName", "lastName", "password", "role", "status",
     "reputation", "lastActive", "createdAt",

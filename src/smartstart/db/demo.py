@@ -105,7 +105,8 @@ def demo_users(
             start = _next_demo_number(cur)
             # Taken at once (sequences are not transactional): a failed run leaves a gap.
             cur.execute("SELECT setval('smartstart_demo_number', %s)", [start + n - 1])
-        if demo_bulk.use_bulk(conn, "User", n):
+        bulk = demo_bulk.use_bulk(conn, "User", n)
+        if bulk:
             params = demo_bulk.parameters(start, n, seed, stages, shared_hash)
             (audit,) = _audit_params(rng, [], stages, audit_per_user)
             rebuild = demo_bulk.use_bulk(conn, "audit_log", n * audit_per_user)
@@ -120,6 +121,8 @@ def demo_users(
         # A connection that is gone has released its session lock already.
         with contextlib.suppress(psycopg.OperationalError), conn.transaction():
             conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", [_DEMO_LOCK])
+    if bulk:
+        return n  # its transactions analyzed the tables before they committed
     # Fresh statistics: the listings' plans depend on them, and autovacuum may take a while.
     with conn.transaction():
         for table in ("User", "UserRole", "UserJourneyState", "audit_log"):
