@@ -63,6 +63,27 @@ def test_start_status_stop_are_idempotent(stopped_cluster: Cluster) -> None:
     assert stopped_cluster.status().state == "stopped"
 
 
+def test_stop_of_a_server_exiting_by_itself_is_no_error(
+    stopped_cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A failed PITR replay: the side server exits on its own just as it is stopped, and
+    # pg_ctl's "Is server running?" replaced the real error (seen under load).
+    from smartstart.pg import cluster as cluster_module
+
+    stopped_cluster.start()
+    pid_file = stopped_cluster.data_dir / "postmaster.pid"
+    saved = pid_file.read_bytes()
+    stopped_cluster.stop(mode="immediate")
+    pid_file.write_bytes(saved)  # as if read just before the server exited
+    answers = iter([True])  # alive at stop()'s check, gone when pg_ctl looks
+    monkeypatch.setattr(cluster_module, "_is_postgres_process", lambda pid: next(answers, False))
+    try:
+        assert stopped_cluster.stop() is True
+    finally:
+        pid_file.unlink(missing_ok=True)
+    assert stopped_cluster.status().state == "stopped"
+
+
 def test_restart_changes_the_server_process(stopped_cluster: Cluster) -> None:
     stopped_cluster.start()
     first = stopped_cluster.status().pid

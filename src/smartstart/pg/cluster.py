@@ -538,7 +538,7 @@ class Cluster:
         pidfile = read_pid_file(self.data_dir)
         if pidfile is None or not _is_postgres_process(pidfile.pid):
             return False
-        self._run(
+        proc = self._run(
             [
                 str(self.bin_dir / "pg_ctl"),
                 "stop",
@@ -550,8 +550,19 @@ class Cluster:
                 "-t",
                 str(int(timeout)),
             ],
+            check=False,
             timeout=timeout + 10,
         )
+        if proc.returncode != 0:
+            # A server exiting by itself (a failed recovery, a crash) between the check
+            # above and pg_ctl: "Is server running?". Stopped is what was asked for.
+            pidfile = read_pid_file(self.data_dir)
+            if pidfile is not None and _is_postgres_process(pidfile.pid):
+                detail = (proc.stderr or proc.stdout).strip().splitlines()
+                raise ClusterError(
+                    f"pg_ctl failed: {detail[-1] if detail else proc.returncode}",
+                    f"see {self.log_file}",
+                )
         return True
 
     def restart(self) -> None:
