@@ -123,9 +123,12 @@ def test_workers_share_the_port_and_a_dead_one_is_replaced(
     wait_for(lambda: listeners(port) == 2, "both workers to listen")
     victim = min(workers)
     os.kill(victim, signal.SIGKILL)
-    # Until the victim has exited, the kernel still queues connections on its socket
-    # (they are reset when it closes): wait for that, not for its replacement.
+    # Until the victim's socket is closed, the kernel still queues connections on it (they
+    # are reset when it closes): wait for that, not for its replacement. Not for the pid to
+    # look dead: a killed thread-group leader shows "Z" while its other threads, which
+    # hold the socket open, are still exiting (two CI runs got a reset that way).
     wait_for(lambda: victim not in children(proc.pid), "the victim to exit")
+    wait_for(lambda: listeners(port) == 1, "the victim's socket to close")
     # The other worker answers every request, while the replacement loads too: it listens
     # only once it can serve, so no connection waits on it (or is reset if it fails).
     answers: list[int] = []
