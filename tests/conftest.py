@@ -203,7 +203,7 @@ MODULE_SECONDS = {
     "tests/cli/test_restore_cli.py": 62,
     "tests/api/test_paging_api.py": 59,
     "tests/cli/test_services.py": 56,
-    "tests/pg/test_pitr.py": 47,
+    "tests/pg/test_pitr.py": 32,
     "tests/web/test_backups_page.py": 40,
     "tests/web/test_browser.py": 33,
     "tests/api/test_db_resilience.py": 25,
