@@ -162,7 +162,7 @@ def list_users(
             f"search needs at least {MIN_SEARCH} characters",
             details={"field": "q", "min_length": MIN_SEARCH},
         )
-    substring = bool(q) and len(q or "") >= MIN_SUBSTRING_SEARCH
+    substring = q is not None and len(q) >= MIN_SUBSTRING_SEARCH
     if q and substring:
         match, match_params = usersearch.conditions(q)
         clauses.extend(match)
@@ -202,15 +202,19 @@ def list_users(
         },
     )
     after = keyset.after(settings, cursor)
+    position: list[sql.Composable] = []  # the rows after the cursor's, in the page's order
     if after is not None:
         op = sql.SQL(">") if order == "asc" else sql.SQL("<")
-        clauses.append(sql.SQL("({}, u.id) {} (%s, %s)").format(key, op))
-        params.extend(after)
+        position.append(sql.SQL("({}, u.id) {} (%s, %s)").format(key, op))
     direction = sql.SQL("ASC") if order == "asc" else sql.SQL("DESC")
-    if q and substring and sort == "createdAt" and f == UserFilter(q=f.q):
+    if substring and q and sort == "createdAt" and f == UserFilter(q=f.q):
         # The search box's own listing: found in two steps whatever the substring.
-        rows = usersearch.newest_matching(conn, q, _SELECT, after, order == "asc", limit + 1)
+        rows = usersearch.newest_matching(
+            conn, q, _SELECT, position, list(after or ()), order == "asc", limit + 1
+        )
     else:
+        clauses.extend(position)
+        params.extend(after or ())
         query, params = _users_query(conn, role, clauses, params, key, direction, limit + 1)
         with conn.cursor(row_factory=dict_row) as cur:
             # Never prepared: a generic plan cannot tell a rare role or search from a

@@ -53,23 +53,17 @@ def newest_matching(
     conn: psycopg.Connection[Any],
     q: str,
     columns: sql.Composable,
-    after: tuple[Any, ...] | None,
+    position: list[sql.Composable],
+    position_params: list[Any],
     ascending: bool,
     rows: int,
 ) -> list[dict[str, Any]]:
-    """Up to `rows` users matching q in creation order (after the keyset `after`).
+    """Up to `rows` users matching q in creation order, past the keyset `position`.
 
-    Each row has `columns` and `"_key"` (its "createdAt"), as `list_users` reads them.
+    `position` is `list_users`' cursor condition on `"User" u` (none on a first page);
+    each row has `columns` and `"_key"` (its "createdAt"), as `list_users` reads them.
     """
     direction = sql.SQL("ASC" if ascending else "DESC")
-    keyset: list[Any] = list(after or ())
-    after_sql: tuple[sql.Composable, sql.Composable] = sql.SQL(""), sql.SQL("")
-    if keyset:
-        op = sql.SQL(">" if ascending else "<")
-        after_sql = (
-            sql.SQL(' WHERE (u."createdAt", u.id) {} (%s, %s)').format(op),
-            sql.SQL(' AND (u."createdAt", u.id) {} (%s, %s)').format(op),
-        )
     pattern = f"%{escape_like(q)}%"
 
     def read(template: str, params: list[Any], **parts: sql.Composable) -> list[dict[str, Any]]:
@@ -79,12 +73,13 @@ def newest_matching(
             return cur.fetchall()
 
     walk = min(WALK_PER_ROW * rows, MAX_WALK)
-    found = _walk(read, after_sql[0], [*keyset, walk, pattern, rows])
+    where = sql.SQL(" WHERE ") + sql.SQL(" AND ").join(position) if position else sql.SQL("")
+    found = _walk(read, where, [*position_params, walk, pattern, rows])
     if len(found) == rows:
         return found
     match, match_params = conditions(q)
     with _only_bitmaps(conn):
-        return _from_trigrams(read, match, after_sql[1], [*match_params, *keyset, rows])
+        return _from_trigrams(read, [*match, *position], [*match_params, *position_params, rows])
 
 
 class Read(Protocol):
@@ -112,15 +107,14 @@ def _walk(read: Read, after: sql.Composable, params: list[Any]) -> list[dict[str
 
 
 def _from_trigrams(
-    read: Read, match: list[sql.Composable], after: sql.Composable, params: list[Any]
+    read: Read, where: list[sql.Composable], params: list[Any]
 ) -> list[dict[str, Any]]:
     """The first matches in creation order, from all the matches the trigram index finds."""
     return read(
-        'SELECT {cols}, u."createdAt" AS "_key" FROM "User" u WHERE {match}{after}'
+        'SELECT {cols}, u."createdAt" AS "_key" FROM "User" u WHERE {where}'
         ' ORDER BY u."createdAt" {dir}, u.id {dir} LIMIT %s',
         params,
-        match=sql.SQL(" AND ").join(match),
-        after=after,
+        where=sql.SQL(" AND ").join(where),
     )
 
 
