@@ -546,3 +546,18 @@ def test_a_restore_failing_its_checks_leaves_no_trace_in_the_archive(cli: Cluste
     assert seen == [("", "", 0, False)]  # promoted, nothing archived
     assert sorted(p.name for p in wal.iterdir()) == before
     assert _ids(cli, "pitr_no_trace") == [1, 2]
+
+
+def test_two_restores_in_one_second_set_aside_under_different_names(tmp_path: Path) -> None:
+    # The second of two restores within a second renamed the data directory onto the
+    # first one's kept copy: "Directory not empty", with the server already stopped.
+    when = datetime(2026, 11, 29, 23, 57, 43, tzinfo=UTC)
+    first = pitr.kept_name(tmp_path, when)
+    first.mkdir()
+    second = pitr.kept_name(tmp_path, when)
+    second.mkdir()
+    third = pitr.kept_name(tmp_path, when + timedelta(seconds=1))
+    assert len({first, second, third}) == 3
+    assert second.name == f"{pitr.KEPT_PREFIX}20261129_235743_2"
+    # Prune still reads when each was set aside from its name.
+    assert pitr._kept_at(second) == when

@@ -223,15 +223,28 @@ def plan_restore(
             "restore to a time before the gap, or take a new base backup",
         )
     replay_to_end = target is None or win.last_commit is None or target >= win.last_commit
-    now = datetime.now(UTC).strftime("%Y%m%d_%H%M%S")
     return RestorePlan(
         target=target,
         replay_to_end=replay_to_end,
         base=base,
         window=win,
         data_dir=cluster.data_dir,
-        keep_as=cluster.home / f"{KEPT_PREFIX}{now}",
+        keep_as=kept_name(cluster.home, datetime.now(UTC)),
     )
+
+
+def kept_name(home: Path, when: datetime) -> Path:
+    """Where a restore at `when` sets the data directory aside: a name no other has taken.
+
+    Two restores within one second had the same name, and the second one's swap failed
+    ("Directory not empty") with the server already stopped.
+    """
+    stamp = when.strftime("%Y%m%d_%H%M%S")
+    path, n = home / f"{KEPT_PREFIX}{stamp}", 1
+    while path.exists():
+        n += 1
+        path = home / f"{KEPT_PREFIX}{stamp}_{n}"
+    return path
 
 
 @dataclass(frozen=True)
@@ -484,9 +497,8 @@ def plan_prune(
 def _kept_at(directory: Path) -> datetime:
     """When a restore set this data directory aside (its name says; else its mtime)."""
     try:
-        return datetime.strptime(directory.name.removeprefix(KEPT_PREFIX), "%Y%m%d_%H%M%S").replace(
-            tzinfo=UTC
-        )
+        stamp = directory.name.removeprefix(KEPT_PREFIX)[:15]  # a "_2" after it: the same second
+        return datetime.strptime(stamp, "%Y%m%d_%H%M%S").replace(tzinfo=UTC)
     except ValueError:
         return datetime.fromtimestamp(directory.stat().st_mtime, UTC)
 
