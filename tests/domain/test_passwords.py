@@ -106,3 +106,24 @@ def test_verify_without_a_hash_costs_a_hash_of_the_configured_cost(
     assert passwords.verify("a perfectly fine passphrase", real, 7)  # a real hash: its own cost
     # The placeholder is tried (and refused by bcrypt), then the dummy at the given cost.
     assert costs == [b"05", b"12", b"06", b"04"]
+
+
+def test_an_unknown_user_costs_one_hash_even_the_first_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The dummy hash was made on first use: the first unknown-user login of each process
+    # cost two hashes, which told a stranger the account did not exist.
+    checks: list[bytes] = []
+    checkpw = bcrypt.checkpw
+
+    def no_hashing(*_: object) -> bytes:
+        raise AssertionError("hashed on the unknown-user path")
+
+    def recording(password: bytes, hashed: bytes) -> bool:
+        checks.append(hashed)
+        return checkpw(password, hashed)
+
+    monkeypatch.setattr(passwords.bcrypt, "hashpw", no_hashing)
+    monkeypatch.setattr(passwords.bcrypt, "checkpw", recording)
+    assert not passwords.verify("anything at all", None, 11)
+    assert len(checks) == 1 and checks[0].startswith(b"$2b$11$")
