@@ -110,10 +110,16 @@ def test_both_steps_are_taken_and_agree(
     common = users.list_users(
         many_users, users.UserFilter(q="kim"), settings=seeded_settings, limit=20
     )
-    assert taken == ["walk"] and len(common.items) == 20
+    # the probe (29 users) found some but not all: the walk goes on from its last match
+    assert taken == ["walk", "walk"] and len(common.items) == 20
+    assert [u["id"] for u in common.items] == _expected(many_users, "kim", "desc")[:20]
+    taken.clear()
+    monkeypatch.setattr(usersearch, "WALK_PER_ROW", 100)  # a probe of 420 fills the page
+    users.list_users(many_users, users.UserFilter(q="kim"), settings=seeded_settings, limit=20)
+    assert taken == ["walk"]
     taken.clear()
     rare = users.list_users(many_users, users.UserFilter(q="garcia.29"), settings=seeded_settings)
-    assert taken == ["walk", "trigrams"]
+    assert taken == ["walk", "trigrams"]  # none in the probe: no walk after it
     assert [u["id"] for u in rare.items] == _expected(many_users, "garcia.29", "desc")
 
 
@@ -172,3 +178,58 @@ def test_wildcards_in_the_search_are_taken_literally(
             seeded_conn, users.UserFilter(q="a\\b"), settings=seeded_settings
         ).items
     } == {slash}
+
+
+@pytest.fixture(autouse=True)
+def _no_remembered_trigrams() -> None:
+    usersearch._common.clear()
+
+
+@pytest.mark.parametrize(
+    ("q", "pieces"),
+    [
+        ("Amara Co", ["Ama", "ara Co"]),  # "mar" is everyone's ("smartstart")
+        ("h Martin", ["h Ma", "rtin"]),  # so are "mar" and "art"
+        ("xmarx", ["xma", "arx"]),
+        ("a%mar_b", ["ar_b"]),  # "a%ma" holds no trigram: "%" is no letter
+        ("kim.9", []),  # no common trigram: q whole
+        ("smartstart", []),  # only common ones: q whole
+        ("ma", []),
+    ],
+)
+def test_the_index_gets_the_parts_without_common_trigrams(q: str, pieces: list[str]) -> None:
+    common = frozenset({"mar", "art", "sma", "rts", "tst", "sta", "tar"})
+    assert usersearch.rare_pieces(q, common) == pieces
+
+
+def test_a_search_with_common_trigrams_finds_what_a_plain_scan_finds(
+    seeded_conn: Conn, seeded_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for i in range(40):
+        _add(seeded_conn, f"p{i}.staff@corp.example", f"p{i}", f"Per Son{i}")
+    # "leyy" without "xampleyy" (the parts match, the whole does not), and the whole
+    ashley = _add(seeded_conn, "ash@corp.example", "ashleyy", "Ashleyy Doe")
+    whole = _add(seeded_conn, "bo@corp.exampleyy", "bo", "Bo Yy")
+    seeded_conn.execute('ANALYZE "User"')
+    common = usersearch.common_trigrams(seeded_conn)
+    assert {"xam", "amp", "ple"} <= common and "ley" not in common
+    assert usersearch.rare_pieces("xampleyy", common) == ["leyy"]
+    monkeypatch.setattr(usersearch, "WALK_PER_ROW", 1)  # the trigram step
+    for q in ("xampleyy", "ple.staff", "p1.staff@corp", "on1", "son3"):
+        found = _all_pages(seeded_conn, seeded_settings, q, "desc", limit=5)
+        assert found == _expected(seeded_conn, q, "desc"), q
+    page = users.list_users(seeded_conn, users.UserFilter(q="xampleyy"), settings=seeded_settings)
+    assert [u["id"] for u in page.items] == [whole] and ashley
+
+
+def test_common_trigrams_are_read_again_after_a_while(
+    seeded_conn: Conn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert usersearch.common_trigrams(seeded_conn) == frozenset()  # no statistics yet
+    for i in range(30):
+        _add(seeded_conn, f"u{i}@same.example", f"u{i}", f"U {i}")
+    seeded_conn.execute('ANALYZE "User"')
+    assert usersearch.common_trigrams(seeded_conn) == frozenset()  # remembered
+    monkeypatch.setattr(usersearch, "COMMON_TTL", 0.0)
+    usersearch._common.clear()
+    assert "sam" in usersearch.common_trigrams(seeded_conn)

@@ -6,14 +6,16 @@ order (the covering index `"User_createdAt_id_searchText_idx"` holds the searche
 so the walk reads no table row); a rare one is read from the trigram index, its matches
 sorted. The planner's estimate of a substring's frequency is a guess (at a million
 users it guessed 100 for 28,000 matches and sorted them all: 120-300 ms), so the choice
-is made by trying: walk at most `WALK_PER_ROW` users per row of the page; when that did
+is made by trying: walk at most `WALK_PER_ROW` users per row of the page, a fifth of it
+first (a substring too rare there goes on to the trigram index at once); when that did
 not fill the page, the substring is rare (fewer than one user in 200 among the newest)
-and its trigram matches are few. At 1,000,000 users the median search takes ~2 ms and the
-slowest tens (docs/benchmarks.md, "Search: any substring").
+and its trigram matches are few. At 1,000,000 users the median search takes ~2 ms and
+the slowest ~9 ms (docs/benchmarks.md, "Search: any substring").
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from typing import Any, Protocol
@@ -22,7 +24,7 @@ import psycopg
 from psycopg import pq, sql
 from psycopg.rows import dict_row
 
-from smartstart.db.vocabulary import search_key
+from smartstart.db.vocabulary import SEPARATORS, search_key
 
 # Users walked, per row of the page, before the search counts as rare (~0.3 µs each,
 # index-only): a page of 50 walks up to 10,200 users (~3 ms at a million); a rarer
@@ -31,12 +33,27 @@ from smartstart.db.vocabulary import search_key
 # (docs/benchmarks.md, "Search: any substring").
 WALK_PER_ROW = 200
 MAX_WALK = 50_000
+# The walk starts with a fifth of its length: a substring met there fewer than once per
+# fifth of the page would not fill it in the whole walk either, so it goes to the trigram
+# index at once (the rare substrings whose trigrams are each common paid both steps).
+PROBE_PARTS = 5
 # The pattern made as "searchText" is (folded when planned): the match, and what the
 # trigram index serves.
 _PATTERN = search_key("%s")
 _MATCH = 'u."searchText" LIKE ' + _PATTERN
 # The plans the trigram step must not take: a walk or a scan of every user.
 _NOT_THESE = ("enable_seqscan", "enable_indexscan", "enable_indexonlyscan")
+# A trigram that nearly every user's text holds (the domain of everyone's email: "mar" of
+# "smartstart" in all demo users) narrows the trigram step's matches by nothing and costs
+# it the most: its list of users is read whole. The step asks the index for the parts of
+# the substring without such trigrams and re-checks the whole substring on each match
+# (`amara co` at 1M users: 9.5 → 6.4 ms). Which trigrams: those in COMMON_SHARE of the
+# column's statistics sample (pg_stats, kept by ANALYZE), read again after COMMON_TTL.
+COMMON_SHARE = 0.9
+COMMON_TTL = 300.0
+_MIN_SAMPLE = 20
+_common: dict[tuple[Any, ...], tuple[float, frozenset[str]]] = {}
+_LETTERS = dict(SEPARATORS)
 
 
 def escape_like(text: str) -> str:
@@ -74,12 +91,95 @@ def newest_matching(
 
     walk = min(WALK_PER_ROW * rows, MAX_WALK)
     where = sql.SQL(" WHERE ") + sql.SQL(" AND ").join(position) if position else sql.SQL("")
-    found = _walk(read, where, [*position_params, walk, pattern, rows])
+    probe = walk // PROBE_PARTS
+    found = _walk(read, where, [*position_params, probe, pattern, rows])
+    if len(found) < rows and len(found) * PROBE_PARTS >= rows:
+        # On from the probe's last match (its non-matching tail is walked again).
+        last = found[-1]
+        past = sql.SQL('(u."createdAt", u.id) {} (%s, %s)').format(
+            sql.SQL(">" if ascending else "<")
+        )
+        found += _walk(
+            read,
+            sql.SQL(" WHERE ") + sql.SQL(" AND ").join([*position, past]),
+            [*position_params, last["_key"], last["id"], walk - probe, pattern, rows - len(found)],
+        )
     if len(found) == rows:
         return found
-    match, match_params = conditions(q)
+    match, match_params = trigram_conditions(q, common_trigrams(conn))
     with _only_bitmaps(conn):
         return _from_trigrams(read, [*match, *position], [*match_params, *position_params, rows])
+
+
+def trigram_conditions(q: str, common: frozenset[str]) -> tuple[list[sql.Composable], list[Any]]:
+    """conditions(q) for the trigram index: without the `common` trigrams where it can."""
+    pieces = rare_pieces(q, common)
+    if not pieces:
+        return conditions(q)
+    # The whole substring re-checked on each match, out of the index's reach (|| '').
+    whole = sql.SQL("(u.\"searchText\" || '') LIKE " + _PATTERN)
+    return [*(sql.SQL(_MATCH) for _ in pieces), whole], [
+        *(f"%{escape_like(p)}%" for p in pieces),
+        f"%{escape_like(q)}%",
+    ]
+
+
+def _folded(text: str) -> str:
+    """text as pg_trgm reads the search key of it: lower-cased character by character
+    (PostgreSQL's lower() keeps the length), the separators made letters, folded again."""
+    lowered = "".join(c.lower() if len(c.lower()) == 1 else c for c in text)
+    keyed = "".join(_LETTERS.get(c, c) for c in lowered)
+    return "".join(c.lower() if len(c.lower()) == 1 else c for c in keyed)
+
+
+def _trigram_starts(folded: str) -> Iterator[int]:
+    """Where each trigram of folded starts: three letters or digits (pg_trgm's words)."""
+    for i in range(len(folded) - 2):
+        if all(c.isalnum() for c in folded[i : i + 3]):
+            yield i
+
+
+def rare_pieces(q: str, common: frozenset[str]) -> list[str]:
+    """The longest parts of q that hold trigrams, none of them common; [] when q holds no
+    common trigram (or only common ones: the index then gets q whole)."""
+    folded = _folded(q)
+    starts = list(_trigram_starts(folded))
+    if not any(folded[i : i + 3] in common for i in starts):
+        return []
+    pieces: list[str] = []
+    begin = 0
+    for i in starts:
+        if folded[i : i + 3] in common:
+            if i + 2 - begin >= 3:
+                pieces.append(q[begin : i + 2])
+            begin = i + 1
+    if len(q) - begin >= 3:
+        pieces.append(q[begin:])
+    return [p for p in pieces if any(True for _ in _trigram_starts(_folded(p)))]
+
+
+def common_trigrams(conn: psycopg.Connection[Any]) -> frozenset[str]:
+    """The trigrams of at least COMMON_SHARE of the users' search keys (ANALYZE's sample)."""
+    key = (conn.info.host, conn.info.port, conn.info.dbname)
+    cached = _common.get(key)
+    if cached is not None and cached[0] > time.monotonic():
+        return cached[1]
+    row = conn.execute(
+        "SELECT histogram_bounds::text::text[] FROM pg_stats WHERE schemaname = current_schema()"
+        " AND tablename = 'User' AND attname = 'searchText'",
+        prepare=False,
+    ).fetchone()
+    samples: list[str] = list(row[0] or []) if row else []
+    found: frozenset[str] = frozenset()
+    if len(samples) >= _MIN_SAMPLE:
+        counts: dict[str, int] = {}
+        for sample in samples:
+            text = "".join(c.lower() if len(c.lower()) == 1 else c for c in sample)
+            for trigram in {text[i : i + 3] for i in _trigram_starts(text)}:
+                counts[trigram] = counts.get(trigram, 0) + 1
+        found = frozenset(t for t, n in counts.items() if n >= COMMON_SHARE * len(samples))
+    _common[key] = (time.monotonic() + COMMON_TTL, found)
+    return found
 
 
 class Read(Protocol):
