@@ -15,6 +15,7 @@ the slowest ~9 ms (docs/benchmarks.md, "Search: any substring").
 
 from __future__ import annotations
 
+import string
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
@@ -54,6 +55,13 @@ COMMON_TTL = 300.0
 _MIN_SAMPLE = 20
 _common: dict[tuple[Any, ...], tuple[float, frozenset[str]]] = {}
 _LETTERS = dict(SEPARATORS)
+# The characters counted in a trigram here: those pg_trgm surely reads as letters or
+# digits (ASCII ones, and the separators' letters, which the search key relies on; other
+# letters depend on the server's locale). A part judged to hold no trigram is left out,
+# never wrongly kept: the index reads every entry for a part with no trigram.
+_WORD = frozenset(
+    string.ascii_lowercase + string.digits + "".join(c.lower() for _, c in SEPARATORS)
+)
 
 
 def escape_like(text: str) -> str:
@@ -135,7 +143,7 @@ def _folded(text: str) -> str:
 def _trigram_starts(folded: str) -> Iterator[int]:
     """Where each trigram of folded starts: three letters or digits (pg_trgm's words)."""
     for i in range(len(folded) - 2):
-        if all(c.isalnum() for c in folded[i : i + 3]):
+        if all(c in _WORD for c in folded[i : i + 3]):
             yield i
 
 
