@@ -132,6 +132,13 @@ def test_bootstrap_creates_role_and_database_with_password(stopped_cluster: Clus
         assert row == (False, "app_db")
         exts = {r[0] for r in conn.execute("SELECT extname FROM pg_extension")}
         assert "pg_stat_statements" in exts
+        # Byte order for text (faster sorts and index builds), C.UTF-8's letters (the
+        # search key's separator letters are letters to pg_trgm; "É" lower-cases).
+        locale = conn.execute(
+            "SELECT datcollate, datctype, lower('ÉÞ'), 'b' < 'É' FROM pg_database"
+            " WHERE datname = current_database()"
+        ).fetchone()
+        assert locale == ("C", "C.UTF-8", "éþ", True)
     with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
         psycopg.connect(url.replace("s3cret", "wrong")).close()
 

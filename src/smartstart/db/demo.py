@@ -150,6 +150,9 @@ def _bulk(
                     demo_bulk.insert_audit(conn, params, _AUDIT_SQL, audit, rebuild=rebuild_audit)
             return
         other.execute("BEGIN")
+        # Its index builds serial: the users' transaction, the longer one, gets the
+        # parallel workers (1M users: 100 s → 89 s; docs/benchmarks.md, "Session 16").
+        other.execute("SET LOCAL max_parallel_maintenance_workers = 0")
         try:
             with ThreadPoolExecutor(max_workers=1) as pool:
                 entries = pool.submit(
