@@ -132,12 +132,15 @@ def trigram_conditions(q: str, common: frozenset[str]) -> tuple[list[sql.Composa
     ]
 
 
+def _lower(text: str) -> str:
+    """text lower-cased character by character, as PostgreSQL's lower() (same length)."""
+    return "".join(c.lower() if len(c.lower()) == 1 else c for c in text)
+
+
 def _folded(text: str) -> str:
-    """text as pg_trgm reads the search key of it: lower-cased character by character
-    (PostgreSQL's lower() keeps the length), the separators made letters, folded again."""
-    lowered = "".join(c.lower() if len(c.lower()) == 1 else c for c in text)
-    keyed = "".join(_LETTERS.get(c, c) for c in lowered)
-    return "".join(c.lower() if len(c.lower()) == 1 else c for c in keyed)
+    """text as pg_trgm reads the search key of it: lower-cased, the separators made
+    letters, folded again."""
+    return _lower("".join(_LETTERS.get(c, c) for c in _lower(text)))
 
 
 def _trigram_starts(folded: str) -> Iterator[int]:
@@ -182,7 +185,7 @@ def common_trigrams(conn: psycopg.Connection[Any]) -> frozenset[str]:
     if len(samples) >= _MIN_SAMPLE:
         counts: dict[str, int] = {}
         for sample in samples:
-            text = "".join(c.lower() if len(c.lower()) == 1 else c for c in sample)
+            text = _lower(sample)
             for trigram in {text[i : i + 3] for i in _trigram_starts(text)}:
                 counts[trigram] = counts.get(trigram, 0) + 1
         found = frozenset(t for t, n in counts.items() if n >= COMMON_SHARE * len(samples))
