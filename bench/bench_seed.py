@@ -12,6 +12,7 @@ import os
 import time
 
 import psycopg
+from psycopg import sql
 
 from bench.cluster import DB_NAME, archiver_cpu, server_cpu, throwaway_cluster
 from smartstart.db import demo, seed
@@ -37,7 +38,7 @@ def main() -> int:
         if DROP_INDEXES:
             with psycopg.connect(db.settings.url_for(), autocommit=True) as conn:
                 for name in DROP_INDEXES:
-                    conn.execute(f'DROP INDEX "{name}"')
+                    conn.execute(sql.SQL("DROP INDEX {}").format(sql.Identifier(name)))
             print(f"  without the indexes {', '.join(DROP_INDEXES)} (not the schema)")
         load_before = os.getloadavg()[0]
         with psycopg.connect(db.settings.url_for(), autocommit=True) as conn:
